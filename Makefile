@@ -1,0 +1,36 @@
+# The single source of set-up: `make demo` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+# torch is pinned first: an unpinned torch may pull a multi-GB CUDA build. 2.13.0 is this project's CPU build.
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test lint demo clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH)"
+	$(PIP) install -q -e ".[serve,dev]"
+	# open-clip-torch only carries the CLIP BPE vocabulary the tokenizer tests check against; its
+	# dependencies (torchvision) would replace torch, so it is installed without them.
+	$(PIP) install -q --no-deps "open-clip-torch==3.3.0"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests tools
+	$(VENV)/bin/ruff format --check src tests tools
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check src tests tools
+	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q
+
+demo: $(STAMP)
+	@echo "The demo model arrives with issue 3; meanwhile see README.md for generating with your own model."
+
+clean:
+	rm -rf $(VENV) .pytest_cache outputs

@@ -1,0 +1,316 @@
+"""The ``imagegen`` command line: arguments → GenerationRequest → Engine → PNG files.
+
+Exit codes: 0 success, 2 bad arguments (the message names the argument), 1 runtime failure (one-line cause).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from imagegen.errors import ImagegenError, InvalidRequest, ModelNotFound, UnsafeModelFile
+from imagegen.requests import GenerationRequest, Limits
+
+if TYPE_CHECKING:
+    from imagegen.engine import Engine, ProgressEvent
+
+#: Request field → the CLI argument that sets it, so errors name what the user typed.
+FLAGS = {
+    "prompt": "PROMPT",
+    "negative_prompt": "--negative",
+    "seed": "--seed",
+    "num_inference_steps": "--steps",
+    "guidance_scale": "--cfg",
+    "width": "--size",
+    "height": "--size",
+    "num_images": "-n/--num-images",
+    "sampler": "--sampler",
+    "schedule_type": "--schedule-type",
+    "init_image": "--init-image",
+    "strength": "--strength",
+    "model": "--model",
+    "refiner": "--refiner",
+    "denoising_end": "--refiner-switch",
+    "device": "--device",
+    "dtype": "--dtype",
+    "offload": "--offload",
+    "from": "--from",
+}
+
+
+class UsageError(Exception):
+    """A bad command-line argument (exit code 2)."""
+
+    def __init__(self, argument: str, message: str) -> None:
+        super().__init__(f"argument {argument}: {message}")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be WIDTHxHEIGHT, e.g. 1024x1024, got {text!r}") from None
+    return width, height
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imagegen", description="Generate images with open diffusion models.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    gen = sub.add_parser("generate", help="text-to-image or image-to-image; writes PNGs and prints their paths")
+    gen.add_argument("prompt", nargs="?", default=None, metavar="PROMPT", help="what to draw")
+    gen.add_argument("--negative", default=None, metavar="TEXT", help="what not to draw")
+    gen.add_argument("--seed", type=int, default=None, help="-1 (default) picks a random seed; image i uses seed+i")
+    gen.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
+    gen.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
+    gen.add_argument("--size", type=_size, default=None, metavar="WxH", help="image size, multiples of 8")
+    gen.add_argument("-n", "--num-images", type=int, default=None, help="images in the batch (default 1)")
+    gen.add_argument("--sampler", default=None, help="A1111 name ('DPM++ 2M Karras', 'Euler a') or diffusers class")
+    gen.add_argument("--schedule-type", default=None, help="Automatic, Karras, Exponential, SGM Uniform, ...")
+    gen.add_argument("--model", default=None, metavar="REF", help="hub id, local folder, .safetensors file or name")
+    gen.add_argument("--refiner", default=None, metavar="REF", help="SDXL refiner continuing the base's latents")
+    gen.add_argument("--refiner-switch", type=float, default=None, metavar="F", help="denoising_end (default 0.8)")
+    gen.add_argument("--init-image", type=Path, default=None, metavar="PATH", help="image-to-image input")
+    gen.add_argument("--strength", type=float, default=None, help="image-to-image strength in (0, 1] (default 0.75)")
+    gen.add_argument(
+        "--from",
+        dest="from_image",
+        type=Path,
+        default=None,
+        metavar="IMAGE",
+        help="regenerate from the parameters embedded in IMAGE (other options override them)",
+    )
+    gen.add_argument(
+        "--out", type=Path, default=Path("outputs"), metavar="DIR", help="output folder (default outputs/)"
+    )
+    _engine_options(gen)
+
+    info = sub.add_parser("info", help="print the generation parameters embedded in an image")
+    info.add_argument("image", type=Path, metavar="IMAGE")
+    info.add_argument("--json", action="store_true", help="print JSON")
+
+    models = sub.add_parser("models", help="list local models, or hub text-to-image models with --hub")
+    models.add_argument(
+        "--hub",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="QUERY",
+        help="list the hub's text-to-image models by downloads (honours HF_ENDPOINT)",
+    )
+    models.add_argument("--limit", type=int, default=20, help="rows for --hub (default 20)")
+    models.add_argument("--models-dir", type=Path, default=None, metavar="DIR")
+    models.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def _engine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N, mps")
+    parser.add_argument("--dtype", default=None, help="auto (default: float16 on GPU, float32 on CPU), float32, ...")
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder of models referenced by name (default $IMAGEGEN_MODELS_DIR)",
+    )
+    parser.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.bin pickle files (can run code)")
+    parser.add_argument(
+        "--offload", default="none", choices=("none", "model", "sequential"), help="CPU offload to save GPU memory"
+    )
+    parser.add_argument("--vae-slicing", action="store_true", help="decode a batch one image at a time")
+    parser.add_argument("--vae-tiling", action="store_true", help="decode large images in tiles")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "generate":
+            return _generate(args)
+        if args.command == "info":
+            return _info(args)
+        return _models(args)
+    except UsageError as exc:
+        parser.exit(2, f"imagegen: error: {exc}\n")
+    except InvalidRequest as exc:
+        parser.exit(2, f"imagegen: error: argument {FLAGS.get(exc.field, exc.field)}: {exc.message}\n")
+    except (ModelNotFound, UnsafeModelFile) as exc:
+        parser.exit(2, f"imagegen: error: argument --model: {exc}\n")
+    except ImagegenError as exc:
+        parser.exit(1, f"imagegen: {exc.code}: {exc}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, "imagegen: interrupted\n")
+    return 0
+
+
+# generate --------------------------------------------------------------------------------------------------------
+
+
+def _request_fields(args: argparse.Namespace, limits: Limits) -> dict[str, Any]:
+    """Request fields from ``--from IMAGE`` (if given), overridden by the arguments the user typed."""
+    from imagegen.imageio import read_image_file
+    from imagegen.metadata import read_infotext, request_fields_from_infotext
+
+    fields: dict[str, Any] = {}
+    if args.from_image is not None:
+        try:
+            text = read_infotext(args.from_image)
+        except OSError as exc:
+            raise UsageError("--from", f"cannot read {args.from_image}: {exc}") from None
+        if not text:
+            raise UsageError("--from", f"{args.from_image} carries no generation parameters")
+        fields = request_fields_from_infotext(text)
+        if "strength" in fields and args.init_image is None:
+            raise UsageError(
+                "--from",
+                f"{args.from_image} was made with image-to-image (denoising strength {fields['strength']}); "
+                "pass the source image with --init-image",
+            )
+    typed = {
+        "prompt": args.prompt,
+        "negative_prompt": args.negative,
+        "seed": args.seed,
+        "num_inference_steps": args.steps,
+        "guidance_scale": args.cfg,
+        "num_images": args.num_images,
+        "sampler": args.sampler,
+        "schedule_type": args.schedule_type,
+        "strength": args.strength,
+        "model": args.model,
+        "refiner": args.refiner,
+        "denoising_end": args.refiner_switch,
+    }
+    if args.size is not None:
+        typed["width"], typed["height"] = args.size
+    fields.update({key: value for key, value in typed.items() if value is not None})
+    if args.init_image is not None:
+        fields["init_image"] = read_image_file(
+            args.init_image, field="init_image", max_pixels=limits.max_input_pixels, max_bytes=limits.max_input_bytes
+        )
+    if "prompt" not in fields:
+        raise UsageError("PROMPT", "a prompt is required (or --from IMAGE to reuse one)")
+    return fields
+
+
+def _generate(args: argparse.Namespace) -> int:
+    limits = Limits()
+    request = GenerationRequest(**_request_fields(args, limits))
+    engine = _engine(args, limits)
+    result = _run_with_progress(engine, request)
+    for warning in result.warnings:
+        print(f"imagegen: warning: {warning}", file=sys.stderr)
+    for path in save_images(result.images, result.infotexts, result.seeds, args.out):
+        print(path)
+    return 0
+
+
+def _engine(args: argparse.Namespace, limits: Limits) -> Engine:
+    from imagegen.engine import Engine
+
+    return Engine(
+        device=args.device,
+        dtype=args.dtype,
+        models_dir=args.models_dir,
+        limits=limits,
+        allow_pickle=args.allow_pickle,
+        offload=args.offload,
+        vae_slicing=args.vae_slicing,
+        vae_tiling=args.vae_tiling,
+    )
+
+
+def _run_with_progress(engine: Engine, request: GenerationRequest) -> Any:
+    from tqdm import tqdm
+
+    with tqdm(total=0, unit="step", desc="generating", file=sys.stderr, disable=None, leave=False) as bar:
+
+        def on_progress(event: ProgressEvent) -> None:
+            bar.total = event.total
+            bar.set_description(event.stage)
+            bar.update(event.step - bar.n)
+
+        return engine.generate(request, progress=on_progress)
+
+
+def save_images(images: Sequence[Any], infotexts: Sequence[str], seeds: Sequence[int], folder: Path) -> list[Path]:
+    """Write PNGs named ``NNNNN-SEED.png`` (A1111 style, numbering continues in the folder)."""
+    from imagegen.metadata import write_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    numbers = [int(p.name.split("-", 1)[0]) for p in folder.glob("*.png") if p.name.split("-", 1)[0].isdigit()]
+    number = max(numbers, default=-1) + 1
+    paths = []
+    for image, infotext, seed in zip(images, infotexts, seeds, strict=True):
+        path = folder / f"{number:05d}-{seed}.png"
+        write_image(image, infotext, path)
+        paths.append(path)
+        number += 1
+    return paths
+
+
+# info / models ---------------------------------------------------------------------------------------------------
+
+
+def _info(args: argparse.Namespace) -> int:
+    from imagegen.metadata import parse_infotext, read_infotext
+
+    try:
+        text = read_infotext(args.image)
+    except OSError as exc:
+        raise UsageError("IMAGE", f"cannot read {args.image}: {exc}") from None
+    if not text:
+        print(f"imagegen: {args.image} carries no generation parameters", file=sys.stderr)
+        return 1
+    if not args.json:
+        print(text)
+        return 0
+    info = parse_infotext(text)
+    data = {key: value for key, value in vars(info).items() if value not in (None, "", {})}
+    if info.extra:
+        data["extra"] = dict(info.extra)
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from imagegen.loading import iter_local_models, search_hub
+
+    if args.hub is not None:
+        rows = search_hub(args.hub, limit=args.limit)
+        if args.json:
+            print(json.dumps([vars(row) for row in rows], indent=2))
+        for row in rows if not args.json else ():
+            print(f"{row.id:60} {row.downloads:>12,} downloads  {row.likes:>7,} likes")
+        return 0
+    models = list(iter_local_models(args.models_dir))
+    if args.json:
+        print(json.dumps([_model_json(m) for m in models], indent=2))
+        return 0
+    if not models:
+        print("no local models; pass --model with a hub id, folder or .safetensors file", file=sys.stderr)
+    for m in models:
+        size = f"{m.defaults.width}x{m.defaults.height}"
+        print(f"{m.ref:50} {m.family.value:13} {m.kind:12} {size:>9}  {m.path}")
+    return 0
+
+
+def _model_json(model: Any) -> dict[str, Any]:
+    return {
+        "ref": model.ref,
+        "family": model.family.value,
+        "kind": model.kind,
+        "path": str(model.path),
+        "hash": model.hash,
+        "prediction_type": model.prediction_type,
+        "width": model.defaults.width,
+        "height": model.defaults.height,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

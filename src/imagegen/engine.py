@@ -1,0 +1,510 @@
+"""The engine: holds loaded pipelines and turns a :class:`GenerationRequest` into images.
+
+Data flows one way: request → engine → pipeline → latents → VAE decode → images + infotext. Nothing is shared
+between requests except loaded weights: each request gets a fresh scheduler, a fresh pipeline object built with
+:func:`derive_pipeline` (diffusers' ``from_pipe`` without its cast: it shares the weights, never copies them)
+and one CPU ``torch.Generator`` per image, seeded
+``seed + i`` so that image *i* of a batch can be regenerated alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from imagegen.errors import Cancelled, GenerationFailed, InvalidRequest, ResourceExhausted
+from imagegen.loading import Family, ModelInfo, load_pipeline, pipeline_class, resolve
+from imagegen.metadata import Infotext, format_infotext
+from imagegen.requests import MAX_SEED, GenerationRequest, GenerationResult, Limits
+from imagegen.samplers import build_scheduler, parse_sampler, sampler_for_scheduler
+
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
+    from PIL.Image import Image
+
+VERSION = "imagegen 0.1.0"
+_DTYPES = MappingProxyType(
+    {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+        "half": torch.float16,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+    }
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProgressEvent:
+    """One finished denoising step. ``step``/``total`` count over the whole job (base and refiner)."""
+
+    step: int
+    total: int
+    stage: str  # "base" or "refiner"
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadedModel:
+    """A model in memory: what it is, and its pipeline (txt2img, or img2img for a refiner)."""
+
+    info: ModelInfo
+    pipeline: DiffusionPipeline
+
+
+def select_device(name: str | None = None) -> torch.device:
+    """``auto``/None picks CUDA, then Apple MPS, then CPU; an explicit device must exist."""
+    if name in (None, "", "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise InvalidRequest("device", f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidRequest("device", "CUDA was requested but no CUDA GPU is available; use auto or cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidRequest("device", "MPS was requested but is not available on this machine; use auto or cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise InvalidRequest("device", f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def select_dtype(name: str | None, device: torch.device) -> torch.dtype:
+    """``auto``/None: float16 on CUDA and MPS, float32 on CPU. Otherwise float32, float16 or bfloat16."""
+    if name in (None, "", "auto"):
+        return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+    dtype = _DTYPES.get(name.lower())
+    if dtype is None:
+        raise InvalidRequest("dtype", f"unknown dtype {name!r}; use auto, float32, float16 or bfloat16")
+    return dtype
+
+
+class Engine:
+    """Runs generation requests on one device. Thread-safe: requests run one at a time on the device.
+
+    >>> engine = Engine(default_model="stabilityai/stable-diffusion-xl-base-1.0")
+    >>> result = engine.generate(GenerationRequest(prompt="a red circle", seed=1))
+    """
+
+    def __init__(
+        self,
+        *,
+        default_model: str | None = None,
+        models_dir: str | Path | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        limits: Limits | None = None,
+        max_loaded: int = 2,
+        allow_pickle: bool = False,
+        offload: str = "none",
+        vae_slicing: bool = False,
+        vae_tiling: bool = False,
+    ) -> None:
+        if offload not in ("none", "model", "sequential"):
+            raise InvalidRequest("offload", f"must be none, model or sequential, got {offload!r}")
+        if max_loaded < 1:
+            raise InvalidRequest("max_loaded", f"must be at least 1, got {max_loaded}")
+        self.device = select_device(device)
+        self.dtype = select_dtype(dtype, self.device)
+        self.default_model = default_model
+        self.models_dir = Path(models_dir) if models_dir else None
+        self.limits = limits or Limits()
+        self.max_loaded = max_loaded
+        self.allow_pickle = allow_pickle
+        self.offload = offload
+        self.vae_slicing = vae_slicing
+        self.vae_tiling = vae_tiling
+        self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._cache_lock = threading.RLock()
+        self._device_lock = threading.Lock()
+
+    # Models -----------------------------------------------------------------------------------------------------
+
+    def resolve(self, ref: str | None) -> ModelInfo:
+        """Resolve a model reference (``None`` = the default model) without loading weights."""
+        ref = ref or self.default_model
+        if not ref:
+            raise InvalidRequest("model", "no model given and no default model configured; pass a model reference")
+        return resolve(ref, models_dir=self.models_dir, allow_pickle=self.allow_pickle)
+
+    def load(self, ref: str | None = None, *, base: LoadedModel | None = None) -> LoadedModel:
+        """Load a model (cached, least recently used evicted). A refiner loaded for ``base`` shares its
+        ``text_encoder_2`` and VAE, as in the SDXL "ensemble of expert denoisers"."""
+        info = self.resolve(ref)
+        key = f"{info.kind}:{info.path}"
+        if base is not None:
+            key = f"{key}|base={base.info.kind}:{base.info.path}"
+        with self._cache_lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+            shared: dict[str, Any] = {}
+            if base is not None:
+                shared = {"text_encoder_2": base.pipeline.text_encoder_2, "vae": base.pipeline.vae}
+            pipeline = load_pipeline(info, dtype=self.dtype, shared=shared, allow_pickle=self.allow_pickle)
+            if not shared:
+                self._place(pipeline, info)
+            else:
+                # The shared parts are already placed; move only the refiner's own modules.
+                pipeline.unet.to(self.device)
+            loaded = LoadedModel(info=info, pipeline=pipeline)
+            self._cache[key] = loaded
+            self._evict()
+            return loaded
+
+    def loaded(self) -> list[ModelInfo]:
+        """Models currently in memory, least recently used first."""
+        with self._cache_lock:
+            return [entry.info for entry in self._cache.values()]
+
+    def unload(self) -> None:
+        """Drop every loaded model."""
+        with self._cache_lock:
+            self._cache.clear()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _place(self, pipeline: DiffusionPipeline, info: ModelInfo) -> None:
+        # The SDXL VAE overflows in float16 (black or NaN images); diffusers' force_upcast does the same per call.
+        sdxl = info.family in (Family.SDXL, Family.SDXL_REFINER)
+        if sdxl and self.dtype == torch.float16 and getattr(pipeline.vae.config, "force_upcast", False):
+            pipeline.vae.to(torch.float32)
+        if self.vae_slicing:
+            pipeline.vae.enable_slicing()
+        if self.vae_tiling:
+            pipeline.vae.enable_tiling()
+        if self.offload == "model":
+            pipeline.enable_model_cpu_offload(device=self.device)
+        elif self.offload == "sequential":
+            pipeline.enable_sequential_cpu_offload(device=self.device)
+        else:
+            pipeline.to(self.device)
+
+    def _evict(self) -> None:
+        while len(self._cache) > self.max_loaded:
+            oldest = next(iter(self._cache))
+            del self._cache[oldest]
+            # A refiner shares the base's modules, so it goes with its base.
+            for key in [k for k in self._cache if k.endswith(f"|base={oldest}")]:
+                del self._cache[key]
+
+    # Generation -------------------------------------------------------------------------------------------------
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        *,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> GenerationResult:
+        """Run one request. Raises :class:`InvalidRequest` before any model work for bad input,
+        :class:`Cancelled` within a step of ``cancel`` being set, :class:`ResourceExhausted` on out-of-memory."""
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        warnings: list[str] = []
+
+        # 1. Check the request against the operator's limits and resolve the models.
+        self.limits.check(request)
+        with self._device_lock:
+            base = self.load(request.model)
+            refiner = self._load_refiner(request, base)
+            timings["load"] = time.perf_counter() - started
+
+            # 2. Fill in defaults from the model and check what only the model can tell.
+            effective, init_image = self._effective(request, base, refiner)
+            warnings.extend(self._prompt_warnings(base.pipeline, effective))
+
+            # 3. Run the denoisers, then decode.
+            try:
+                images = self._run(effective, base, refiner, init_image, timings, progress, cancel)
+            except torch.OutOfMemoryError as exc:
+                raise ResourceExhausted(f"out of memory on {self.device}: {exc}".splitlines()[0]) from None
+            except MemoryError:
+                raise ResourceExhausted(f"out of memory on {self.device}") from None
+
+        # 4. Describe every image so it can be reproduced alone.
+        seeds = tuple(effective.seed + i for i in range(effective.num_images))
+        infotexts = tuple(format_infotext(self.infotext(effective, base.info, refiner, seed)) for seed in seeds)
+        timings["total"] = time.perf_counter() - started
+        return GenerationResult(
+            images=tuple(images),
+            seeds=seeds,
+            infotexts=infotexts,
+            effective=effective,
+            model=base.info.ref,
+            timings=MappingProxyType(timings),
+            warnings=tuple(warnings),
+        )
+
+    def _load_refiner(self, request: GenerationRequest, base: LoadedModel) -> LoadedModel | None:
+        if request.refiner is None:
+            return None
+        if base.info.family is not Family.SDXL:
+            raise InvalidRequest(
+                "refiner",
+                f"a refiner continues an SDXL base's latents, but {base.info.ref} is {base.info.family.value}",
+            )
+        refiner_info = self.resolve(request.refiner)
+        if refiner_info.family is not Family.SDXL_REFINER:
+            raise InvalidRequest(
+                "refiner", f"{refiner_info.ref} is a {refiner_info.family.value} model, not an SDXL refiner"
+            )
+        return self.load(request.refiner, base=base)
+
+    def _effective(
+        self, request: GenerationRequest, base: LoadedModel, refiner: LoadedModel | None
+    ) -> tuple[GenerationRequest, Image | None]:
+        defaults = base.info.defaults
+        init_image = request.init_image
+        if base.info.family is Family.SDXL_REFINER and init_image is None:
+            raise InvalidRequest(
+                "model",
+                f"{base.info.ref} is an SDXL refiner, which only refines images: give an init image, "
+                "or use it as the refiner of an SDXL base",
+            )
+        width, height = request.width, request.height
+        if init_image is not None:
+            # Image-to-image keeps the input's size unless a size is asked for (then the input is resized to it).
+            in_w, in_h = init_image.size
+            width = width or max(8, in_w // 8 * 8)
+            height = height or max(8, in_h // 8 * 8)
+            if (width, height) != init_image.size:
+                from PIL import Image as PILImage
+
+                init_image = init_image.convert("RGB").resize((width, height), PILImage.Resampling.LANCZOS)
+            else:
+                init_image = init_image.convert("RGB")
+        effective = dataclasses.replace(
+            request,
+            model=base.info.ref,
+            refiner=refiner.info.ref if refiner else None,
+            width=width or defaults.width,
+            height=height or defaults.height,
+            num_inference_steps=request.num_inference_steps or defaults.num_inference_steps,
+            guidance_scale=defaults.guidance_scale if request.guidance_scale is None else request.guidance_scale,
+            seed=request.seed if request.seed != -1 else secrets.randbelow(MAX_SEED - request.num_images + 2),
+            init_image=init_image,
+        )
+        self.limits.check(effective)
+        # Record the sampler actually used, so the infotext can reproduce the image with any default changed later.
+        scheduler = build_scheduler(
+            parse_sampler(request.sampler, request.schedule_type), base.pipeline.scheduler.config
+        )
+        name, schedule = sampler_for_scheduler(type(scheduler).__name__, scheduler.config)
+        effective = dataclasses.replace(effective, sampler=name, schedule_type=schedule.value)
+        return effective, init_image
+
+    def _prompt_warnings(self, pipeline: DiffusionPipeline, request: GenerationRequest) -> list[str]:
+        """Say which words the text encoder cannot see (CLIP reads 75 tokens + start/end)."""
+        tokenizer = getattr(pipeline, "tokenizer", None) or getattr(pipeline, "tokenizer_2", None)
+        if tokenizer is None:
+            return []
+        warnings = []
+        window = tokenizer.model_max_length - 2
+        for field, text in (("prompt", request.prompt), ("negative_prompt", request.negative_prompt)):
+            ids = tokenizer(text, add_special_tokens=False, truncation=False).input_ids
+            if len(ids) > window:
+                dropped = tokenizer.decode(ids[window:])
+                warnings.append(
+                    f"{field} is {len(ids)} tokens, longer than the text encoder's {window}-token window; "
+                    f"this part was ignored: {dropped!r}"
+                )
+        return warnings
+
+    def _run(
+        self,
+        request: GenerationRequest,
+        base: LoadedModel,
+        refiner: LoadedModel | None,
+        init_image: Image | None,
+        timings: dict[str, float],
+        progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ) -> list[Image]:
+        steps = int(request.num_inference_steps or 0)  # filled in by _effective
+        choice = parse_sampler(request.sampler, request.schedule_type)
+        img2img = init_image is not None
+        generators = [torch.Generator("cpu").manual_seed(request.seed + i) for i in range(request.num_images)]
+        planned = int(steps * request.strength) if img2img else steps
+        counter = _StepCounter(total=max(planned, 1), progress=progress, cancel=cancel)
+
+        # 1. Base (or the only) denoiser.
+        cls = pipeline_class(base.info.family, img2img=img2img)
+        # DPM++ SDE draws its Brownian noise from its own seed, not the generator: one seed per image, too.
+        noise_seed = [request.seed + i for i in range(request.num_images)]
+        scheduler = build_scheduler(choice, base.pipeline.scheduler.config, noise_seed=noise_seed)
+        pipe = derive_pipeline(cls, base.pipeline, scheduler=scheduler)
+        kwargs: dict[str, Any] = {
+            "prompt": request.prompt,
+            "negative_prompt": request.negative_prompt or None,
+            "num_inference_steps": steps,
+            "guidance_scale": request.guidance_scale,
+            "num_images_per_prompt": request.num_images,
+            "generator": generators,
+            "output_type": "latent",
+            # With a refiner, the base's share of the steps is followed by (roughly) the rest.
+            "callback_on_step_end": counter.callback(
+                "base", later_steps=max(1, round(steps * (1 - request.denoising_end))) if refiner else 0
+            ),
+        }
+        if img2img:
+            kwargs.update(image=init_image, strength=request.strength)
+        else:
+            kwargs.update(width=request.width, height=request.height)
+        if refiner is not None:
+            kwargs["denoising_end"] = request.denoising_end
+        t0 = time.perf_counter()
+        latents = pipe(**kwargs).images
+        timings["denoise"] = time.perf_counter() - t0
+
+        # 2. Refiner: continues from denoising_start on the same latents (ensemble of expert denoisers).
+        if refiner is not None:
+            t0 = time.perf_counter()
+            refine = derive_pipeline(
+                pipeline_class(Family.SDXL_REFINER),
+                refiner.pipeline,
+                scheduler=build_scheduler(choice, refiner.pipeline.scheduler.config, noise_seed=noise_seed),
+            )
+            latents = refine(
+                prompt=request.prompt,
+                negative_prompt=request.negative_prompt or None,
+                num_inference_steps=steps,
+                guidance_scale=request.guidance_scale,
+                denoising_start=request.denoising_end,
+                image=latents,
+                num_images_per_prompt=request.num_images,  # one latent per image arrives from the base
+                generator=generators,
+                output_type="latent",
+                callback_on_step_end=counter.callback("refiner"),
+            ).images
+            timings["refine"] = time.perf_counter() - t0
+
+        # 3. Decode with the (shared) VAE, refusing to return NaN images.
+        t0 = time.perf_counter()
+        images = decode_latents(pipe, latents)
+        timings["decode"] = time.perf_counter() - t0
+        return images
+
+    def infotext(
+        self, request: GenerationRequest, model: ModelInfo, refiner: LoadedModel | None, seed: int
+    ) -> Infotext:
+        """The A1111 infotext of one image of an effective request."""
+        return Infotext(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            steps=request.num_inference_steps,
+            sampler=request.sampler,
+            schedule_type=request.schedule_type,
+            cfg_scale=request.guidance_scale,
+            seed=seed,
+            width=request.width,
+            height=request.height,
+            model_hash=model.hash,
+            model=model.ref,
+            denoising_strength=request.strength if request.init_image is not None else None,
+            refiner=refiner.info.title if refiner else None,
+            refiner_switch_at=request.denoising_end if refiner else None,
+            version=VERSION,
+        )
+
+
+@dataclass(kw_only=True)
+class _StepCounter:
+    """Counts finished steps across base and refiner, reports progress and honours cancellation.
+
+    The true step count of a stage is only known once its pipeline has set its timesteps (PLMS adds a step,
+    ``denoising_end`` removes some), so the total is refined from ``pipe.num_timesteps`` at every step."""
+
+    total: int
+    progress: ProgressCallback | None
+    cancel: threading.Event | None
+    step: int = 0
+
+    def callback(self, stage: str, *, later_steps: int = 0) -> Callable[..., dict[str, Any]]:
+        start = self.step
+
+        def on_step_end(pipe: Any, i: int, t: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+            self.step = start + i + 1
+            self.total = max(self.step, start + int(getattr(pipe, "num_timesteps", 0) or 0) + later_steps)
+            if self.progress is not None:
+                self.progress(ProgressEvent(step=self.step, total=self.total, stage=stage))
+            if self.cancel is not None and self.cancel.is_set():
+                raise Cancelled(f"cancelled after step {self.step} of {self.total}")
+            return callback_kwargs
+
+        return on_step_end
+
+
+def derive_pipeline(cls: type[DiffusionPipeline], source: DiffusionPipeline, **overrides: Any) -> DiffusionPipeline:
+    """A new ``cls`` pipeline on the same module objects as ``source`` (no copy, no cast), plus ``overrides``.
+
+    This is what diffusers' ``from_pipe`` does, minus its final ``.to(dtype)``, which would cast the shared weights in
+    place (float16 weights to float32 unless told otherwise, and an upcast SDXL VAE back to float16)."""
+    parameters = inspect.signature(cls.__init__).parameters
+    kwargs: dict[str, Any] = {}
+    for name, parameter in parameters.items():
+        if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        if name in overrides:
+            kwargs[name] = overrides[name]
+        elif name in source.components:
+            kwargs[name] = source.components[name]
+        elif name in source.config:
+            kwargs[name] = source.config[name]
+        elif parameter.default is parameter.empty:
+            kwargs[name] = None  # an optional component the source does not have (safety checker, image encoder)
+    if "requires_safety_checker" in parameters:
+        kwargs["requires_safety_checker"] = False
+    pipeline = cls(**kwargs)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def decode_latents(pipe: DiffusionPipeline, latents: torch.Tensor) -> list[Image]:
+    """VAE-decode latents to PIL images. A NaN result in half precision is retried in float32 (the SDXL VAE
+    overflows in fp16); a NaN in float32 raises :class:`GenerationFailed` instead of returning a black image."""
+    vae = pipe.vae
+    config = vae.config
+    mean = getattr(config, "latents_mean", None)
+    std = getattr(config, "latents_std", None)
+
+    def run(dtype: torch.dtype) -> torch.Tensor:
+        module = vae if vae.dtype == dtype else vae.to(dtype)
+        x = latents.to(device=module.device, dtype=dtype)
+        if mean is not None and std is not None:
+            m = torch.tensor(mean, device=x.device, dtype=dtype).view(1, -1, 1, 1)
+            s = torch.tensor(std, device=x.device, dtype=dtype).view(1, -1, 1, 1)
+            x = x * s / config.scaling_factor + m
+        else:
+            x = x / config.scaling_factor
+        with torch.no_grad():
+            return module.decode(x, return_dict=False)[0]
+
+    image = run(vae.dtype)
+    if not torch.isfinite(image).all():
+        if vae.dtype == torch.float32:
+            raise GenerationFailed("the VAE produced NaN values even in float32; the model or latents are broken")
+        # Keep the VAE in float32 from now on (like A1111's --no-half-vae after its NaN check).
+        image = run(torch.float32)
+        if not torch.isfinite(image).all():
+            raise GenerationFailed("the VAE produced NaN values in float16 and float32")
+    return pipe.image_processor.postprocess(image.float().cpu(), output_type="pil")

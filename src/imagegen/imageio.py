@@ -1,0 +1,105 @@
+"""Decode untrusted images safely and encode results.
+
+Every size check happens *before* pixels are decoded, so a tiny file that declares 50k×50k pixels
+(a decompression bomb) costs nothing. Errors are :class:`InvalidRequest` naming the field.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import warnings
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from imagegen.errors import InvalidRequest
+
+#: Formats we decode. Anything else (PDF, SVG, TIFF stacks, ...) is refused before decoding.
+ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
+
+
+def decode_base64(data: str, *, field: str) -> bytes:
+    """Bytes of a base64 string or ``data:image/...;base64,`` URI (A1111 and OpenAI clients send both)."""
+    text = data.strip()
+    if text.startswith("data:"):
+        header, sep, text = text.partition(",")
+        if not sep or ";base64" not in header:
+            raise InvalidRequest(field, "data URI must be base64-encoded (data:image/png;base64,...)")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidRequest(field, f"is not valid base64 ({exc})") from None
+
+
+def decode_image(data: bytes, *, field: str, max_pixels: int, max_bytes: int) -> Image.Image:
+    """Decode image bytes into an RGB image, refusing oversized, animated or unknown inputs with a clear error."""
+    if len(data) > max_bytes:
+        raise InvalidRequest(field, f"must be at most {max_bytes} bytes, got {len(data)}")
+    if not data:
+        raise InvalidRequest(field, "is empty")
+    try:
+        with warnings.catch_warnings():
+            # Our own pixel limit below is stricter than Pillow's warning threshold; make its warning an error anyway.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidRequest(field, f"declares too many pixels: must have at most {max_pixels} pixels") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InvalidRequest(field, f"is not a readable image ({type(exc).__name__}); send PNG, JPEG or WebP") from None
+    if image.format not in ALLOWED_FORMATS:
+        raise InvalidRequest(field, f"format {image.format} is not accepted; send one of {', '.join(ALLOWED_FORMATS)}")
+    width, height = image.size
+    if width * height > max_pixels:
+        raise InvalidRequest(field, f"must have at most {max_pixels} pixels, got {width}x{height}")
+    if getattr(image, "n_frames", 1) > 1:
+        raise InvalidRequest(field, "animated images are not accepted; send a single frame")
+    try:
+        image.load()
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InvalidRequest(field, f"could not be decoded (truncated or corrupt: {exc})") from None
+    return to_rgb(image)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any decoded mode (palette, CMYK, 16-bit, alpha) to 8-bit RGB; alpha is composited on white."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit greyscale: scale to 8 bits instead of clipping everything above 255 to white.
+        import numpy as np
+
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") else max(float(array.max()), 1.0)
+        image = Image.fromarray((array / peak * 255.0).round().clip(0, 255).astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def read_image_file(path: str | Path, *, field: str, max_pixels: int, max_bytes: int) -> Image.Image:
+    """Read and decode an image file with the same guards as network input."""
+    file = Path(path)
+    try:
+        size = file.stat().st_size
+        if size > max_bytes:
+            raise InvalidRequest(field, f"must be at most {max_bytes} bytes, got {size} ({file})")
+        data = file.read_bytes()
+    except OSError as exc:
+        raise InvalidRequest(field, f"cannot read {file}: {exc.strerror or exc}") from None
+    return decode_image(data, field=field, max_pixels=max_pixels, max_bytes=max_bytes)
+
+
+def encode_png(image: Image.Image, infotext: str | None = None) -> bytes:
+    """PNG bytes, with the A1111 infotext in the ``parameters`` text chunk when given."""
+    from imagegen.metadata import write_image
+
+    buffer = io.BytesIO()
+    if infotext is None:
+        image.save(buffer, format="PNG")
+    else:
+        write_image(image, infotext, buffer, format="PNG")
+    return buffer.getvalue()
