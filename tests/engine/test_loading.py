@@ -123,3 +123,41 @@ def test_decode_refuses_nan_and_retries_half_precision_in_float32(engine, tiny_m
     images = decode_latents(half_pipe, torch.full((1, 4, 8, 8), 7e4))
     assert images[0].size == (64, 64)
     assert half_pipe.vae.dtype == torch.float32  # stays upcast, like --no-half-vae
+
+
+@pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl-base", "sdxl-refiner"])
+def test_single_file_family_is_detected_from_its_keys(tmp_path, tiny_models, family):
+    from support.single_file import to_single_file
+
+    path = to_single_file(tiny_models[family], tmp_path / f"{family}.safetensors")
+    info = resolve(str(path))
+    assert info.kind == "single_file"
+    assert info.family.value == {"sdxl-base": "sdxl"}.get(family, family)
+    assert info.hash is not None
+    assert len(info.hash) == 10
+
+
+def test_single_file_with_sidecar_config_gives_the_same_pixels_as_the_folder(tmp_path, tiny_models, engine):
+    from support.single_file import config_only_copy, to_single_file
+
+    models = tmp_path / "models"
+    models.mkdir()
+    to_single_file(tiny_models["sd1"], models / "tiny-sd1.safetensors")
+    # A fine-tune whose architecture differs from the bundled SD 1.5 config carries its configs beside it.
+    config_only_copy(tiny_models["sd1"], models / "tiny-sd1.config")
+    single = Engine(device="cpu", models_dir=models)
+    request = {"prompt": "a cat", "seed": 4, "num_inference_steps": 3}
+    from_file = single.generate(GenerationRequest(model="tiny-sd1", **request))
+    from_folder = engine.generate(GenerationRequest(model=str(tiny_models["sd1"]), **request))
+    assert np.array_equal(np.asarray(from_file.images[0]), np.asarray(from_folder.images[0]))
+    assert "Model hash: " in from_file.infotexts[0]
+    assert [m.ref for m in iter_local_models(models)] == ["tiny-sd1.safetensors"]
+
+
+def test_single_file_without_matching_config_is_a_clear_load_error(tmp_path, tiny_models):
+    from support.single_file import to_single_file
+
+    # Tiny weights against the bundled full-size SD 1.5 config: shapes cannot match.
+    path = to_single_file(tiny_models["sd1"], tmp_path / "odd.safetensors")
+    with pytest.raises(ModelLoadError, match="cannot load"):
+        Engine(device="cpu").load(str(path))
