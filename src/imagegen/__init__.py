@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+__version__ = "0.1.0"
+
 from imagegen.errors import (
     Cancelled,
     GenerationFailed,
@@ -35,6 +37,7 @@ __all__ = [
     "ModelNotFound",
     "ResourceExhausted",
     "UnsafeModelFile",
+    "__version__",
 ]
 
 

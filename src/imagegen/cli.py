@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--limit", type=int, default=20, help="rows for --hub (default 20)")
     models.add_argument("--models-dir", type=Path, default=None, metavar="DIR")
     models.add_argument("--json", action="store_true", help="print JSON")
+    from imagegen.demo import gallery
+
+    gallery.add_arguments(sub.add_parser("demo", help="generate a gallery with the built-in shapes model"))
     return parser
 
 
@@ -134,6 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _generate(args)
         if args.command == "info":
             return _info(args)
+        if args.command == "demo":
+            from imagegen.demo import gallery
+
+            return gallery.run(args)
         return _models(args)
     except UsageError as exc:
         parser.exit(2, f"imagegen: error: {exc}\n")

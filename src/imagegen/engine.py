@@ -23,8 +23,17 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from imagegen import __version__
 from imagegen.errors import Cancelled, GenerationFailed, InvalidRequest, ResourceExhausted
-from imagegen.loading import Family, ModelInfo, load_pipeline, pipeline_class, resolve
+from imagegen.loading import (
+    DEFAULT_MODEL,
+    Family,
+    ModelInfo,
+    builtin_models,
+    load_pipeline,
+    pipeline_class,
+    resolve,
+)
 from imagegen.metadata import Infotext, format_infotext
 from imagegen.requests import MAX_SEED, GenerationRequest, GenerationResult, Limits
 from imagegen.samplers import build_scheduler, parse_sampler, sampler_for_scheduler
@@ -33,7 +42,7 @@ if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
     from PIL.Image import Image
 
-VERSION = "imagegen 0.1.0"
+VERSION = f"imagegen {__version__}"
 _DTYPES = MappingProxyType(
     {
         "float32": torch.float32,
@@ -143,7 +152,11 @@ class Engine:
         """Resolve a model reference (``None`` = the default model) without loading weights."""
         ref = ref or self.default_model
         if not ref:
-            raise InvalidRequest("model", "no model given and no default model configured; pass a model reference")
+            if not (builtin_models()[DEFAULT_MODEL] / "model_index.json").is_file():
+                raise InvalidRequest(
+                    "model", "no model given and the built-in demo model is not installed; pass a model reference"
+                )
+            ref = DEFAULT_MODEL
         return resolve(ref, models_dir=self.models_dir, allow_pickle=self.allow_pickle)
 
     def load(self, ref: str | None = None, *, base: LoadedModel | None = None) -> LoadedModel:

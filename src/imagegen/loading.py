@@ -72,7 +72,7 @@ class ModelInfo:
     ref: str
     """The reference that resolves to this model again (hub id, models-dir name, or absolute path)."""
     kind: str
-    """``"hub"``, ``"folder"`` or ``"single_file"``."""
+    """``"builtin"``, ``"hub"``, ``"folder"`` or ``"single_file"``."""
     path: Path
     """Local folder or file (for hub ids, the snapshot folder)."""
     family: Family
@@ -95,6 +95,17 @@ class HubModel:
     downloads: int
     likes: int
     pipeline_tag: str | None
+
+
+#: The demo model shipped inside the package (trained by ``imagegen train-demo``), used when no model is given.
+DEFAULT_MODEL = "imagegen-shapes"
+BUILTIN_MODELS = ("imagegen-shapes", "imagegen-shapes-refiner")
+
+
+def builtin_models() -> dict[str, Path]:
+    """Name -> folder of the models shipped inside the package."""
+    weights = Path(__file__).parent / "demo" / "weights"
+    return {name: weights / name for name in BUILTIN_MODELS}
 
 
 def imagegen_home() -> Path:
@@ -138,6 +149,11 @@ def resolve(ref: str, *, models_dir: Path | None = None, allow_pickle: bool = Fa
     ref = ref.strip()
     if not ref:
         raise ModelNotFound("no model given: pass a hub id, a local folder, or a .safetensors file")
+    builtin = builtin_models().get(ref)
+    if builtin is not None:
+        if not (builtin / "model_index.json").is_file():
+            raise ModelNotFound(f"the built-in model {ref!r} is missing from this installation ({builtin})")
+        return _identify_folder(builtin, ref=ref, kind="builtin")
     models_dir = models_dir or default_models_dir()
     candidates: list[tuple[Path, str]] = []
     direct = Path(ref).expanduser()
@@ -376,9 +392,11 @@ def pipeline_class(family: Family, *, img2img: bool = False) -> type[DiffusionPi
 
 def reference_config_dir(family: Family) -> Path:
     """A complete bundled config folder (configs + CLIP tokenizer files) for single-file loading."""
+    from imagegen import __version__
     from imagegen.reference_configs import materialize_reference_config
 
-    return materialize_reference_config(family.reference_config, imagegen_home() / "configs")
+    # Per version: a later release may ship corrected configs, and the folder is reused once made.
+    return materialize_reference_config(family.reference_config, imagegen_home() / "configs" / __version__)
 
 
 def load_pipeline(
@@ -411,6 +429,9 @@ def load_pipeline(
 
 def iter_local_models(models_dir: Path | None = None) -> Iterator[ModelInfo]:
     """Models in the models directory (folders and single files) and diffusers pipelines in the hub cache."""
+    for name, folder in builtin_models().items():
+        if (folder / "model_index.json").is_file():
+            yield _identify_folder(folder, ref=name, kind="builtin")
     models_dir = models_dir or default_models_dir()
     if models_dir.is_dir():
         for entry in sorted(models_dir.iterdir()):

@@ -227,3 +227,30 @@ def test_lru_eviction(tiny_models):
     assert [m.family.value for m in small.loaded()] == ["sd2"]
     small.load(str(tiny_models["sd2"]))
     assert len(small.loaded()) == 1
+
+
+def test_memory_options_are_applied(tiny_models):
+    from imagegen.engine import Engine
+
+    saver = Engine(device="cpu", vae_slicing=True, vae_tiling=True)
+    vae = saver.load(str(tiny_models["sd1"])).pipeline.vae
+    assert vae.use_slicing
+    assert vae.use_tiling
+    result = saver.generate(
+        GenerationRequest(prompt="x", model=str(tiny_models["sd1"]), num_images=2, num_inference_steps=1)
+    )
+    assert len(result.images) == 2
+
+
+def test_unknown_device_and_dtype_are_invalid_requests():
+    from imagegen.engine import Engine
+
+    with pytest.raises(InvalidRequest) as exc:
+        Engine(device="tpu")
+    assert exc.value.field == "device"
+    with pytest.raises(InvalidRequest) as exc:
+        Engine(device="cpu", dtype="float8")
+    assert exc.value.field == "dtype"
+    with pytest.raises(InvalidRequest) as exc:
+        Engine(device="cpu", offload="disk")
+    assert exc.value.field == "offload"
