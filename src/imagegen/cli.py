@@ -39,6 +39,16 @@ FLAGS = {
     "dtype": "--dtype",
     "offload": "--offload",
     "from": "--from",
+    "api_key": "--api-key",
+    "api_auth": "--api-auth",
+    "host": "--host",
+    "port": "--port",
+    "max_queue": "--max-queue",
+    "workers": "--workers",
+    "max_body_bytes": "--max-body-mb",
+    "job_retries": "--job-retries",
+    "job_timeout": "--job-timeout",
+    "default_model": "--model",
 }
 
 
@@ -105,10 +115,60 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--limit", type=int, default=20, help="rows for --hub (default 20)")
     models.add_argument("--models-dir", type=Path, default=None, metavar="DIR")
     models.add_argument("--json", action="store_true", help="print JSON")
-    from imagegen.demo import gallery
+    from imagegen.demo import evaluate, gallery, train
 
     gallery.add_arguments(sub.add_parser("demo", help="generate a gallery with the built-in shapes model"))
+    train.add_arguments(sub.add_parser("train-demo", help="train the built-in shapes model from scratch (CPU, ~1-2 h)"))
+    evaluate.add_arguments(sub.add_parser("eval-demo", help="score the shapes model with the rule-based analyser"))
+    _serve_options(sub.add_parser("serve", help="run the HTTP service (native job API, A1111 and OpenAI dialects)"))
     return parser
+
+
+def _serve_options(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=7860, metavar="PORT", help="port (default 7860, A1111's)")
+    serve.add_argument(
+        "--model",
+        dest="models",
+        action="append",
+        default=[],
+        metavar="REF",
+        help="a model to serve (repeatable; the first is the default); the models directory and the demo model too",
+    )
+    serve.add_argument("--models-dir", type=Path, default=None, metavar="DIR", help="named models to serve")
+    serve.add_argument("--data-dir", type=Path, default=None, metavar="DIR", help="job database and result images")
+    serve.add_argument(
+        "--api-key",
+        dest="api_keys",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="accepted Bearer key (repeatable); $IMAGEGEN_API_KEYS (comma-separated) keeps keys out of `ps`",
+    )
+    serve.add_argument(
+        "--api-auth",
+        default=None,
+        metavar="USER:PASS[,USER:PASS]",
+        help="HTTP Basic credentials for /sdapi, like A1111's --api-auth",
+    )
+    serve.add_argument("--max-queue", type=int, default=64, metavar="N", help="jobs waiting before 429 (default 64)")
+    serve.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="worker processes, one per device (default 1)"
+    )
+    serve.add_argument(
+        "--max-body-mb", type=float, default=45.0, metavar="MB", help="largest request body in MiB (default 45)"
+    )
+    serve.add_argument(
+        "--job-retries", type=int, default=1, metavar="N", help="re-runs of a job whose worker died (default 1)"
+    )
+    serve.add_argument(
+        "--job-timeout", type=float, default=3600.0, metavar="S", help="seconds before a job is stopped (default 3600)"
+    )
+    serve.add_argument("--device", default=None, help="auto (default), cpu, cuda, mps")
+    serve.add_argument("--dtype", default=None, help="auto (default), float32, float16, bfloat16")
+    serve.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.bin pickle files (can run code)")
+    serve.add_argument("--engine-factory", default=None, metavar="MODULE:CALLABLE", help=argparse.SUPPRESS)
+    serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
 def _engine_options(parser: argparse.ArgumentParser) -> None:
@@ -137,10 +197,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _generate(args)
         if args.command == "info":
             return _info(args)
-        if args.command == "demo":
-            from imagegen.demo import gallery
+        if args.command in ("demo", "train-demo", "eval-demo"):
+            from imagegen.demo import evaluate, gallery, train
 
-            return gallery.run(args)
+            return {"demo": gallery, "train-demo": train, "eval-demo": evaluate}[args.command].run(args)
+        if args.command == "serve":
+            return _serve(args)
         return _models(args)
     except UsageError as exc:
         parser.exit(2, f"imagegen: error: {exc}\n")
@@ -258,6 +320,132 @@ def save_images(images: Sequence[Any], infotexts: Sequence[str], seeds: Sequence
         paths.append(path)
         number += 1
     return paths
+
+
+# serve -----------------------------------------------------------------------------------------------------------
+
+
+def _serve_settings(args: argparse.Namespace) -> Any:
+    import os
+
+    from imagegen.server.settings import DEFAULT_ENGINE_FACTORY, ServerSettings, default_data_dir
+
+    keys = [*args.api_keys, *(k.strip() for k in os.environ.get("IMAGEGEN_API_KEYS", "").split(",") if k.strip())]
+    basic = []
+    for pair in (args.api_auth or "").split(","):
+        if pair.strip():
+            user, sep, password = pair.strip().partition(":")
+            if not sep:
+                raise UsageError("--api-auth", "must be USER:PASSWORD[,USER:PASSWORD...]")
+            basic.append((user, password))
+    return ServerSettings(
+        host=args.host,
+        port=args.port,
+        models=tuple(args.models),
+        models_dir=args.models_dir,
+        data_dir=args.data_dir or default_data_dir(),
+        api_keys=tuple(dict.fromkeys(keys)),
+        basic_auth=tuple(basic),
+        max_queue=args.max_queue,
+        workers=args.workers,
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        job_retries=args.job_retries,
+        job_timeout=args.job_timeout if args.job_timeout > 0 else None,
+        device=args.device,
+        dtype=args.dtype,
+        allow_pickle=args.allow_pickle,
+        engine_factory=args.engine_factory or DEFAULT_ENGINE_FACTORY,
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Run uvicorn on the app; SIGTERM/Ctrl-C drain (not ready, new work 503, running jobs finish), twice: stop now."""
+    import threading
+
+    try:
+        import uvicorn
+
+        from imagegen.server.app import create_app
+        from imagegen.server.logs import configure_logging
+    except ImportError as exc:
+        raise UsageError(
+            "serve", f"the server needs the 'serve' extra: pip install 'imagegen[serve]' ({exc})"
+        ) from None
+    settings = _serve_settings(args)
+    configure_logging(args.log_level)
+    app = create_app(settings)
+    service = app.state.service
+    # Before binding, so that these fail with one clear line instead of a startup traceback.
+    service.claim_data_dir()
+    if not service.refresh_models():
+        raise UsageError(
+            "--model",
+            "no models to serve: pass --model REF or --models-dir DIR (the built-in demo model is not installed)",
+        )
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        access_log=False,  # imagegen.access logs each request as JSON instead
+        timeout_graceful_shutdown=10,
+    )
+
+    class DrainingServer(uvicorn.Server):
+        draining = False
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # Not uvicorn's handler: it re-raises the signal after shutdown, and a drained server exits 0.
+            if self.draining:
+                # Second signal: stop now. The normal shutdown still runs, so the workers are stopped and their
+                # jobs go back to the queue without counting an attempt; a third signal skips even that.
+                if self.should_exit:
+                    self.force_exit = True
+                self.should_exit = True
+                return
+            self.draining = True
+            print(
+                "imagegen serve: draining: running jobs finish, new jobs get 503 (signal again to stop now)",
+                file=sys.stderr,
+            )
+            service.begin_drain()
+
+            def exit_when_drained() -> None:
+                service.wait_drained(settings.drain_timeout)
+                self.should_exit = True
+
+            threading.Thread(target=exit_when_drained, name="drain", daemon=True).start()
+
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                _banner(settings, service, self)
+
+    server = DrainingServer(config)
+    server.run()
+    return 0 if server.started else 1
+
+
+def _banner(settings: Any, service: Any, server: Any) -> None:
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    port = settings.port
+    for bound in getattr(server, "servers", ()):
+        for sock in getattr(bound, "sockets", ()):
+            port = sock.getsockname()[1]
+    models = service.models()
+    default = models[0].ref if models else "none"
+    if settings.auth_enabled:
+        auth = f"on ({len(settings.api_keys)} API key(s), {len(settings.basic_auth)} Basic user(s))"
+    else:
+        auth = f"OFF (allowed only because {settings.host} is loopback; pass --api-key to enable)"
+    lines = [
+        f"imagegen serve: http://{host}:{port}  (API docs: http://{host}:{port}/docs)",
+        f"  models:  {', '.join(m.ref for m in models) or 'none'} (default: {default})",
+        f"  auth:    {auth}",
+        f"  data:    {settings.data_dir}",
+        f"  workers: {settings.workers}, queue bound {settings.max_queue}, job retries {settings.job_retries}",
+    ]
+    print("\n".join(lines), file=sys.stderr, flush=True)
 
 
 # info / models ---------------------------------------------------------------------------------------------------

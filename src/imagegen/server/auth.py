@@ -1,0 +1,83 @@
+"""API keys and HTTP Basic credentials, compared in constant time.
+
+One app-wide dependency (:func:`authenticate`) protects every route, whichever router adds it, so a new route cannot
+be forgotten. The native and OpenAI APIs take ``Authorization: Bearer KEY``; the A1111 API (``/sdapi``) also takes
+HTTP Basic like A1111's ``--api-auth``: a configured user and password, or any user with an API key as password.
+Only :data:`PUBLIC_PATHS` are open: liveness/readiness probes (they reveal no data) and the API description.
+With no key configured (allowed on loopback only, see :class:`ServerSettings`), everything is open.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+from collections.abc import Iterable
+
+from fastapi import Request
+
+from imagegen.server.errors import Unauthorized
+from imagegen.server.settings import ServerSettings
+
+PUBLIC_PATHS = ("/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+#: Paths that accept HTTP Basic (A1111 clients send it).
+BASIC_PREFIXES = ("/sdapi/",)
+
+
+def _any_equal(candidate: bytes, secrets: Iterable[bytes]) -> bool:
+    # Compare against every secret without stopping early, so timing reveals neither which one matched nor how many.
+    matched = False
+    for secret in secrets:
+        matched |= hmac.compare_digest(candidate, secret)
+    return matched
+
+
+class Authenticator:
+    def __init__(self, settings: ServerSettings) -> None:
+        self._keys = tuple(key.encode() for key in settings.api_keys)
+        self._basic = tuple(f"{user}:{password}".encode() for user, password in settings.basic_auth)
+        self.enabled = settings.auth_enabled
+
+    def bearer_ok(self, authorization: str | None) -> bool:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return False
+        return _any_equal(token.strip().encode(), self._keys)
+
+    def basic_ok(self, authorization: str | None) -> bool:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            pair = base64.b64decode(token.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        _, sep, password = pair.partition(b":")
+        if not sep:
+            return False
+        # Evaluate both checks: no short cut that would time differently for the two kinds of credential.
+        as_pair = _any_equal(pair, self._basic)
+        as_key = _any_equal(password, self._keys)
+        return as_pair or as_key
+
+    def check(self, request: Request) -> None:
+        """Raise :class:`Unauthorized` unless the request may use its route."""
+        if not self.enabled:
+            return
+        route = request.scope.get("route")
+        path = getattr(route, "path", None) or request.url.path
+        if path in PUBLIC_PATHS:
+            return
+        authorization = request.headers.get("authorization")
+        if path.startswith(BASIC_PREFIXES):
+            if self.basic_ok(authorization) or self.bearer_ok(authorization):
+                return
+            raise Unauthorized("missing or invalid credentials (HTTP Basic or Bearer API key)", scheme="Basic")
+        if self.bearer_ok(authorization):
+            return
+        raise Unauthorized("missing or invalid API key: send 'Authorization: Bearer KEY'", scheme="Bearer")
+
+
+async def authenticate(request: Request) -> None:
+    """The app-wide dependency installed by :func:`imagegen.server.app.create_app`."""
+    request.app.state.authenticator.check(request)

@@ -1,0 +1,522 @@
+"""The OpenAI-compatible Images API: ``/v1/images/generations``, ``/v1/images/edits``, ``/v1/images/variations``.
+
+Each call becomes one :class:`~imagegen.requests.GenerationRequest` on the shared job queue (``dialect="openai"``) and
+blocks until its job ends, so the official OpenAI SDKs work with ``base_url`` pointed at imagegen.
+
+Mapping decisions (also in the README's "Serving" section):
+
+- ``model``: OpenAI's own names (``dall-e-2``, ``dall-e-3``, ``gpt-image-*``) and an omitted model mean the server's
+  default model; any other name is looked up among the configured models only (reference, title, hash or file
+  name: never a path or URL) and an unknown one is a 404 ``model_not_found``.
+- ``size``: omitted or ``auto`` is the model's native size (for edits and variations, the input image's size,
+  scaled down into the limits if needed); ``WxH`` is any size the limits allow in multiples of 8, OpenAI's names
+  (``1024x1024``, ``1792x1024``, ``512x512``, ...) included.
+- ``n``: 1 to 10 as in OpenAI (and at most the server's ``max_images``); image *i* uses seed + i.
+- ``response_format``: ``b64_json`` or ``url``; the default is ``url`` as for DALL·E, except ``b64_json`` for
+  ``gpt-image-*`` models (which only answer b64_json). URLs point at ``/v1/images/{name}`` on the host the request
+  came to; the images stay until the operator deletes them.
+- ``output_format`` ``png`` (default), ``jpeg`` or ``webp`` with ``output_compression`` 0-100 (b64_json only; the
+  infotext is embedded in every format). ``background`` ``transparent`` is refused: the models paint opaque images.
+- Accepted and ignored: ``quality``, ``style``, ``user``, ``moderation``, ``input_fidelity`` (their values are
+  checked). ``stream`` true and ``partial_images`` > 0 are refused (no streaming).
+- Edits: one ``image`` (or ``image[]``) file is image-to-image with the prompt at ``strength`` 0.75 (the A1111 and
+  library default). A ``mask`` (transparent pixels = the area to edit) is a 400 until inpainting exists. The
+  image's own alpha channel is composited on white, not used as a mask.
+- Variations: image-to-image with an empty prompt at ``strength`` 0.6, enough to vary details while keeping the
+  composition.
+- imagegen extensions (the SDK sends them with ``extra_body``): ``seed``, ``negative_prompt``, and ``strength`` for
+  edits and variations.
+- Errors: ``{"error": {"message", "type", "param", "code"}}``; ``param`` names the OpenAI field.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from imagegen.errors import InvalidRequest
+from imagegen.metadata import metadata_save_options
+from imagegen.requests import GenerationRequest
+from imagegen.server.deps import get_service
+from imagegen.server.errors import ErrorInfo, register_dialect_errors
+from imagegen.server.jobs import Job, JobStatus
+from imagegen.server.routes.dialect_support import (
+    b64,
+    decode_input_image,
+    find_model,
+    fit_size,
+    job_exception,
+    read_result_image,
+    renamed_fields,
+    service_limits,
+    status_value,
+)
+from imagegen.server.schemas_openai import (
+    BACKGROUNDS,
+    EDIT_TEXT_FIELDS,
+    INPUT_FIDELITIES,
+    MAX_N,
+    MODERATIONS,
+    OUTPUT_FORMATS,
+    QUALITIES,
+    RESPONSE_FORMATS,
+    STYLES,
+    VARIATION_TEXT_FIELDS,
+    OpenAIImageGenerationRequest,
+    OpenAIImagesResponse,
+)
+
+if TYPE_CHECKING:
+    from imagegen.server.service import JobService
+
+__all__ = ["install_openai_error_handling", "render_openai_error", "router"]
+
+router = APIRouter(prefix="/v1/images", tags=["OpenAI compatible"])
+
+#: Paths whose errors are rendered in OpenAI's shape (``/v1/images/{name}`` is the native image route).
+PATHS = ("/v1/images/generations", "/v1/images/edits", "/v1/images/variations")
+#: OpenAI model names that mean "the server's default model".
+OPENAI_MODEL_PREFIXES = ("dall-e", "gpt-image")
+EDIT_STRENGTH = 0.75
+VARIATION_STRENGTH = 0.6
+
+#: GenerationRequest field -> the OpenAI parameter it comes from (for ``param`` in errors).
+FIELD_NAMES: Mapping[str, str] = MappingProxyType(
+    {
+        "width": "size",
+        "height": "size",
+        "num_images": "n",
+        "init_image": "image",
+    }
+)
+_SIZE = re.compile(r"\s*(\d{1,6})\s*[xX×]\s*(\d{1,6})\s*")
+_MAX_FORM_FILES = 8
+_MAX_FORM_FIELDS = 64
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Errors in OpenAI's shape.
+
+_ERROR_CODES: Mapping[str, str] = MappingProxyType(
+    {"unauthorized": "invalid_api_key", "queue_full": "rate_limit_exceeded", "invalid_request": ""}
+)
+
+
+def render_openai_error(request: Request, info: ErrorInfo) -> Response:
+    """``{"error": {"message", "type", "param", "code"}}``; validation errors are 400 as in OpenAI."""
+    status = 400 if info.status == 422 else info.status
+    code = _ERROR_CODES.get(info.code, info.code) or None
+    if info.code == "model_not_found" or (info.field == "model" and "unknown model" in info.message):
+        # OpenAI answers an unknown model with 404 model_not_found.
+        status, code = 404, "model_not_found"
+    if status == 429:
+        kind = "requests"
+    elif status >= 500:
+        kind = "server_error"
+    else:
+        kind = "invalid_request_error"
+    content = {"error": {"message": info.message, "type": kind, "param": info.field, "code": code}}
+    return JSONResponse(content, status_code=status, headers=dict(info.headers))
+
+
+def install_openai_error_handling(app: FastAPI) -> None:
+    """Make the app's error handlers answer the OpenAI paths in OpenAI's shape (called by ``create_app``)."""
+    register_dialect_errors(app, PATHS, render_openai_error)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Parameters (pure functions, unit-tested without a server).
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputOptions:
+    response_format: str
+    output_format: str
+    output_compression: int | None
+
+
+def _choice(name: str, value: str | None, allowed: Sequence[str]) -> str | None:
+    if value is None:
+        return None
+    if value not in allowed:
+        raise InvalidRequest(name, f"must be one of {', '.join(allowed)}, got {value[:80]!r}")
+    return value
+
+
+def parse_size(size: str | None) -> tuple[int | None, int | None]:
+    """``(width, height)`` of an OpenAI size; ``(None, None)`` for omitted/``auto`` (the model's native size)."""
+    if size is None or size.strip().lower() in ("", "auto"):
+        return None, None
+    match = _SIZE.fullmatch(size)
+    if match is None:
+        raise InvalidRequest(
+            "size", f"must be 'auto' or WIDTHxHEIGHT in multiples of 8 such as 1024x1024, got {size[:80]!r}"
+        )
+    return int(match.group(1)), int(match.group(2))
+
+
+def parse_n(n: int | None) -> int:
+    if n is None:
+        return 1
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
+        raise InvalidRequest("n", f"must be between 1 and {MAX_N}, got {n!r}")
+    return n
+
+
+def is_openai_model(model: str | None) -> bool:
+    return model is None or not model.strip() or model.strip().lower().startswith(OPENAI_MODEL_PREFIXES)
+
+
+def output_options(
+    *,
+    model: str | None,
+    response_format: str | None,
+    output_format: str | None,
+    output_compression: int | None,
+    background: str | None = None,
+) -> OutputOptions:
+    """Check the output parameters and fill OpenAI's defaults."""
+    fmt = _choice("response_format", response_format, RESPONSE_FORMATS)
+    if fmt is None:
+        fmt = "b64_json" if (model or "").strip().lower().startswith("gpt-image") else "url"
+    out = _choice("output_format", output_format, OUTPUT_FORMATS) or "png"
+    if out != "png" and fmt == "url":
+        raise InvalidRequest("output_format", f"{out} is only available with response_format b64_json; URLs serve PNG")
+    if output_compression is not None and (isinstance(output_compression, bool) or not 0 <= output_compression <= 100):
+        raise InvalidRequest("output_compression", f"must be between 0 and 100, got {output_compression!r}")
+    if _choice("background", background, BACKGROUNDS) == "transparent":
+        raise InvalidRequest("background", "transparent backgrounds are not supported: the models paint opaque images")
+    return OutputOptions(response_format=fmt, output_format=out, output_compression=output_compression)
+
+
+def check_ignored(
+    *,
+    quality: str | None = None,
+    style: str | None = None,
+    moderation: str | None = None,
+    input_fidelity: str | None = None,
+    stream: bool | None = None,
+    partial_images: int | None = None,
+) -> None:
+    """Parameters accepted without effect are still checked, so a typo is not silently taken."""
+    _choice("quality", quality, QUALITIES)
+    _choice("style", style, STYLES)
+    _choice("moderation", moderation, MODERATIONS)
+    _choice("input_fidelity", input_fidelity, INPUT_FIDELITIES)
+    if stream:
+        raise InvalidRequest("stream", "streaming is not supported; send stream false or omit it")
+    if partial_images:
+        raise InvalidRequest("partial_images", "partial images need streaming, which is not supported; send 0")
+
+
+def model_ref(service: JobService, model: str | None) -> str | None:
+    """The configured model an OpenAI ``model`` names (None: the server's default)."""
+    if is_openai_model(model):
+        return None
+    return find_model(service, str(model), field="model").ref
+
+
+def build_request(
+    *,
+    prompt: str,
+    n: int,
+    size: str | None,
+    model: str | None,
+    seed: int | None = None,
+    negative_prompt: str | None = None,
+    init_image: Image.Image | None = None,
+    strength: float | None = None,
+    limits_fit: tuple[int, int] | None = None,
+) -> GenerationRequest:
+    """The GenerationRequest of an OpenAI call; ``limits_fit`` is the size to use when ``size`` is auto (img2img)."""
+    width, height = parse_size(size)
+    if width is None and limits_fit is not None:
+        width, height = limits_fit
+    kwargs: dict[str, Any] = {
+        "prompt": prompt,
+        "negative_prompt": negative_prompt or "",
+        "seed": -1 if seed is None else seed,
+        "width": width,
+        "height": height,
+        "num_images": n,
+        "model": model,
+    }
+    if init_image is not None:
+        kwargs["init_image"] = init_image
+        kwargs["strength"] = strength
+    with renamed_fields(FIELD_NAMES):
+        return GenerationRequest(**kwargs)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Results.
+
+
+def _encode(png: bytes, infotext: str | None, options: OutputOptions) -> bytes:
+    """The result in the requested format, with the infotext embedded (re-encodes our own PNG, a trusted file)."""
+    if options.output_format == "png":
+        return png
+    kind = options.output_format.upper()
+    with Image.open(io.BytesIO(png)) as image:
+        rgb = image.convert("RGB")
+    buffer = io.BytesIO()
+    save: dict[str, Any] = {}
+    if infotext:
+        try:
+            save.update(metadata_save_options(infotext, kind))
+        except InvalidRequest:
+            # A JPEG's EXIF block holds at most 64 KiB: a huge prompt does not fit. The image is still worth
+            # returning; the PNG behind /v1/images/{name} keeps the whole infotext.
+            save = {}
+    if options.output_compression is not None:
+        save["quality"] = max(1, options.output_compression)
+    rgb.save(buffer, format=kind, **save)
+    return buffer.getvalue()
+
+
+def images_response(service: JobService, job: Job, options: OutputOptions, *, base_url: str) -> dict[str, Any]:
+    """OpenAI's ``{"created", "data": [...]}`` for a succeeded job (reads files: call off the event loop)."""
+    data: list[dict[str, Any]] = []
+    for index, name in enumerate(job.images):
+        if options.response_format == "url":
+            data.append({"url": f"{base_url}/v1/images/{name}"})
+            continue
+        infotext = job.infotexts[index] if index < len(job.infotexts) else None
+        data.append({"b64_json": b64(_encode(read_result_image(service, name), infotext, options))})
+    return {"created": int(job.created_at), "data": data}
+
+
+async def _run(request: Request, generation: GenerationRequest, options: OutputOptions) -> dict[str, Any]:
+    service = get_service(request)
+    with renamed_fields(FIELD_NAMES):
+        job = service.submit(generation, dialect="openai")
+    job = await service.wait(job.id)
+    if status_value(job) != JobStatus.SUCCEEDED.value:
+        with renamed_fields(FIELD_NAMES):
+            raise job_exception(job)
+    base_url = str(request.base_url).rstrip("/")
+    return await run_in_threadpool(images_response, service, job, options, base_url=base_url)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Multipart forms (edits, variations).
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Form:
+    text: Mapping[str, str]
+    images: tuple[bytes, ...]
+    has_mask: bool
+
+
+def _text(form: _Form, name: str) -> str | None:
+    value = form.text.get(name)
+    return value if value is None or value.strip() else None
+
+
+def _int(form: _Form, name: str) -> int | None:
+    value = _text(form, name)
+    if value is None:
+        return None
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise InvalidRequest(name, f"must be an integer, got {value[:80]!r}") from None
+
+
+def _float(form: _Form, name: str) -> float | None:
+    value = _text(form, name)
+    if value is None:
+        return None
+    try:
+        return float(value.strip())
+    except ValueError:
+        raise InvalidRequest(name, f"must be a number, got {value[:80]!r}") from None
+
+
+def _bool(form: _Form, name: str) -> bool | None:
+    value = _text(form, name)
+    if value is None:
+        return None
+    lowered = value.strip().lower()
+    if lowered not in ("true", "false", "1", "0"):
+        raise InvalidRequest(name, f"must be true or false, got {value[:80]!r}")
+    return lowered in ("true", "1")
+
+
+async def _read_form(request: Request, *, text_fields: Sequence[str], mask_allowed: bool, max_bytes: int) -> _Form:
+    """Parse a multipart body: the image file(s), whether a mask came, and the known text fields."""
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        raise InvalidRequest("image", "send multipart/form-data with the image as a file field")
+    text: dict[str, str] = {}
+    images: list[bytes] = []
+    has_mask = False
+    async with request.form(max_files=_MAX_FORM_FILES, max_fields=_MAX_FORM_FIELDS) as form:
+        for key, value in form.multi_items():
+            if key in ("image", "image[]"):
+                if not isinstance(value, UploadFile):
+                    raise InvalidRequest("image", "must be a file upload (multipart file field), not text")
+                # One byte over the limit is enough to refuse the file without reading the rest.
+                images.append(await value.read(max_bytes + 1))
+            elif key == "mask" and mask_allowed:
+                has_mask = True
+            elif key in text_fields:
+                if isinstance(value, UploadFile):
+                    raise InvalidRequest(key, "must be a text field, not a file")
+                text[key] = value
+            else:
+                raise InvalidRequest(key, f"unrecognized request argument; accepted: image, {', '.join(text_fields)}")
+    return _Form(text=text, images=tuple(images), has_mask=has_mask)
+
+
+def _one_image(form: _Form) -> bytes:
+    if not form.images:
+        raise InvalidRequest("image", "is required: send one PNG, JPEG or WebP file")
+    if len(form.images) > 1:
+        raise InvalidRequest("image", f"one input image per request is supported, got {len(form.images)}")
+    return form.images[0]
+
+
+def _multipart_doc(fields: Sequence[str], required: Sequence[str]) -> dict[str, Any]:
+    properties: dict[str, Any] = {"image": {"type": "string", "format": "binary"}}
+    properties.update({name: {"type": "string"} for name in fields})
+    if "prompt" in fields:
+        properties["mask"] = {"type": "string", "format": "binary", "description": "not supported yet (400)"}
+    schema = {"type": "object", "properties": properties, "required": ["image", *required]}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Routes.
+
+
+@router.post("/generations", response_model=OpenAIImagesResponse, response_model_exclude_none=True)
+async def generations(request: Request, body: OpenAIImageGenerationRequest) -> dict[str, Any]:
+    """Text to image (OpenAI ``images.generate``)."""
+    service = get_service(request)
+    check_ignored(
+        quality=body.quality,
+        style=body.style,
+        moderation=body.moderation,
+        stream=body.stream,
+        partial_images=body.partial_images,
+    )
+    options = output_options(
+        model=body.model,
+        response_format=body.response_format,
+        output_format=body.output_format,
+        output_compression=body.output_compression,
+        background=body.background,
+    )
+    generation = build_request(
+        prompt=body.prompt,
+        n=parse_n(body.n),
+        size=body.size,
+        model=model_ref(service, body.model),
+        seed=body.seed,
+        negative_prompt=body.negative_prompt,
+    )
+    return await _run(request, generation, options)
+
+
+@router.post(
+    "/edits",
+    response_model=OpenAIImagesResponse,
+    response_model_exclude_none=True,
+    openapi_extra=_multipart_doc(EDIT_TEXT_FIELDS, ["prompt"]),
+)
+async def edits(request: Request) -> dict[str, Any]:
+    """Image to image with a prompt (OpenAI ``images.edit``); a mask is refused until inpainting exists."""
+    service = get_service(request)
+    limits = service_limits(service)
+    form = await _read_form(request, text_fields=EDIT_TEXT_FIELDS, mask_allowed=True, max_bytes=limits.max_input_bytes)
+    if form.has_mask:
+        raise InvalidRequest(
+            "mask",
+            "inpainting (editing only the masked area) is not supported yet; "
+            "send the image without a mask to re-render the whole image from the prompt",
+        )
+    prompt = form.text.get("prompt")
+    if prompt is None or not prompt.strip():
+        raise InvalidRequest("prompt", "is required: say what the edited image should show")
+    return await _image_to_image(
+        request, service, form, prompt=prompt, default_strength=EDIT_STRENGTH, text_fields=EDIT_TEXT_FIELDS
+    )
+
+
+@router.post(
+    "/variations",
+    response_model=OpenAIImagesResponse,
+    response_model_exclude_none=True,
+    openapi_extra=_multipart_doc(VARIATION_TEXT_FIELDS, []),
+)
+async def variations(request: Request) -> dict[str, Any]:
+    """Variations of an image (OpenAI ``images.create_variation``): image to image with an empty prompt."""
+    service = get_service(request)
+    limits = service_limits(service)
+    form = await _read_form(
+        request, text_fields=VARIATION_TEXT_FIELDS, mask_allowed=False, max_bytes=limits.max_input_bytes
+    )
+    return await _image_to_image(
+        request, service, form, prompt="", default_strength=VARIATION_STRENGTH, text_fields=VARIATION_TEXT_FIELDS
+    )
+
+
+async def _image_to_image(
+    request: Request,
+    service: JobService,
+    form: _Form,
+    *,
+    prompt: str,
+    default_strength: float,
+    text_fields: Sequence[str],
+) -> dict[str, Any]:
+    model = _text(form, "model")
+    check_ignored(
+        quality=_text(form, "quality"),
+        moderation=_text(form, "moderation"),
+        input_fidelity=_text(form, "input_fidelity"),
+        stream=_bool(form, "stream"),
+        partial_images=_int(form, "partial_images"),
+    )
+    options = output_options(
+        model=model,
+        response_format=_text(form, "response_format"),
+        output_format=_text(form, "output_format"),
+        output_compression=_int(form, "output_compression"),
+        background=_text(form, "background"),
+    )
+    n = parse_n(_int(form, "n"))
+    strength = _float(form, "strength")
+    ref = model_ref(service, model)
+    limits = service_limits(service)
+    size = _text(form, "size")
+    seed = _int(form, "seed")
+    negative_prompt = _text(form, "negative_prompt") if "negative_prompt" in text_fields else None
+    # Every cheap check (size, n, limits) before the image is decoded.
+    preview = build_request(prompt=prompt, n=n, size=size, model=ref, seed=seed, negative_prompt=negative_prompt)
+    with renamed_fields(FIELD_NAMES):
+        limits.check(preview)
+    image = await run_in_threadpool(decode_input_image, _one_image(form), field="image", limits=limits)
+    generation = build_request(
+        prompt=prompt,
+        n=n,
+        size=size,
+        model=ref,
+        seed=seed,
+        negative_prompt=negative_prompt,
+        init_image=image,
+        strength=default_strength if strength is None else strength,
+        limits_fit=fit_size(*image.size, limits),
+    )
+    return await _run(request, generation, options)

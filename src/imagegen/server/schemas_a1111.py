@@ -1,0 +1,165 @@
+"""Pydantic models of the A1111 ``/sdapi/v1`` requests and responses (stable-diffusion-webui 1.10 field names).
+
+Every field A1111's ``StableDiffusionTxt2ImgProcessingAPI`` / ``...Img2ImgProcessingAPI`` accepts is declared, with
+A1111's default, so clients that send all of them (the ``webuiapi`` package does) are accepted. Unknown keys are
+ignored, as A1111 ignores them. Which fields imagegen honours, which it ignores only at their default (any other
+value is a 422 naming the field), and which have no effect in A1111 either, is decided in
+:mod:`imagegen.server.routes.a1111`.
+
+Deliberate default changes, all toward "the model's own setting": ``steps``, ``cfg_scale``, ``width``, ``height``,
+``sampler_name`` and ``sampler_index`` default to ``None`` (A1111: 50, 7, 512, 512, None, "Euler"), which means the
+model's defaults (its native size, its own scheduler) instead of SD 1.5's. A ``null`` value means "not sent".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class A1111GenerationRequest(BaseModel):
+    """Fields shared by txt2img and img2img."""
+
+    # A1111 (pydantic) ignores keys it does not know; old clients send e.g. "controlnet_units".
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: str | None = ""
+    negative_prompt: str | None = ""
+    styles: list[str] | None = None
+    seed: int = -1
+    subseed: int = -1
+    subseed_strength: float = 0.0
+    seed_resize_from_h: int = -1
+    seed_resize_from_w: int = -1
+    seed_enable_extras: bool = True
+    sampler_name: str | None = None
+    scheduler: str | None = None
+    batch_size: int = 1
+    n_iter: int = 1
+    steps: int | None = None
+    cfg_scale: float | None = None
+    width: int | None = None
+    height: int | None = None
+    restore_faces: bool | None = None
+    tiling: bool | None = None
+    do_not_save_samples: bool = False
+    do_not_save_grid: bool = False
+    eta: float | None = None
+    denoising_strength: float | None = None
+    s_min_uncond: float | None = None
+    s_churn: float | None = None
+    s_tmax: float | None = None
+    s_tmin: float | None = None
+    s_noise: float | None = None
+    override_settings: dict[str, Any] | None = None
+    override_settings_restore_afterwards: bool = True
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: float | None = None
+    disable_extra_networks: bool = False
+    firstpass_image: str | None = None
+    comments: dict[str, Any] | None = None
+    sampler_index: str | None = None
+    script_name: str | None = None
+    script_args: list[Any] = Field(default_factory=list)
+    send_images: bool = True
+    save_images: bool = False
+    alwayson_scripts: dict[str, Any] = Field(default_factory=dict)
+    force_task_id: str | None = None
+    infotext: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_unset(cls, data: Any) -> Any:
+        """Clients send ``null`` for "not set" even where A1111 declares a non-null default (``hr_prompt``,
+        ``seed``, ...): treat it as absent, so the default applies and a pasted infotext may fill the field."""
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if value is not None}
+        return data
+
+
+class A1111Txt2ImgRequest(A1111GenerationRequest):
+    """``POST /sdapi/v1/txt2img``."""
+
+    enable_hr: bool = False
+    firstphase_width: int = 0
+    firstphase_height: int = 0
+    hr_scale: float = 2.0
+    hr_upscaler: str | None = None
+    hr_second_pass_steps: int = 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    hr_checkpoint_name: str | None = None
+    hr_additional_modules: list[str] | None = None
+    hr_sampler_name: str | None = None
+    hr_scheduler: str | None = None
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
+
+
+class A1111Img2ImgRequest(A1111GenerationRequest):
+    """``POST /sdapi/v1/img2img``."""
+
+    init_images: list[str] | None = None
+    resize_mode: int = 0
+    image_cfg_scale: float | None = None
+    mask: str | None = None
+    mask_blur_x: int = 4
+    mask_blur_y: int = 4
+    mask_blur: int | None = None
+    mask_round: bool = True
+    inpainting_fill: int = 0
+    inpaint_full_res: bool = True
+    inpaint_full_res_padding: int = 0
+    inpainting_mask_invert: int = 0
+    initial_noise_multiplier: float | None = None
+    latent_mask: str | None = None
+    include_init_images: bool = False
+
+
+class A1111ImageResponse(BaseModel):
+    """txt2img / img2img answer: base64 PNGs (infotext embedded), the request echoed, ``info`` as a JSON string."""
+
+    images: list[str] | None = None
+    parameters: dict[str, Any]
+    info: str
+
+
+class A1111ProgressState(BaseModel):
+    skipped: bool = False
+    interrupted: bool = False
+    stopping_generation: bool = False
+    job: str = ""
+    job_count: int = 0
+    job_timestamp: str = "0"
+    job_no: int = 0
+    sampling_step: int = 0
+    sampling_steps: int = 0
+
+
+class A1111ProgressResponse(BaseModel):
+    progress: float
+    eta_relative: float
+    state: A1111ProgressState
+    current_image: str | None = None
+    textinfo: str | None = None
+    current_task: str | None = None
+
+
+class A1111PngInfoRequest(BaseModel):
+    image: str = ""
+
+
+class A1111PngInfoResponse(BaseModel):
+    info: str
+    items: dict[str, Any] = Field(default_factory=dict)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class A1111Model(BaseModel):
+    title: str
+    model_name: str
+    hash: str | None = None
+    sha256: str | None = None
+    filename: str
+    config: str | None = None

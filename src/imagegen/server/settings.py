@@ -1,0 +1,144 @@
+"""What an operator configures for ``imagegen serve``: one frozen :class:`ServerSettings`, checked when built."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from imagegen.errors import InvalidRequest
+from imagegen.requests import Limits
+
+#: Loopback names accepted without authentication (besides any address in 127.0.0.0/8 or ::1).
+LOOPBACK_NAMES = ("localhost",)
+DEFAULT_ENGINE_FACTORY = "imagegen.server.worker:default_engine"
+_NOT_FOR_WORKERS = ("api_keys", "basic_auth", "host", "port")
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` only accepts connections from this machine."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def default_data_dir() -> Path:
+    """``<IMAGEGEN_HOME>/server``: the job database, result images and request inputs."""
+    from imagegen.loading import imagegen_home
+
+    return imagegen_home() / "server"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerSettings:
+    """Everything ``imagegen serve`` needs. Authentication may be off only on a loopback address."""
+
+    host: str = "127.0.0.1"
+    #: A1111's port, so A1111 clients work without reconfiguration.
+    port: int = 7860
+    #: Model references the operator allows besides the models directory and the built-in demo model.
+    models: tuple[str, ...] = ()
+    #: The model used when a request names none (default: the first of ``models``, else the demo model).
+    default_model: str | None = None
+    models_dir: Path | None = None
+    data_dir: Path = field(default_factory=default_data_dir)
+    #: Bearer keys (any of them is accepted; also as the password of HTTP Basic auth on /sdapi).
+    api_keys: tuple[str, ...] = ()
+    #: A1111 ``--api-auth`` style (user, password) pairs for HTTP Basic auth on /sdapi.
+    basic_auth: tuple[tuple[str, str], ...] = ()
+    #: Most jobs waiting (not running); beyond it, submissions get 429 with Retry-After.
+    max_queue: int = 64
+    limits: Limits = field(default_factory=Limits)
+    #: Worker processes, each owning one engine (one per device).
+    workers: int = 1
+    #: Largest request body; larger bodies get 413 before they are read.
+    max_body_bytes: int = 45 * 1024 * 1024
+    #: ``module:callable`` building the engine inside the worker (tests swap in a fake).
+    engine_factory: str = DEFAULT_ENGINE_FACTORY
+    device: str | None = None
+    dtype: str | None = None
+    allow_pickle: bool = False
+    #: How many times a job whose worker died is run again before it fails.
+    job_retries: int = 1
+    #: Seconds between progress writes to the store (every step would be a write per step per job).
+    progress_interval: float = 0.25
+    #: Seconds between store polls of idle workers, SSE streams and blocking waits.
+    poll_interval: float = 0.1
+    #: Seconds SIGTERM waits for running jobs before the workers are stopped.
+    drain_timeout: float = 600.0
+    #: Seconds a job may run before its worker is killed and the job fails as ``timeout`` (None: no limit).
+    job_timeout: float | None = 3600.0
+
+    def __post_init__(self) -> None:
+        # Accept str paths and lists from library callers; store Paths and tuples (the dataclass is frozen).
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        if self.models_dir is not None:
+            object.__setattr__(self, "models_dir", Path(self.models_dir))
+        for name in ("models", "api_keys"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "basic_auth", tuple(tuple(pair) for pair in self.basic_auth))
+        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+            raise InvalidRequest("port", f"must be between 0 and 65535, got {self.port!r}")
+        for name, low in (("max_queue", 1), ("workers", 1), ("max_body_bytes", 1024), ("job_retries", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise InvalidRequest(name, f"must be an integer of at least {low}, got {value!r}")
+        if self.job_timeout is not None and not self.job_timeout > 0:
+            raise InvalidRequest("job_timeout", f"must be a positive number of seconds, got {self.job_timeout!r}")
+        if ":" not in self.engine_factory:
+            raise InvalidRequest("engine_factory", f"must be 'module:callable', got {self.engine_factory!r}")
+        if any(not key for key in self.api_keys):
+            raise InvalidRequest("api_key", "API keys must not be empty")
+        if any(not user or not password for user, password in self.basic_auth):
+            raise InvalidRequest("api_auth", "must be USER:PASSWORD with both parts non-empty")
+        if not self.auth_enabled and not is_loopback(self.host):
+            raise InvalidRequest(
+                "api_key",
+                f"refusing to listen on {self.host} without authentication: anyone who can reach it could use it. "
+                "Pass --api-key KEY (or IMAGEGEN_API_KEYS), or bind to 127.0.0.1",
+            )
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys or self.basic_auth)
+
+    @property
+    def images_dir(self) -> Path:
+        """Result PNGs (with infotext), ``<job id>-<index>.png``."""
+        return self.data_dir / "images"
+
+    @property
+    def inputs_dir(self) -> Path:
+        """Init images of queued jobs, ``<job id>.png``."""
+        return self.data_dir / "inputs"
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "jobs.sqlite3"
+
+    def worker_json(self) -> str:
+        """The settings a worker needs, as JSON, without secrets (a worker never checks credentials)."""
+        # host/port are left out too: a worker serves no HTTP, and its defaults (loopback) pass the auth check.
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_FOR_WORKERS}
+        data["limits"] = asdict(self.limits)
+        return json.dumps(data, default=_json_default)
+
+    @classmethod
+    def from_worker_json(cls, text: str) -> ServerSettings:
+        data: dict[str, Any] = json.loads(text)
+        data["limits"] = Limits(**data["limits"])
+        data["models"] = tuple(data["models"])
+        data["data_dir"] = Path(data["data_dir"])
+        data["models_dir"] = Path(data["models_dir"]) if data["models_dir"] else None
+        return cls(**data)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")

@@ -1,0 +1,413 @@
+"""The durable job store: one SQLite database (WAL mode) in the data directory, shared by the API and the workers.
+
+Every state change is one short transaction, so a process killed at any moment leaves each job in a state it was
+really in. A job is claimed by exactly one worker (``BEGIN IMMEDIATE`` serialises writers across processes), and a
+worker only writes to a job it still holds (``WHERE worker = ? AND status = 'running'``): a worker presumed dead
+whose job was re-queued cannot overwrite the new attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from imagegen.errors import ImagegenError
+from imagegen.server.jobs import Job, JobStatus
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,   -- submission order: the queue is FIFO on it
+    id TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL,
+    dialect TEXT NOT NULL,
+    model TEXT,
+    request TEXT NOT NULL,
+    batch_key TEXT NOT NULL DEFAULT '',
+    idempotency_key TEXT UNIQUE,
+    body_digest TEXT,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    step INTEGER NOT NULL DEFAULT 0,
+    total_steps INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    worker TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    error_code TEXT,
+    error_message TEXT,
+    images TEXT NOT NULL DEFAULT '[]',
+    seeds TEXT NOT NULL DEFAULT '[]',
+    infotexts TEXT NOT NULL DEFAULT '[]',
+    warnings TEXT NOT NULL DEFAULT '[]',
+    timings TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
+CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    state TEXT NOT NULL,          -- starting | ready | error | stopped
+    detail TEXT NOT NULL DEFAULT '',
+    updated_at REAL NOT NULL
+);
+"""
+
+
+#: Bumped when the tables change; a database of another version is refused rather than misread.
+SCHEMA_VERSION = 1
+
+
+class StoreVersionMismatch(ImagegenError):
+    code = "store_version_mismatch"
+
+
+class Insert(str, Enum):
+    """Outcome of :meth:`JobStore.insert`."""
+
+    CREATED = "created"
+    EXISTING = "existing"  # same idempotency key, same body: the earlier job
+    CONFLICT = "conflict"  # same idempotency key, other body
+    FULL = "full"  # the queue is at its bound
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerState:
+    id: str
+    pid: int
+    state: str
+    detail: str
+    updated_at: float
+
+
+class JobStore:
+    """Jobs in ``<data_dir>/jobs.sqlite3``. Thread-safe; open one per process."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE) so that a claim takes the write lock at once.
+        self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable across process crashes in WAL mode (only an OS crash may lose the last commits).
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version != SCHEMA_VERSION:
+                self._db.close()
+                raise StoreVersionMismatch(
+                    f"{path} has job store schema version {version}, this imagegen uses {SCHEMA_VERSION}; "
+                    "use another --data-dir, or the imagegen version that made it"
+                )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        with self._lock:
+            return self._db.execute(sql, params).fetchone()
+
+    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    # Submitting and reading -----------------------------------------------------------------------------------------
+
+    def insert(
+        self,
+        *,
+        job_id: str,
+        dialect: str,
+        model: str | None,
+        request: Mapping[str, Any],
+        batch_key: str,
+        max_queue: int,
+        idempotency_key: str | None = None,
+        body_digest: str | None = None,
+    ) -> tuple[Insert, Job | None]:
+        """Enqueue a job unless the key was used before or the queue is full (checked in the same transaction)."""
+        with self._write() as db:
+            if idempotency_key is not None:
+                row = db.execute("SELECT * FROM jobs WHERE idempotency_key = ?", (idempotency_key,)).fetchone()
+                if row is not None:
+                    same = row["body_digest"] == body_digest
+                    return (Insert.EXISTING, _job(row)) if same else (Insert.CONFLICT, None)
+            queued = db.execute("SELECT count(*) FROM jobs WHERE status = 'queued'").fetchone()[0]
+            if queued >= max_queue:
+                return Insert.FULL, None
+            db.execute(
+                "INSERT INTO jobs (id, status, dialect, model, request, batch_key, idempotency_key, body_digest,"
+                " created_at) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job_id,
+                    dialect,
+                    model,
+                    json.dumps(dict(request)),
+                    batch_key,
+                    idempotency_key,
+                    body_digest,
+                    time.time(),
+                ),
+            )
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return Insert.CREATED, _job(row)
+
+    def get(self, job_id: str) -> Job | None:
+        row = self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return _job(row) if row is not None else None
+
+    def list(self, *, status: JobStatus | None = None, limit: int = 20, offset: int = 0) -> list[Job]:
+        """Newest first."""
+        if status is None:
+            rows = self._all("SELECT * FROM jobs ORDER BY seq DESC LIMIT ? OFFSET ?", (limit, offset))
+        else:
+            rows = self._all(
+                "SELECT * FROM jobs WHERE status = ? ORDER BY seq DESC LIMIT ? OFFSET ?", (status.value, limit, offset)
+            )
+        return [_job(row) for row in rows]
+
+    def count(self, status: JobStatus | None = None) -> int:
+        if status is None:
+            row = self._one("SELECT count(*) FROM jobs")
+        else:
+            row = self._one("SELECT count(*) FROM jobs WHERE status = ?", (status.value,))
+        return int(row[0]) if row is not None else 0
+
+    def queue_position(self, job_id: str) -> int | None:
+        """0 for the next job to run; ``None`` unless the job is queued."""
+        row = self._one(
+            "SELECT (SELECT count(*) FROM jobs q WHERE q.status = 'queued' AND q.seq < j.seq) FROM jobs j"
+            " WHERE j.id = ? AND j.status = 'queued'",
+            (job_id,),
+        )
+        return int(row[0]) if row is not None else None
+
+    def running(self) -> list[Job]:
+        return [_job(row) for row in self._all("SELECT * FROM jobs WHERE status = 'running' ORDER BY started_at")]
+
+    def recent_durations(self, limit: int = 20) -> list[float]:
+        """Run times of the last succeeded jobs, for the Retry-After estimate."""
+        rows = self._all(
+            "SELECT finished_at - started_at FROM jobs WHERE status = 'succeeded' AND started_at IS NOT NULL"
+            " ORDER BY seq DESC LIMIT ?",
+            (limit,),
+        )
+        return [float(row[0]) for row in rows if row[0] is not None]
+
+    # Worker side -----------------------------------------------------------------------------------------------------
+
+    def claim(self, worker: str, *, max_jobs: int = 1) -> list[Job]:
+        """Atomically move the oldest queued job to ``running`` for ``worker``.
+
+        Batching-ready: with ``max_jobs > 1`` the jobs right behind it in the queue with the same ``batch_key`` are
+        claimed in the same transaction, so a worker can run them as one batch. Workers claim one job today.
+        """
+        with self._write() as db:
+            first = db.execute("SELECT * FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1").fetchone()
+            if first is None:
+                return []
+            ids = [first["id"]]
+            if max_jobs > 1 and first["batch_key"]:
+                following = db.execute(
+                    "SELECT id, batch_key FROM jobs WHERE status = 'queued' AND seq > ? ORDER BY seq LIMIT ?",
+                    (first["seq"], max_jobs - 1),
+                ).fetchall()
+                for row in following:
+                    if row["batch_key"] != first["batch_key"]:
+                        break  # only consecutive jobs: batching must not reorder the queue
+                    ids.append(row["id"])
+            now = time.time()
+            marks = ",".join("?" * len(ids))
+            db.execute(
+                f"UPDATE jobs SET status = 'running', worker = ?, started_at = ?, attempts = attempts + 1,"
+                f" step = 0, total_steps = 0 WHERE status = 'queued' AND id IN ({marks})",
+                (worker, now, *ids),
+            )
+            rows = db.execute(f"SELECT * FROM jobs WHERE id IN ({marks}) ORDER BY seq", ids).fetchall()
+        return [_job(row) for row in rows]
+
+    def set_progress(self, job_id: str, worker: str, step: int, total: int) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE jobs SET step = ?, total_steps = ? WHERE id = ? AND worker = ? AND status = 'running'",
+                (step, total, job_id, worker),
+            )
+
+    def cancel_requested(self, job_id: str) -> bool:
+        row = self._one("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,))
+        return bool(row[0]) if row is not None else True
+
+    def finish(
+        self,
+        job_id: str,
+        worker: str,
+        status: JobStatus,
+        *,
+        model: str | None = None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        images: Sequence[str] = (),
+        seeds: Sequence[int] = (),
+        infotexts: Sequence[str] = (),
+        warnings: Sequence[str] = (),
+        timings: Mapping[str, float] | None = None,
+    ) -> bool:
+        """Record the end of a job this worker holds; False if it no longer holds it (re-queued meanwhile)."""
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE jobs SET status = ?, finished_at = ?, model = coalesce(?, model), error_code = ?,"
+                " error_message = ?, images = ?, seeds = ?, infotexts = ?, warnings = ?, timings = ?,"
+                " step = CASE WHEN ? = 'succeeded' THEN total_steps ELSE step END"
+                " WHERE id = ? AND worker = ? AND status = 'running'",
+                (
+                    status.value,
+                    time.time(),
+                    model,
+                    error_code,
+                    error_message,
+                    json.dumps(list(images)),
+                    json.dumps(list(seeds)),
+                    json.dumps(list(infotexts)),
+                    json.dumps(list(warnings)),
+                    json.dumps(dict(timings or {})),
+                    status.value,
+                    job_id,
+                    worker,
+                ),
+            )
+            return cursor.rowcount == 1
+
+    def set_worker(self, worker: str, *, pid: int, state: str, detail: str = "") -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO workers (id, pid, state, detail, updated_at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT(id) DO UPDATE SET pid = excluded.pid, state = excluded.state,"
+                " detail = excluded.detail, updated_at = excluded.updated_at",
+                (worker, pid, state, detail, time.time()),
+            )
+
+    def worker(self, worker: str) -> WorkerState | None:
+        row = self._one("SELECT * FROM workers WHERE id = ?", (worker,))
+        if row is None:
+            return None
+        return WorkerState(
+            id=row["id"], pid=row["pid"], state=row["state"], detail=row["detail"], updated_at=row["updated_at"]
+        )
+
+    # API side --------------------------------------------------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> Job | None:
+        """A queued job ends ``cancelled`` now; a running one is flagged and its worker stops within a step."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE jobs SET status = 'cancelled', finished_at = ?, cancel_requested = 1"
+                " WHERE id = ? AND status = 'queued'",
+                (time.time(), job_id),
+            )
+            db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND status = 'running'", (job_id,))
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job(row) if row is not None else None
+
+    def release(
+        self,
+        *,
+        retries: int,
+        worker: str | None = None,
+        penalize: bool = True,
+        fail_as: tuple[str, str] | None = None,
+    ) -> tuple[list[Job], list[Job]]:
+        """Jobs left ``running`` by a worker that is gone (``worker=None``: by any worker, after a restart).
+
+        Each is re-queued at its old place in the queue if it has run at most ``retries`` + 1 times, else failed as
+        ``worker_lost``; a job whose cancel was requested ends ``cancelled``. ``penalize=False`` (an orderly stop
+        interrupted it) does not count the attempt; ``fail_as=(code, message)`` fails the jobs without retry (a job
+        that timed out). Returns (re-queued, ended) jobs.
+        """
+        where, params = (
+            ("status = 'running'", ()) if worker is None else ("status = 'running' AND worker = ?", (worker,))
+        )
+        requeued: list[str] = []
+        ended: list[str] = []
+        now = time.time()
+        with self._write() as db:
+            for row in db.execute(f"SELECT id, attempts, cancel_requested FROM jobs WHERE {where}", params).fetchall():
+                attempts = row["attempts"] if penalize else max(0, row["attempts"] - 1)
+                if row["cancel_requested"]:
+                    db.execute(
+                        "UPDATE jobs SET status = 'cancelled', finished_at = ?, worker = NULL WHERE id = ?",
+                        (now, row["id"]),
+                    )
+                    ended.append(row["id"])
+                elif fail_as is None and attempts <= retries:
+                    db.execute(
+                        "UPDATE jobs SET status = 'queued', worker = NULL, started_at = NULL, step = 0,"
+                        " total_steps = 0, attempts = ? WHERE id = ?",
+                        (attempts, row["id"]),
+                    )
+                    requeued.append(row["id"])
+                else:
+                    code, message = fail_as or (
+                        "worker_lost",
+                        f"the worker process died while running this job ({attempts} attempts)",
+                    )
+                    db.execute(
+                        "UPDATE jobs SET status = 'failed', finished_at = ?, worker = NULL, error_code = ?,"
+                        " error_message = ? WHERE id = ?",
+                        (now, code, message, row["id"]),
+                    )
+                    ended.append(row["id"])
+        jobs = {job_id: self.get(job_id) for job_id in (*requeued, *ended)}
+        return [j for i in requeued if (j := jobs[i])], [j for i in ended if (j := jobs[i])]
+
+
+def _job(row: sqlite3.Row) -> Job:
+    return Job(
+        id=row["id"],
+        status=JobStatus(row["status"]),
+        dialect=row["dialect"],
+        model=row["model"],
+        request=MappingProxyType(json.loads(row["request"])),
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        progress=1.0
+        if row["status"] == "succeeded"
+        else (row["step"] / row["total_steps"] if row["total_steps"] else 0.0),
+        step=row["step"],
+        total_steps=row["total_steps"],
+        attempts=row["attempts"],
+        cancel_requested=bool(row["cancel_requested"]),
+        error_code=row["error_code"],
+        error_message=row["error_message"],
+        images=tuple(json.loads(row["images"])),
+        seeds=tuple(json.loads(row["seeds"])),
+        infotexts=tuple(json.loads(row["infotexts"])),
+        warnings=tuple(json.loads(row["warnings"])),
+        timings=MappingProxyType(json.loads(row["timings"])),
+        idempotency_key=row["idempotency_key"],
+        worker=row["worker"],
+        batch_key=row["batch_key"],
+    )

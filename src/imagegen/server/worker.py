@@ -1,0 +1,208 @@
+"""The worker process: owns the engine and its loaded models, claims jobs from the store and runs them.
+
+Started by the API process's supervisor as ``python -m imagegen.server.worker WORKER_ID``. The first line on stdin is
+the settings (JSON, without secrets); the pipe then stays open as a control channel: ``wake`` (a job was queued),
+``drain`` (finish the running job, then exit). End of file means the API process is gone: the worker exits at once,
+and the job it was running is re-queued or failed by whoever starts next (the store never trusts a dead worker).
+
+The engine comes from ``settings.engine_factory`` (``module:callable`` taking the settings), so tests can run the
+whole service with a fake engine. Generation never runs in the API process.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from imagegen.errors import Cancelled, ImagegenError
+from imagegen.server.jobs import Job, JobStatus, request_from_record
+from imagegen.server.settings import ServerSettings
+from imagegen.server.store import JobStore
+
+logger = logging.getLogger("imagegen.worker")
+
+
+class EngineLike(Protocol):
+    """What a worker needs from an engine (:class:`imagegen.engine.Engine` or a test fake)."""
+
+    def load(self, ref: str | None = None) -> Any: ...
+
+    def generate(self, request: Any, *, progress: Any = None, cancel: threading.Event | None = None) -> Any: ...
+
+
+def default_engine(settings: ServerSettings) -> EngineLike:
+    """The real engine on the configured device (imports torch and diffusers: only ever called in a worker)."""
+    from imagegen.engine import Engine
+
+    return Engine(
+        default_model=settings.default_model,
+        models_dir=settings.models_dir,
+        device=settings.device,
+        dtype=settings.dtype,
+        limits=settings.limits,
+        allow_pickle=settings.allow_pickle,
+    )
+
+
+def load_factory(spec: str) -> Callable[[ServerSettings], EngineLike]:
+    """Import ``module:callable``."""
+    module_name, _, attribute = spec.partition(":")
+    factory = getattr(importlib.import_module(module_name), attribute, None)
+    if not callable(factory):
+        raise ImportError(f"engine factory {spec!r}: {attribute!r} is not a callable in {module_name}")
+    return factory
+
+
+class Worker:
+    """Claims and runs jobs until told to drain. One job at a time (see :meth:`JobStore.claim` for batching)."""
+
+    def __init__(self, settings: ServerSettings, worker_id: str, store: JobStore, engine: EngineLike) -> None:
+        self.settings = settings
+        self.id = worker_id
+        self.store = store
+        self.engine = engine
+        self.wake = threading.Event()
+        self.drain = threading.Event()
+
+    def serve(self) -> None:
+        idle_wait = max(self.settings.poll_interval * 5, 0.2)
+        while not self.drain.is_set():
+            jobs = self.store.claim(self.id, max_jobs=1)
+            if not jobs:
+                # Woken at once by the API on submit; the timeout only covers a lost wake-up.
+                self.wake.wait(idle_wait)
+                self.wake.clear()
+                continue
+            for job in jobs:
+                self.run(job)
+
+    def run(self, job: Job) -> None:
+        """Run one claimed job to its end and record the outcome."""
+        started = time.monotonic()
+        log = {"job": job.id, "worker": self.id, "attempts": job.attempts}
+        logger.info("job started", extra=log)
+        cancel = threading.Event()
+        status, fields = JobStatus.FAILED, {}
+        try:
+            request = request_from_record(job.request, inputs_dir=self.settings.inputs_dir)
+            if self.store.cancel_requested(job.id):
+                raise Cancelled("cancelled before it started")
+            result = self.engine.generate(request, progress=self._progress(job, cancel), cancel=cancel)
+            fields = self._save(job, result)
+            status = JobStatus.SUCCEEDED
+        except Cancelled:
+            status = JobStatus.CANCELLED
+        except ImagegenError as exc:
+            fields = {"error_code": exc.code, "error_message": str(exc)}
+        except Exception as exc:  # the engine or a model raised something unforeseen: fail this job, keep serving
+            logger.error("job crashed", extra=log, exc_info=True)
+            message = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:1000]
+            fields = {"error_code": "internal_error", "error_message": message}
+        held = self.store.finish(job.id, self.id, status, **fields)
+        if held and job.request.get("init_image"):
+            # The input is only kept for a retry; once the job has ended it is no longer needed.
+            (self.settings.inputs_dir / str(job.request["init_image"])).unlink(missing_ok=True)
+        seconds = round(time.monotonic() - started, 3)
+        logger.info(
+            "job %s", status.value if held else "finished after it was taken away", extra={**log, "seconds": seconds}
+        )
+
+    def _progress(self, job: Job, cancel: threading.Event) -> Callable[[Any], None]:
+        last = 0.0
+
+        def on_step(event: Any) -> None:
+            nonlocal last
+            now = time.monotonic()
+            # Throttled: a write per step would dominate fast steps; the last step is always written.
+            if event.step == 1 or event.step >= event.total or now - last >= self.settings.progress_interval:
+                self.store.set_progress(job.id, self.id, event.step, event.total)
+                last = now
+            # Read every step, so a cancel takes effect within one step (the engine checks the event after this).
+            if self.store.cancel_requested(job.id):
+                cancel.set()
+
+        return on_step
+
+    def _save(self, job: Job, result: Any) -> dict[str, Any]:
+        from imagegen.metadata import write_image
+
+        folder = self.settings.images_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        names = []
+        for i, (image, infotext) in enumerate(zip(result.images, result.infotexts, strict=True)):
+            name = f"{job.id}-{i}.png"
+            partial = folder / f".{name}.partial"
+            write_image(image, infotext, partial)
+            os.replace(partial, folder / name)  # atomic: the API never serves half a file
+            names.append(name)
+        return {
+            "model": result.model,
+            "images": names,
+            "seeds": list(result.seeds),
+            "infotexts": list(result.infotexts),
+            "warnings": list(result.warnings),
+            "timings": {k: round(float(v), 4) for k, v in result.timings.items()},
+        }
+
+
+def _control(worker: Worker) -> None:
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "wake":
+            worker.wake.set()
+        elif command == "drain":
+            worker.drain.set()
+            worker.wake.set()
+    # The API process closed the pipe or died (kill -9 included): stop now. The store is crash-safe, and a job left
+    # "running" is recovered by the next supervisor.
+    logging.shutdown()
+    os._exit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from imagegen.server.logs import configure_logging
+
+    args = sys.argv[1:] if argv is None else argv
+    worker_id = args[0] if args else f"w{os.getpid()}"
+    settings = ServerSettings.from_worker_json(sys.stdin.readline())
+    configure_logging()
+    store = JobStore(settings.database)
+    store.set_worker(worker_id, pid=os.getpid(), state="starting")
+    try:
+        engine = load_factory(settings.engine_factory)(settings)
+    except (ImportError, ImagegenError) as exc:
+        # A bad device or factory will not fix itself: say why; the supervisor restarts us with a growing back-off.
+        store.set_worker(worker_id, pid=os.getpid(), state="error", detail=f"cannot create the engine: {exc}")
+        logger.error("cannot create the engine: %s", exc, extra={"worker": worker_id})
+        return 1
+    worker = Worker(settings, worker_id, store, engine)
+    # Ctrl-C in a terminal reaches the whole process group, and service managers often send SIGTERM to every process
+    # of the service: the API process decides when workers stop, so SIGINT is ignored and SIGTERM means "drain".
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: (worker.drain.set(), worker.wake.set()))
+    threading.Thread(target=_control, args=(worker,), name="control", daemon=True).start()
+    # Load the default model now: readiness means "a job can run", and the first job should not pay for loading.
+    try:
+        engine.load(settings.default_model)
+    except ImagegenError as exc:
+        store.set_worker(worker_id, pid=os.getpid(), state="error", detail=f"{exc.code}: {exc}")
+        logger.error("default model not loadable: %s", exc, extra={"worker": worker_id})
+    else:
+        store.set_worker(worker_id, pid=os.getpid(), state="ready")
+        logger.info("worker ready", extra={"worker": worker_id, "pid": os.getpid()})
+    worker.serve()
+    store.set_worker(worker_id, pid=os.getpid(), state="stopped")
+    logger.info("worker drained", extra={"worker": worker_id})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

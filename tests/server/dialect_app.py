@@ -1,0 +1,63 @@
+"""A running imagegen app for the A1111 / OpenAI dialect tests: the real JobService and worker process, a fake engine.
+
+The served models are configs-only copies of the bundled SD 1.5 and SDXL reference configs (no weights: the fake
+engine never loads them), shrunk to 64x64 / 4 steps defaults through ``imagegen.json`` so every image is cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+import imagegen
+from imagegen.requests import Limits
+from imagegen.server.app import create_app
+from imagegen.server.settings import ServerSettings
+
+API_KEY = "test-key-123"
+BASIC = ("alice", "wonderland")
+CONFIGS = Path(imagegen.__file__).parent / "configs"
+TESTS = Path(__file__).resolve().parents[1]
+#: Small, so the 413 test need not build a 45 MB body.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+SMALL_DEFAULTS = {"defaults": {"width": 64, "height": 64, "num_inference_steps": 4, "guidance_scale": 7.0}}
+
+
+def make_models(root: Path) -> Path:
+    """``root/models`` with ``fake-sd15`` and ``fake-sdxl`` (configs only)."""
+    models = root / "models"
+    for name, config in (("fake-sd15", "sd15"), ("fake-sdxl", "sdxl-base")):
+        shutil.copytree(CONFIGS / config, models / name)
+        (models / name / "imagegen.json").write_text(json.dumps(SMALL_DEFAULTS))
+    return models
+
+
+@contextmanager
+def dialect_client(root: Path, *, limits: Limits | None = None) -> Iterator[TestClient]:
+    """A started app (worker process running the fake engine) and an unauthenticated client for it."""
+    settings = ServerSettings(
+        host="127.0.0.1",
+        models_dir=make_models(root),
+        default_model="fake-sd15",
+        data_dir=root / "data",
+        api_keys=(API_KEY,),
+        basic_auth=(BASIC,),
+        engine_factory="support.fake_engine:create",
+        limits=limits or Limits(max_images=8, max_width=1024, max_height=1024, max_pixels=1024 * 1024),
+        max_body_bytes=MAX_BODY_BYTES,
+        poll_interval=0.02,
+        progress_interval=0.0,
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        # The worker process imports the fake engine from tests/support.
+        path = os.environ.get("PYTHONPATH")
+        patch.setenv("PYTHONPATH", f"{TESTS}{os.pathsep}{path}" if path else str(TESTS))
+        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+            yield client

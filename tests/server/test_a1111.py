@@ -1,0 +1,649 @@
+"""The A1111 dialect: request conversion (pure), then the /sdapi/v1 routes on a running app with the fake engine."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import json
+import struct
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+from dialect_app import API_KEY, BASIC, MAX_BODY_BYTES, dialect_client
+from PIL import Image
+
+from imagegen.errors import InvalidRequest
+from imagegen.metadata import Infotext, format_infotext, read_infotext
+from imagegen.server.errors import ErrorInfo, error_info
+from imagegen.server.jobs import Job, JobStatus
+from imagegen.server.routes.a1111 import (
+    apply_infotext,
+    check_supported,
+    infotext_parameters,
+    png_info,
+    render_a1111_error,
+    resolve_sampler,
+    to_generation_request,
+)
+from imagegen.server.routes.dialect_support import job_exception
+from imagegen.server.schemas_a1111 import A1111Img2ImgRequest, A1111Txt2ImgRequest
+
+# What the `webuiapi` package sends for txt2img with all its defaults (a very common A1111 client).
+WEBUIAPI_TXT2IMG = {
+    "enable_hr": False,
+    "denoising_strength": 0.7,
+    "firstphase_width": 0,
+    "firstphase_height": 0,
+    "hr_scale": 2,
+    "hr_upscaler": "Latent",
+    "hr_second_pass_steps": 0,
+    "hr_resize_x": 0,
+    "hr_resize_y": 0,
+    "hr_checkpoint_name": None,
+    "hr_sampler_name": None,
+    "hr_prompt": "",
+    "hr_negative_prompt": "",
+    "prompt": "a red circle",
+    "styles": [],
+    "seed": 1234,
+    "subseed": -1,
+    "subseed_strength": 0.0,
+    "seed_resize_from_h": 0,
+    "seed_resize_from_w": 0,
+    "sampler_name": "Euler a",
+    "scheduler": None,
+    "batch_size": 1,
+    "n_iter": 1,
+    "steps": 4,
+    "cfg_scale": 7.0,
+    "width": 64,
+    "height": 64,
+    "restore_faces": False,
+    "tiling": False,
+    "do_not_save_samples": False,
+    "do_not_save_grid": False,
+    "negative_prompt": "",
+    "eta": 1.0,
+    "s_churn": 0,
+    "s_tmax": 0,
+    "s_tmin": 0,
+    "s_noise": 1,
+    "override_settings": {},
+    "override_settings_restore_afterwards": True,
+    "script_args": [],
+    "script_name": None,
+    "send_images": True,
+    "save_images": False,
+    "alwayson_scripts": {},
+}
+
+
+def _png(size: tuple[int, int] = (64, 48), colour: tuple[int, int, int] = (10, 200, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _bomb_png(width: int = 50_000, height: int = 50_000) -> bytes:
+    """A valid PNG header declaring width×height pixels, with one tiny (wrong) IDAT: a decompression-bomb probe."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Pure conversion.
+
+
+def test_batch_size_times_n_iter_images_and_field_mapping() -> None:
+    body = A1111Txt2ImgRequest(
+        prompt="p", negative_prompt="n", seed=7, steps=12, cfg_scale=5.5, width=64, height=128, batch_size=2, n_iter=3
+    )
+    request = to_generation_request(body, model="m")
+    assert request.num_images == 6
+    assert (request.seed, request.num_inference_steps, request.guidance_scale) == (7, 12, 5.5)
+    assert (request.width, request.height, request.model, request.prompt, request.negative_prompt) == (
+        64,
+        128,
+        "m",
+        "p",
+        "n",
+    )
+    assert request.init_image is None
+
+
+def test_unset_fields_mean_model_defaults_not_sd15s() -> None:
+    request = to_generation_request(A1111Txt2ImgRequest(prompt="x"))
+    assert (request.width, request.height, request.num_inference_steps, request.guidance_scale) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert request.sampler is None
+    assert request.schedule_type is None
+
+
+@pytest.mark.parametrize(
+    ("sampler", "scheduler", "expected"),
+    [
+        ("DPM++ 2M", None, ("DPM++ 2M", "Karras")),  # A1111 >= 1.9: Automatic -> Karras for DPM++ 2M
+        ("DPM++ 2M", "Automatic", ("DPM++ 2M", "Karras")),
+        ("DPM++ 2M SDE", None, ("DPM++ 2M SDE", "Exponential")),
+        ("DPM++ 2M", "Uniform", ("DPM++ 2M", "Uniform")),  # explicit schedule wins
+        ("DPM++ 2M Karras", None, ("DPM++ 2M", "Karras")),  # legacy combined name
+        ("k_dpmpp_3m_sde_exp", None, ("DPM++ 3M SDE", "Exponential")),
+        ("k_dpmpp_2m_ka", "Karras", ("DPM++ 2M", "Karras")),
+        ("Euler a", None, ("Euler a", "Automatic")),
+        (None, "Karras", (None, "Karras")),
+        (None, None, (None, None)),
+    ],
+)
+def test_sampler_names_and_a1111_automatic_schedule(
+    sampler: str | None, scheduler: str | None, expected: tuple[str | None, str | None]
+) -> None:
+    assert resolve_sampler(sampler, scheduler) == expected
+
+
+def test_sampler_index_is_used_when_sampler_name_is_empty() -> None:
+    request = to_generation_request(A1111Txt2ImgRequest(sampler_name="", sampler_index="DPM2"))
+    assert (request.sampler, request.schedule_type) == ("DPM2", "Karras")
+
+
+@pytest.mark.parametrize(
+    ("fields", "name"),
+    [
+        ({"sampler_name": "Warp drive"}, "sampler_name"),
+        ({"sampler_name": "Euler a", "scheduler": "Karras"}, "scheduler"),
+        ({"steps": 0}, "steps"),
+        ({"cfg_scale": float("nan")}, "cfg_scale"),
+        ({"width": 100}, "width"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"n_iter": 10_000, "batch_size": 10_000}, "batch_size"),
+        ({"seed": -5}, "seed"),
+    ],
+)
+def test_invalid_values_name_the_a1111_field(fields: dict, name: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        to_generation_request(A1111Txt2ImgRequest(**fields))
+    assert info.value.field == name
+
+
+def test_img2img_strength_default_and_refiner_switch() -> None:
+    image = Image.new("RGB", (64, 64))
+    body = A1111Img2ImgRequest(init_images=["x"], refiner_switch_at=0.7)
+    request = to_generation_request(body, init_image=image, refiner="r")
+    assert request.strength == 0.75
+    assert request.init_image is image
+    assert (request.refiner, request.denoising_end) == ("r", 0.7)
+    with pytest.raises(InvalidRequest) as info:
+        to_generation_request(A1111Img2ImgRequest(denoising_strength=0), init_image=image)
+    assert info.value.field == "denoising_strength"
+
+
+def test_null_means_not_sent() -> None:
+    body = A1111Txt2ImgRequest(seed=None, hr_prompt=None, batch_size=None, send_images=None, steps=None)
+    assert (body.seed, body.hr_prompt, body.batch_size, body.send_images) == (-1, "", 1, True)
+    assert "steps" not in body.model_fields_set  # so a pasted infotext may fill it
+    filled, _ = apply_infotext(A1111Txt2ImgRequest(steps=None, infotext="p\nSteps: 9, Seed: 1, CFG scale: 5"))
+    assert filled.steps == 9
+
+
+def test_error_renderer_shape_and_headers() -> None:
+    response = render_a1111_error(
+        None, ErrorInfo(status=429, code="queue_full", message="full", headers={"Retry-After": "3"})
+    )
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "3"
+    assert json.loads(response.body) == {"error": "HTTPException", "detail": "full", "body": "", "errors": "full"}
+    invalid = render_a1111_error(
+        None, ErrorInfo(status=400, code="invalid_request", message="width: bad", field="width")
+    )
+    assert invalid.status_code == 422  # A1111 / FastAPI answer validation errors with 422
+    assert render_a1111_error(None, ErrorInfo(status=503, code="unavailable", message="m")).status_code == 503
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "message", "http", "field"),
+    [
+        (JobStatus.CANCELLED, None, None, 409, None),
+        (JobStatus.FAILED, "invalid_request", "width: must be at most 64, got 128", 400, "width"),
+        (JobStatus.FAILED, "out_of_memory", "CUDA out of memory", 503, None),
+        (JobStatus.FAILED, "worker_lost", "the worker died twice", 500, None),
+        (JobStatus.FAILED, None, None, 500, None),
+    ],
+)
+def test_job_failures_map_to_the_status_of_their_error(status, code, message, http, field) -> None:
+    job = Job(id="j", status=status, dialect="a1111", model=None, request={}, created_at=0.0)
+    job = dataclasses.replace(job, error_code=code, error_message=message)
+    info = error_info(job_exception(job))
+    assert (info.status, info.field) == (http, field)
+    if code is not None:
+        assert info.code == code
+
+
+def test_webuiapi_defaults_are_accepted() -> None:
+    body = A1111Txt2ImgRequest(**WEBUIAPI_TXT2IMG)
+    check_supported(body, options={})
+    request = to_generation_request(body)
+    assert (request.sampler, request.seed) == ("Euler a", 1234)
+
+
+@pytest.mark.parametrize(
+    ("fields", "name"),
+    [
+        ({"enable_hr": True}, "enable_hr"),
+        ({"restore_faces": True}, "restore_faces"),
+        ({"tiling": True}, "tiling"),
+        ({"subseed_strength": 0.3}, "subseed_strength"),
+        ({"seed_resize_from_w": 512}, "seed_resize_from_w"),
+        ({"styles": ["cinematic"]}, "styles"),
+        ({"alwayson_scripts": {"ADetailer": {"args": []}}}, "alwayson_scripts"),
+        ({"script_name": "x/y/z plot"}, "script_name"),
+        ({"s_churn": 0.5}, "s_churn"),
+        ({"s_noise": 1.003}, "s_noise"),
+        ({"override_settings": {"CLIP_stop_at_last_layers": 2}}, "override_settings.CLIP_stop_at_last_layers"),
+    ],
+)
+def test_unsupported_non_default_values_are_refused_by_name(fields: dict, name: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        check_supported(A1111Txt2ImgRequest(**fields), options={})
+    assert info.value.field == name
+    assert "not supported" in info.value.message or "cannot be applied" in info.value.message
+
+
+def test_img2img_only_fields() -> None:
+    check_supported(A1111Img2ImgRequest(mask_blur=8, inpainting_fill=1, image_cfg_scale=1.5), options={})
+    for fields, name in (
+        ({"mask": "abc"}, "mask"),
+        ({"resize_mode": 1}, "resize_mode"),
+        ({"init_images": ["a", "b"]}, "init_images"),
+        ({"initial_noise_multiplier": 0.9}, "initial_noise_multiplier"),
+    ):
+        with pytest.raises(InvalidRequest) as info:
+            check_supported(A1111Img2ImgRequest(**fields), options={})
+        assert info.value.field == name
+    with pytest.raises(InvalidRequest, match="inpainting"):
+        check_supported(A1111Img2ImgRequest(mask="abc"), options={})
+
+
+def test_override_settings_at_neutral_or_current_values_pass() -> None:
+    body = A1111Txt2ImgRequest(
+        override_settings={
+            "sd_vae": "Automatic",
+            "CLIP_stop_at_last_layers": 1,
+            "my_option": 3,
+            "sd_model_checkpoint": "x",
+        }
+    )
+    check_supported(body, options={"my_option": 3})
+    with pytest.raises(InvalidRequest):
+        check_supported(body, options={"my_option": 4})
+
+
+def test_eta_is_honoured_only_at_a1111_defaults() -> None:
+    to_generation_request(A1111Txt2ImgRequest(sampler_name="Euler a", eta=1.0))
+    to_generation_request(A1111Txt2ImgRequest(sampler_name="DDIM", eta=0))
+    to_generation_request(A1111Txt2ImgRequest(sampler_name="Euler", eta=0.4))  # no effect in A1111 either
+    for sampler, eta in (("Euler a", 0.5), ("DDIM", 1.0)):
+        with pytest.raises(InvalidRequest) as info:
+            to_generation_request(A1111Txt2ImgRequest(sampler_name=sampler, eta=eta))
+        assert info.value.field == "eta"
+
+
+def test_infotext_fills_only_unset_fields() -> None:
+    infotext = format_infotext(
+        Infotext(
+            prompt="from infotext",
+            negative_prompt="blurry",
+            steps=9,
+            sampler="DPM++ 2M",
+            schedule_type="Exponential",
+            cfg_scale=4.5,
+            seed=99,
+            width=96,
+            height=64,
+            model="fake-sdxl",
+            model_hash="abcdef0123",
+            denoising_strength=0.4,
+        )
+    )
+    body, models = apply_infotext(A1111Img2ImgRequest(infotext=infotext, steps=3, prompt="mine"))
+    assert (body.prompt, body.steps) == ("mine", 3)  # sent: kept
+    assert (body.negative_prompt, body.seed, body.cfg_scale, body.width, body.height) == ("blurry", 99, 4.5, 96, 64)
+    assert (body.sampler_name, body.scheduler, body.denoising_strength) == ("DPM++ 2M", "Exponential", 0.4)
+    assert (models.model, models.model_hash) == ("fake-sdxl", "abcdef0123")
+    # txt2img: "Denoising strength" is a hires-fix setting there, not applied.
+    txt, _ = apply_infotext(A1111Txt2ImgRequest(infotext=infotext))
+    assert txt.denoising_strength is None
+
+
+def test_png_info_and_parameters() -> None:
+    buffer = io.BytesIO()
+    from imagegen.metadata import write_image
+
+    text = format_infotext(Infotext(prompt="cat", steps=20, sampler="Euler", cfg_scale=7, seed=5, width=64, height=32))
+    write_image(Image.new("RGB", (64, 32)), text, buffer)
+    answer = png_info(_b64(buffer.getvalue()), max_bytes=10**6)
+    assert answer["info"] == text
+    assert answer["parameters"]["Prompt"] == "cat"
+    assert (answer["parameters"]["Steps"], answer["parameters"]["Size-1"], answer["parameters"]["Size-2"]) == (
+        20,
+        64,
+        32,
+    )
+    assert png_info("", max_bytes=10**6) == {"info": "", "items": {}, "parameters": {}}
+    assert infotext_parameters("just a prompt") == {"Prompt": "just a prompt", "Negative prompt": ""}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "not base64!!",
+        _b64(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n"),
+        _b64(b"x" * 2000),
+    ],
+)
+def test_png_info_refuses_non_images(data: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        png_info(data, max_bytes=1000)
+    assert info.value.field == "image"
+
+
+def test_png_info_refuses_a_bomb_without_decoding() -> None:
+    with pytest.raises(InvalidRequest, match="too many pixels"):
+        png_info(_b64(_bomb_png()), max_bytes=10**6)
+    # A large but plausible declaration is read for its text chunks only (its pixels are never decoded).
+    assert png_info(_b64(_bomb_png(8000, 8000)), max_bytes=10**6)["info"] == ""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Routes on a running app (real JobService + worker process, fake engine).
+
+AUTH = {"Authorization": "Basic " + base64.b64encode(f"{BASIC[0]}:{BASIC[1]}".encode()).decode()}
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory):
+    with dialect_client(tmp_path_factory.mktemp("a1111")) as test_client:
+        test_client.headers.update(AUTH)
+        yield test_client
+
+
+def _assert_a1111_error(response, status: int, field: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "detail", "body", "errors"}
+    if field is not None:
+        assert body["detail"].startswith(f"{field}:"), body
+    return body
+
+
+def test_txt2img_happy_path(client) -> None:
+    payload = {**WEBUIAPI_TXT2IMG, "batch_size": 2, "n_iter": 2, "seed": 1000, "sampler_name": "DPM++ 2M"}
+    response = client.post("/sdapi/v1/txt2img", json=payload)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert len(body["images"]) == 4
+    info = json.loads(body["info"])
+    assert info["all_seeds"] == [1000, 1001, 1002, 1003]
+    assert info["seed"] == 1000
+    assert len(info["infotexts"]) == 4
+    assert (info["width"], info["height"], info["steps"]) == (64, 64, 4)
+    assert info["sampler_name"] == "DPM++ 2M"
+    assert info["sd_model_name"] == "fake-sd15"
+    assert body["parameters"]["prompt"] == "a red circle"
+    assert body["parameters"]["batch_size"] == 2
+    for index, encoded in enumerate(body["images"]):
+        raw = base64.b64decode(encoded, validate=True)  # plain base64, no data: prefix
+        with Image.open(io.BytesIO(raw)) as image:
+            assert image.format == "PNG"
+            assert image.size == (64, 64)
+            assert read_infotext(image) == info["infotexts"][index]
+            assert f"Seed: {1000 + index}" in info["infotexts"][index]
+
+
+def test_txt2img_send_images_false(client) -> None:
+    response = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "send_images": False, "seed": 3})
+    assert response.status_code == 200
+    assert response.json()["images"] == []
+    assert json.loads(response.json()["info"])["all_seeds"] == [3]
+
+
+def test_img2img_happy_path_keeps_input_size(client) -> None:
+    payload = {"prompt": "x", "init_images": ["data:image/png;base64," + _b64(_png((96, 48)))], "seed": 5}
+    response = client.post("/sdapi/v1/img2img", json=payload)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["parameters"]["init_images"] is None  # not echoed without include_init_images
+    with Image.open(io.BytesIO(base64.b64decode(body["images"][0]))) as image:
+        assert image.size == (96, 48)
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"width": 7, "height": 64}, "width"),
+        ({"width": 100000, "height": 64}, "width"),
+        ({"steps": 1_000_000}, "steps"),
+        ({"steps": -1}, "steps"),
+        ({"batch_size": 10_000}, "batch_size"),
+        ({"enable_hr": True}, "enable_hr"),
+        ({"sampler_name": "Nope"}, "sampler_name"),
+        ({"override_settings": {"sd_model_checkpoint": "../../etc/passwd"}}, "override_settings.sd_model_checkpoint"),
+        ({"refiner_checkpoint": "/abs/path.safetensors"}, "refiner_checkpoint"),
+        ({"steps": "many"}, "steps"),
+    ],
+)
+def test_txt2img_client_errors_in_a1111_shape(client, payload: dict, field: str) -> None:
+    _assert_a1111_error(client.post("/sdapi/v1/txt2img", json={"prompt": "x", **payload}), 422, field)
+
+
+def test_unicode_prompt_round_trips_and_nul_is_refused(client) -> None:
+    prompt = "猫 🐈 مرحبا (((x)))"
+    body = client.post("/sdapi/v1/txt2img", json={"prompt": prompt, "negative_prompt": "ぼやけ"}).json()
+    info = client.post("/sdapi/v1/png-info", json={"image": body["images"][0]}).json()
+    assert (info["parameters"]["Prompt"], info["parameters"]["Negative prompt"]) == (prompt, "ぼやけ")
+    _assert_a1111_error(client.post("/sdapi/v1/txt2img", json={"prompt": "a\u0000b"}), 422, "prompt")
+
+
+def test_nan_cfg_scale_is_refused(client) -> None:
+    # JSON has no NaN, but Python clients (json.dumps) send the literal and Starlette parses it.
+    content = b'{"prompt": "x", "cfg_scale": NaN}'
+    response = client.post("/sdapi/v1/txt2img", content=content, headers={"Content-Type": "application/json"})
+    _assert_a1111_error(response, 422, "cfg_scale")
+
+
+def test_body_too_large_is_an_a1111_413(client) -> None:
+    _assert_a1111_error(client.post("/sdapi/v1/img2img", json={"init_images": ["A" * (MAX_BODY_BYTES + 1)]}), 413)
+
+
+def test_invalid_json_is_an_a1111_422(client) -> None:
+    response = client.post("/sdapi/v1/txt2img", content=b"{not json", headers={"Content-Type": "application/json"})
+    _assert_a1111_error(response, 422)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "%%%not-base64%%%",
+        _b64(_png()[:40]),  # truncated
+        _b64(b"%PDF-1.7\n1 0 obj <<>> endobj\n"),
+        _b64(_bomb_png()),
+    ],
+)
+def test_img2img_bad_images_in_a1111_shape(client, image: str) -> None:
+    response = client.post("/sdapi/v1/img2img", json={"prompt": "x", "init_images": [image]})
+    _assert_a1111_error(response, 422, "init_images")
+
+
+def test_img2img_cheap_checks_come_before_decoding(client) -> None:
+    # The field errors win over the (bad) image: no image work is done for a request that cannot run.
+    for payload, field in (({"sampler_name": "Nope"}, "sampler_name"), ({"steps": 10_000}, "steps")):
+        response = client.post("/sdapi/v1/img2img", json={"init_images": [_b64(_bomb_png())], **payload})
+        _assert_a1111_error(response, 422, field)
+
+
+def test_img2img_without_image_or_with_mask(client) -> None:
+    _assert_a1111_error(client.post("/sdapi/v1/img2img", json={"prompt": "x"}), 422, "init_images")
+    body = _assert_a1111_error(
+        client.post("/sdapi/v1/img2img", json={"init_images": [_b64(_png())], "mask": _b64(_png())}), 422, "mask"
+    )
+    assert "inpainting" in body["detail"]
+
+
+def test_auth_basic_required(client) -> None:
+    for method, path in (("get", "/sdapi/v1/options"), ("post", "/sdapi/v1/txt2img"), ("get", "/sdapi/v1/progress")):
+        response = client.request(method, path, headers={"Authorization": "Basic " + _b64(b"alice:wrong")})
+        body = _assert_a1111_error(response, 401)
+        assert "wrong" not in json.dumps(body)
+    ok = client.get("/sdapi/v1/samplers", headers={"Authorization": f"Bearer {API_KEY}"})
+    assert ok.status_code == 200
+
+
+def test_models_options_and_switching(client) -> None:
+    models = client.get("/sdapi/v1/sd-models").json()
+    titles = {m["model_name"]: m["title"] for m in models}
+    assert set(titles) == {"fake-sd15", "fake-sdxl"}
+    assert set(models[0]) == {"title", "model_name", "hash", "sha256", "filename", "config"}
+    assert client.get("/sdapi/v1/options").json()["sd_model_checkpoint"] == titles["fake-sd15"]
+    _assert_a1111_error(client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "missing"}), 422)
+    try:
+        response = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "fake-sdxl", "samples_format": "png"})
+        assert response.status_code == 200, response.text
+        options = client.get("/sdapi/v1/options").json()
+        assert options["sd_model_checkpoint"] == titles["fake-sdxl"]
+        info = json.loads(
+            client.post("/sdapi/v1/txt2img", json={"prompt": "x", "width": 64, "height": 64}).json()["info"]
+        )
+        assert info["sd_model_name"] == "fake-sdxl"
+        # A per-request override wins and is not kept.
+        override = {"prompt": "x", "override_settings": {"sd_model_checkpoint": titles["fake-sd15"]}}
+        info = json.loads(client.post("/sdapi/v1/txt2img", json=override).json()["info"])
+        assert info["sd_model_name"] == "fake-sd15"
+        assert client.get("/sdapi/v1/options").json()["sd_model_checkpoint"] == titles["fake-sdxl"]
+        # ... unless override_settings_restore_afterwards is false: then it becomes the default, as in A1111.
+        keep = {**override, "override_settings_restore_afterwards": False}
+        assert client.post("/sdapi/v1/txt2img", json=keep).status_code == 200
+        assert client.get("/sdapi/v1/options").json()["sd_model_checkpoint"] == titles["fake-sd15"]
+    finally:
+        client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "fake-sd15"})
+
+
+def test_infotext_request(client) -> None:
+    infotext = "a pasted prompt\nSteps: 3, Sampler: Euler, CFG scale: 6, Seed: 4242, Size: 72x64, Model: not-served"
+    response = client.post("/sdapi/v1/txt2img", json={"infotext": infotext})
+    assert response.status_code == 200, response.text
+    info = json.loads(response.json()["info"])
+    assert (info["prompt"], info["all_seeds"], info["steps"], info["width"]) == ("a pasted prompt", [4242], 3, 72)
+    assert info["sd_model_name"] == "fake-sd15"  # a model we do not serve is ignored, as A1111 does
+
+
+def test_lists(client) -> None:
+    samplers = client.get("/sdapi/v1/samplers").json()
+    assert {"name", "aliases", "options"} <= set(samplers[0])
+    assert "DPM++ 2M" in {s["name"] for s in samplers}
+    schedulers = client.get("/sdapi/v1/schedulers").json()
+    assert "Karras" in {s["label"] for s in schedulers}
+    for path in ("upscalers", "sd-vae", "loras"):
+        assert client.get(f"/sdapi/v1/{path}").json() == []
+    assert client.get("/sdapi/v1/embeddings").json() == {"loaded": {}, "skipped": {}}
+    memory = client.get("/sdapi/v1/memory").json()
+    assert memory["ram"]["total"] > 0
+    assert "error" in memory["cuda"]
+    flags = client.get("/sdapi/v1/cmd-flags").json()
+    assert API_KEY not in json.dumps(flags)
+    assert BASIC[1] not in json.dumps(flags)
+    assert client.post("/sdapi/v1/refresh-checkpoints").status_code == 200
+
+
+def test_png_info_route(client) -> None:
+    image = client.post("/sdapi/v1/txt2img", json={"prompt": "for png-info", "seed": 77}).json()["images"][0]
+    answer = client.post("/sdapi/v1/png-info", json={"image": image}).json()
+    assert answer["parameters"]["Prompt"] == "for png-info"
+    assert answer["parameters"]["Seed"] == 77
+    _assert_a1111_error(client.post("/sdapi/v1/png-info", json={"image": "@@@"}), 422, "image")
+
+
+def test_progress_idle_and_interrupt_of_a_running_job(client) -> None:
+    assert client.post("/sdapi/v1/skip").status_code == 200  # nothing running: a no-op
+    idle = client.get("/sdapi/v1/progress").json()
+    assert idle["progress"] == 0
+    assert idle["state"]["job_count"] == 0
+    result: dict = {}
+
+    def blocking_call() -> None:
+        result["response"] = client.post("/sdapi/v1/txt2img", json={"prompt": "slow [sleep=0.5]", "steps": 40})
+
+    thread = threading.Thread(target=blocking_call)
+    thread.start()
+    try:
+        progress = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            progress = client.get("/sdapi/v1/progress").json()
+            if progress["state"]["sampling_step"] >= 1:
+                break
+            time.sleep(0.05)
+        assert progress is not None
+        assert progress["state"]["sampling_steps"] == 40
+        assert 0 < progress["progress"] < 1
+        assert progress["current_task"]
+        assert client.post("/sdapi/v1/interrupt").json() == {}
+    finally:
+        thread.join(60)
+    _assert_a1111_error(result["response"], 409)
+    # The queue goes on.
+    assert client.post("/sdapi/v1/txt2img", json={"prompt": "after"}).status_code == 200
+
+
+def test_failed_job_is_an_a1111_error(client) -> None:
+    body = _assert_a1111_error(client.post("/sdapi/v1/txt2img", json={"prompt": "[oom]"}), 503)
+    assert "out of memory" in body["detail"]
+
+
+def test_openapi_lists_every_a1111_field(client) -> None:
+    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    fields = set(schema["A1111Txt2ImgRequest"]["properties"])
+    assert set(WEBUIAPI_TXT2IMG) <= fields
+    assert {"init_images", "mask", "inpainting_fill", "include_init_images"} <= set(
+        schema["A1111Img2ImgRequest"]["properties"]
+    )
+
+
+def test_unknown_path_under_sdapi_is_an_a1111_404(client) -> None:
+    _assert_a1111_error(client.get("/sdapi/v1/no-such-thing"), 404)
+
+
+def test_dialect_app_helper_paths_exist() -> None:
+    # The helper copies the bundled configs; a missing folder would make every route test fail obscurely.
+    from dialect_app import CONFIGS
+
+    assert (Path(CONFIGS) / "sd15" / "model_index.json").is_file()
+
+
+def test_a1111_client_over_real_http(server) -> None:
+    """The webuiapi-shaped request against ``imagegen serve`` in a subprocess, over a real socket."""
+    response = server.post("/sdapi/v1/txt2img", json={**WEBUIAPI_TXT2IMG, "seed": 9, "n_iter": 2})
+    assert response.status_code == 200, server.log()[-2000:]
+    body = response.json()
+    assert json.loads(body["info"])["all_seeds"] == [9, 10]
+    info = server.post("/sdapi/v1/png-info", json={"image": body["images"][1]}).json()
+    assert info["parameters"]["Seed"] == 10
+    assert info["parameters"]["Prompt"] == "a red circle"
+    error = server.post("/sdapi/v1/txt2img", json={"prompt": "x", "tiling": True})
+    assert error.status_code == 422
+    assert error.json()["detail"].startswith("tiling:")

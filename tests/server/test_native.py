@@ -1,0 +1,130 @@
+"""The native job API, in process (TestClient) with real worker processes and the fake engine."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+from PIL import Image
+
+from imagegen.metadata import parse_infotext, read_infotext
+from support.server_harness import wait_job
+
+
+def test_submit_poll_and_fetch_images(client):
+    response = client.post("/v1/jobs", json={"prompt": "a red square", "seed": 42, "num_images": 2})
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["status"] in ("queued", "running")
+    assert response.headers["location"].endswith(f"/v1/jobs/{job['id']}")
+
+    done = wait_job(client.get, job["id"])
+    assert done["status"] == "succeeded", done
+    assert done["seeds"] == [42, 43]
+    assert done["progress"] == 1.0
+    assert done["model"] == "fake-sd1"
+    assert len(done["images"]) == 2
+    image = client.get(done["images"][1])
+    assert image.status_code == 200
+    assert image.headers["content-type"] == "image/png"
+    info = parse_infotext(read_infotext(Image.open(io.BytesIO(image.content))))
+    assert info.seed == 43
+    assert info.prompt == "a red square"
+
+
+def test_img2img_input_is_decoded_and_passed(client):
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 48), "blue").save(buffer, format="PNG")
+    data = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    response = client.post("/v1/jobs", json={"prompt": "x", "init_image": data, "strength": 0.5})
+    assert response.status_code == 202, response.text
+    done = wait_job(client.get, response.json()["id"])
+    assert done["status"] == "succeeded"
+    assert done["request"]["init_image"] is True
+    assert done["request"]["strength"] == 0.5
+
+
+def test_unknown_job_and_image_are_404_in_native_shape(client):
+    response = client.get("/v1/jobs/nope")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    for name in ("..%2Fjobs.sqlite3", "jobs.sqlite3", "0" * 32 + "-0.png"):
+        assert client.get(f"/v1/images/{name}").status_code == 404
+
+
+def test_models_list_has_openai_shape(client):
+    body = client.get("/v1/models").json()
+    assert body["object"] == "list"
+    ids = [m["id"] for m in body["data"]]
+    assert ids[0] == "fake-sd1"  # the default first
+    assert {"fake-sd1", "fake-sd1-b", "fake-sdxl", "fake-refiner"} <= set(ids)
+    first = body["data"][0]
+    assert first["object"] == "model"
+    assert (first["family"], first["width"], first["height"]) == ("sd1", 64, 64)
+    assert isinstance(first["created"], int)
+    assert isinstance(first["owned_by"], str)
+
+
+def test_one_model_by_id(client):
+    model = client.get("/v1/models/fake-sdxl").json()
+    assert (model["id"], model["object"], model["family"]) == ("fake-sdxl", "model", "sdxl")
+    missing = client.get("/v1/models/owner/not-served")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+    assert client.get("/v1/models/..%2F..%2Fetc%2Fpasswd").status_code == 404
+
+
+def test_list_jobs_pages_and_filters(client):
+    ids = [client.post("/v1/jobs", json={"prompt": f"p{i}", "seed": i}).json()["id"] for i in range(3)]
+    for job_id in ids:
+        wait_job(client.get, job_id)
+    page = client.get("/v1/jobs", params={"limit": 2}).json()
+    assert [j["id"] for j in page["data"]] == ids[::-1][:2]  # newest first
+    assert page["has_more"] is True
+    assert page["total"] == 3
+    rest = client.get("/v1/jobs", params={"limit": 2, "offset": 2}).json()
+    assert [j["id"] for j in rest["data"]] == [ids[0]]
+    assert client.get("/v1/jobs", params={"status": "failed"}).json()["total"] == 0
+    assert client.get("/v1/jobs", params={"status": "succeeded"}).json()["total"] == 3
+    bad = client.get("/v1/jobs", params={"status": "done"})
+    assert bad.status_code == 422
+    assert bad.json()["error"]["field"] == "status"
+
+
+def test_health_and_readiness(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["ready"] is True
+
+
+def test_each_job_records_the_model_it_asked_for(client):
+    ids = [
+        client.post("/v1/jobs", json={"prompt": "x", "model": model}).json()["id"]
+        for model in ("fake-sd1-b", "fake-sd1", "fake-sd1-b")
+    ]
+    models = [wait_job(client.get, job_id)["model"] for job_id in ids]
+    assert models == ["fake-sd1-b", "fake-sd1", "fake-sd1-b"]
+    job = client.get(f"/v1/jobs/{ids[0]}").json()
+    assert "Model: fake-sd1-b" in job["infotexts"][0]
+
+
+def test_http_errors_use_the_native_shape(client):
+    missing = client.get("/v1/nothing-here")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+    wrong_method = client.put("/v1/jobs")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"]["code"] == "method_not_allowed"
+    bad_key = client.post("/v1/jobs", json={"prompt": "x"}, headers={"Idempotency-Key": "has spaces in it"})
+    assert bad_key.status_code == 400
+    assert bad_key.json()["error"]["field"] == "Idempotency-Key"
+
+
+def test_openapi_documents_the_native_api(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/events", "/v1/images/{name}", "/v1/models"} <= set(
+        paths
+    )
+    assert "Idempotency-Key" in json.dumps(paths["/v1/jobs"]["post"])

@@ -1,0 +1,363 @@
+"""The OpenAI Images dialect: parameter mapping (pure), then /v1/images/* on a running app with the fake engine."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import struct
+import zlib
+
+import httpx
+import pytest
+from dialect_app import API_KEY, MAX_BODY_BYTES, dialect_client
+from PIL import Image
+
+from imagegen.errors import InvalidRequest
+from imagegen.metadata import read_infotext
+from imagegen.server.errors import ErrorInfo
+from imagegen.server.routes.openai import (
+    build_request,
+    check_ignored,
+    is_openai_model,
+    output_options,
+    parse_n,
+    parse_size,
+    render_openai_error,
+)
+
+BEARER = {"Authorization": f"Bearer {API_KEY}"}
+
+
+def _png(size: tuple[int, int] = (64, 48), mode: str = "RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _bomb_png(width: int = 50_000, height: int = 50_000) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = chunk(b"IDAT", zlib.compress(b"\0" * 16))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + idat + chunk(b"IEND", b"")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Pure mapping.
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        (None, (None, None)),
+        ("auto", (None, None)),
+        ("1024x1024", (1024, 1024)),
+        ("1792x1024", (1792, 1024)),
+        ("256x256", (256, 256)),
+        ("64X72", (64, 72)),
+    ],
+)
+def test_parse_size(size: str | None, expected: tuple) -> None:
+    assert parse_size(size) == expected
+
+
+@pytest.mark.parametrize("size", ["big", "1024", "1024x", "-8x8", "1024*1024", "1e3x8"])
+def test_parse_size_refuses_garbage(size: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        parse_size(size)
+    assert info.value.field == "size"
+
+
+def test_size_must_be_a_multiple_of_8_named_size() -> None:
+    with pytest.raises(InvalidRequest) as info:
+        build_request(prompt="x", n=1, size="100x64", model=None)
+    assert info.value.field == "size"
+
+
+def test_n_bounds() -> None:
+    assert parse_n(None) == 1
+    assert parse_n(10) == 10
+    for bad in (0, 11, 10_000, True):
+        with pytest.raises(InvalidRequest) as info:
+            parse_n(bad)
+        assert info.value.field == "n"
+
+
+def test_openai_model_names_mean_the_default_model() -> None:
+    assert is_openai_model(None)
+    assert is_openai_model("dall-e-3")
+    assert is_openai_model("gpt-image-1")
+    assert not is_openai_model("fake-sdxl")
+
+
+def test_output_defaults_and_checks() -> None:
+    assert (
+        output_options(model=None, response_format=None, output_format=None, output_compression=None).response_format
+        == "url"
+    )
+    gpt = output_options(model="gpt-image-1", response_format=None, output_format="webp", output_compression=80)
+    assert (gpt.response_format, gpt.output_format, gpt.output_compression) == ("b64_json", "webp", 80)
+    for kwargs, name in (
+        ({"response_format": "png"}, "response_format"),
+        ({"response_format": "url", "output_format": "jpeg"}, "output_format"),
+        ({"output_format": "gif"}, "output_format"),
+        ({"output_compression": 101}, "output_compression"),
+        ({"background": "transparent"}, "background"),
+    ):
+        full = {"model": None, "response_format": None, "output_format": None, "output_compression": None, **kwargs}
+        with pytest.raises(InvalidRequest) as info:
+            output_options(**full)
+        assert info.value.field == name
+
+
+def test_ignored_parameters_are_still_checked() -> None:
+    check_ignored(quality="hd", style="vivid", moderation="low", input_fidelity="high", stream=False, partial_images=0)
+    for kwargs, name in (
+        ({"quality": "ultra"}, "quality"),
+        ({"style": "weird"}, "style"),
+        ({"stream": True}, "stream"),
+        ({"partial_images": 2}, "partial_images"),
+    ):
+        with pytest.raises(InvalidRequest) as info:
+            check_ignored(**kwargs)
+        assert info.value.field == name
+
+
+def test_build_request_img2img_uses_the_fitted_size_when_auto() -> None:
+    image = Image.new("RGB", (300, 200))
+    request = build_request(
+        prompt="p", n=2, size=None, model="m", init_image=image, strength=0.6, limits_fit=(296, 200)
+    )
+    assert (request.width, request.height, request.num_images, request.strength) == (296, 200, 2, 0.6)
+    explicit = build_request(
+        prompt="p", n=1, size="64x64", model=None, init_image=image, strength=0.6, limits_fit=(8, 8)
+    )
+    assert (explicit.width, explicit.height) == (64, 64)
+
+
+def test_error_renderer_shape() -> None:
+    full = render_openai_error(
+        None, ErrorInfo(status=429, code="queue_full", message="busy", headers={"Retry-After": "7"})
+    )
+    assert full.status_code == 429
+    assert full.headers["retry-after"] == "7"
+    assert json.loads(full.body)["error"] == {
+        "message": "busy",
+        "type": "requests",
+        "param": None,
+        "code": "rate_limit_exceeded",
+    }
+    invalid = render_openai_error(None, ErrorInfo(status=422, code="invalid_request", message="n: bad", field="n"))
+    assert invalid.status_code == 400
+    assert json.loads(invalid.body)["error"]["param"] == "n"
+    assert json.loads(invalid.body)["error"]["code"] is None
+    down = render_openai_error(None, ErrorInfo(status=503, code="unavailable", message="draining"))
+    assert json.loads(down.body)["error"]["type"] == "server_error"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Routes on a running app (real JobService + worker process, fake engine).
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory):
+    with dialect_client(tmp_path_factory.mktemp("openai")) as test_client:
+        test_client.headers.update(BEARER)
+        yield test_client
+
+
+def _assert_openai_error(response, status: int, param: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    if param is not None:
+        assert body["error"]["param"] == param, body
+    return body["error"]
+
+
+def test_generations_b64_json(client) -> None:
+    response = client.post(
+        "/v1/images/generations",
+        json={"prompt": "a blue square", "n": 2, "size": "64x72", "response_format": "b64_json", "seed": 10},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert isinstance(body["created"], int)
+    assert len(body["data"]) == 2
+    for index, item in enumerate(body["data"]):
+        assert set(item) == {"b64_json"}
+        with Image.open(io.BytesIO(base64.b64decode(item["b64_json"]))) as image:
+            assert image.size == (64, 72)
+            infotext = read_infotext(image)
+        assert infotext is not None
+        assert f"Seed: {10 + index}" in infotext
+
+
+def test_generations_url_points_at_the_native_image_route(client) -> None:
+    # What the OpenAI Python SDK sends for client.images.generate(model="dall-e-3", prompt=..., n=1, size=...).
+    response = client.post(
+        "/v1/images/generations", json={"model": "dall-e-3", "prompt": "sdk shaped", "n": 1, "size": "1024x1024"}
+    )
+    assert response.status_code == 200, response.text
+    url = response.json()["data"][0]["url"]
+    assert url.startswith("http://testserver/v1/images/")
+    image = client.get(url)
+    assert image.status_code == 200
+    assert image.headers["content-type"] == "image/png"
+    with Image.open(io.BytesIO(image.content)) as decoded:
+        assert decoded.size == (1024, 1024)
+
+
+def test_generations_size_auto_is_the_model_native_size_and_model_is_resolved(client) -> None:
+    body = client.post(
+        "/v1/images/generations", json={"prompt": "x", "model": "fake-sdxl", "response_format": "b64_json"}
+    ).json()
+    with Image.open(io.BytesIO(base64.b64decode(body["data"][0]["b64_json"]))) as image:
+        assert image.size == (64, 64)  # the test models' imagegen.json defaults
+        assert "Model: fake-sdxl" in (read_infotext(image) or "")
+
+
+def test_generations_jpeg_output_keeps_the_infotext(client) -> None:
+    body = client.post(
+        "/v1/images/generations",
+        json={"prompt": "jpeg please", "model": "gpt-image-1", "output_format": "jpeg", "output_compression": 50},
+    ).json()
+    with Image.open(io.BytesIO(base64.b64decode(body["data"][0]["b64_json"]))) as image:
+        assert image.format == "JPEG"
+        assert (read_infotext(image) or "").startswith("jpeg please")
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "param"),
+    [
+        ({"prompt": "x", "size": "7x7"}, 400, "size"),
+        ({"prompt": "x", "size": "100000x64"}, 400, "size"),
+        ({"prompt": "x", "size": "huge"}, 400, "size"),
+        ({"prompt": "x", "n": 10_000}, 400, "n"),
+        ({"prompt": "x", "n": "two"}, 400, "n"),
+        ({"prompt": "x", "response_format": "gif"}, 400, "response_format"),
+        ({"prompt": "x", "bogus": 1}, 400, "bogus"),
+        ({"n": 1}, 400, "prompt"),
+        ({"prompt": "x", "model": "../../etc/passwd"}, 404, "model"),
+        ({"prompt": "x", "model": "not-a-model"}, 404, "model"),
+        ({"prompt": "x", "stream": True}, 400, "stream"),
+    ],
+)
+def test_generation_errors_in_openai_shape(client, payload: dict, status: int, param: str) -> None:
+    error = _assert_openai_error(client.post("/v1/images/generations", json=payload), status, param)
+    assert error["type"] == "invalid_request_error"
+    if status == 404:
+        assert error["code"] == "model_not_found"
+
+
+def test_wrong_body_shapes(client) -> None:
+    _assert_openai_error(client.post("/v1/images/generations", json=["prompt"]), 400)
+    files = {"image": (None, base64.b64encode(_png()).decode())}  # base64 text instead of a file
+    _assert_openai_error(client.post("/v1/images/edits", files=files, data={"prompt": "x"}), 400, "image")
+
+
+def test_auth_bearer_required(client) -> None:
+    for headers in ({"Authorization": ""}, {"Authorization": "Bearer wrong-key"}):
+        response = client.post("/v1/images/generations", json={"prompt": "x"}, headers=headers)
+        error = _assert_openai_error(response, 401)
+        assert error["code"] == "invalid_api_key"
+        assert "wrong-key" not in json.dumps(error)
+    files = {"image": ("a.png", _png(), "image/png")}
+    response = client.post("/v1/images/variations", files=files, headers={"Authorization": "Bearer nope"})
+    _assert_openai_error(response, 401)
+
+
+def test_edits_without_mask_is_img2img(client) -> None:
+    files = {"image": ("in.png", _png((80, 48)), "image/png")}
+    data = {"prompt": "make it red", "response_format": "b64_json", "n": "1", "seed": "3"}
+    response = client.post("/v1/images/edits", files=files, data=data)
+    assert response.status_code == 200, response.text
+    with Image.open(io.BytesIO(base64.b64decode(response.json()["data"][0]["b64_json"]))) as image:
+        assert image.size == (80, 48)  # the input's size when size is omitted
+        assert "make it red" in (read_infotext(image) or "")
+
+
+def test_edits_accepts_image_array_field(client) -> None:
+    files = [("image[]", ("in.png", _png((64, 64)), "image/png"))]
+    response = client.post("/v1/images/edits", files=files, data={"prompt": "x", "response_format": "b64_json"})
+    assert response.status_code == 200, response.text
+
+
+def test_edits_with_mask_is_a_clear_400(client) -> None:
+    files = {"image": ("in.png", _png(), "image/png"), "mask": ("mask.png", _png(mode="RGBA"), "image/png")}
+    error = _assert_openai_error(client.post("/v1/images/edits", files=files, data={"prompt": "x"}), 400, "mask")
+    assert "inpainting" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("files", "data", "param"),
+    [
+        ({}, {"prompt": "x"}, None),  # no multipart file at all
+        ({"image": ("in.png", _png(), "image/png")}, {}, "prompt"),
+        ({"image": ("in.png", _png(), "image/png")}, {"prompt": "x", "size": "9x9"}, "size"),
+        ({"image": ("in.png", _png(), "image/png")}, {"prompt": "x", "n": "lots"}, "n"),
+        ({"image": ("in.png", _png(), "image/png")}, {"prompt": "x", "unknown_field": "1"}, "unknown_field"),
+        ({"image": ("t.png", _png()[:50], "image/png")}, {"prompt": "x"}, "image"),
+        ({"image": ("b.png", _bomb_png(), "image/png")}, {"prompt": "x"}, "image"),
+        ({"image": ("d.pdf", b"%PDF-1.7\n1 0 obj <<>> endobj\n", "application/pdf")}, {"prompt": "x"}, "image"),
+    ],
+)
+def test_edit_errors_in_openai_shape(client, files: dict, data: dict, param: str | None) -> None:
+    response = client.post("/v1/images/edits", files=files or None, data=data)
+    error = _assert_openai_error(response, 400)
+    if param is not None:
+        assert error["param"] == param
+
+
+def test_edit_size_is_checked_before_the_image_is_decoded(client) -> None:
+    files = {"image": ("b.png", _bomb_png(), "image/png")}
+    _assert_openai_error(client.post("/v1/images/edits", files=files, data={"prompt": "x", "size": "8x9"}), 400, "size")
+
+
+def test_variations(client) -> None:
+    files = {"image": ("in.png", _png((64, 64)), "image/png")}
+    response = client.post("/v1/images/variations", files=files, data={"n": "2", "response_format": "b64_json"})
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    assert len(data) == 2
+    with Image.open(io.BytesIO(base64.b64decode(data[0]["b64_json"]))) as image:
+        infotext = read_infotext(image) or ""
+    assert infotext.startswith("Steps:")  # empty prompt
+    # prompt is not a variations parameter
+    response = client.post("/v1/images/variations", files=files, data={"prompt": "x"})
+    _assert_openai_error(response, 400, "prompt")
+
+
+def test_failed_job_is_an_openai_server_error(client) -> None:
+    error = _assert_openai_error(client.post("/v1/images/generations", json={"prompt": "[fail]"}), 500)
+    assert error["type"] == "server_error"
+
+
+def test_body_too_large_is_an_openai_413(client) -> None:
+    big = {"prompt": "x" * (MAX_BODY_BYTES + 1)}
+    _assert_openai_error(client.post("/v1/images/generations", json=big), 413)
+
+
+def test_openai_sdk_shaped_requests_over_real_http(server) -> None:
+    """What the OpenAI Python SDK sends, against ``imagegen serve`` in a subprocess, over a real socket."""
+    sdk_headers = {"User-Agent": "OpenAI/Python 1.99.0", "X-Stainless-Lang": "python", "Authorization": "Bearer x"}
+    payload = {"prompt": "a lighthouse", "model": "dall-e-2", "n": 1, "size": "256x256", "response_format": "url"}
+    response = server.post("/v1/images/generations", json=payload, headers=sdk_headers)
+    assert response.status_code == 200, server.log()[-2000:]
+    url = response.json()["data"][0]["url"]
+    assert url.startswith(server.url + "/v1/images/")
+    fetched = httpx.get(url, timeout=30)
+    assert fetched.status_code == 200
+    with Image.open(io.BytesIO(fetched.content)) as image:
+        assert image.size == (256, 256)
+    files = {"image": ("in.png", _png((64, 64)), "image/png")}
+    data = {"prompt": "winter", "model": "dall-e-2", "response_format": "b64_json"}
+    edited = server.post("/v1/images/edits", files=files, data=data, headers=sdk_headers)
+    assert edited.status_code == 200, edited.text
+    assert base64.b64decode(edited.json()["data"][0]["b64_json"]).startswith(b"\x89PNG")
+    error = server.post("/v1/images/generations", json={"prompt": "x", "size": "12x12"}, headers=sdk_headers)
+    assert error.status_code == 400
+    assert error.json()["error"]["param"] == "size"

@@ -1,0 +1,129 @@
+"""The SQLite job store on its own: atomic claims across connections, recovery rules, batching-ready claims."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from imagegen.server.jobs import JobStatus
+from imagegen.server.store import Insert, JobStore, StoreVersionMismatch
+
+
+@pytest.fixture
+def db(tmp_path):
+    return tmp_path / "jobs.sqlite3"
+
+
+def _add(store, job_id, *, key="", max_queue=100, **kwargs):
+    outcome, job = store.insert(
+        job_id=job_id,
+        dialect="native",
+        model="m",
+        request={"prompt": job_id},
+        batch_key=key,
+        max_queue=max_queue,
+        **kwargs,
+    )
+    return outcome, job
+
+
+def test_each_job_is_claimed_by_exactly_one_worker(db):
+    setup = JobStore(db)
+    for i in range(40):
+        _add(setup, f"job{i:02d}")
+    claimed: dict[str, list[str]] = {}
+
+    def work(name):
+        store = JobStore(db)  # one connection per worker, as in separate processes
+        mine = claimed.setdefault(name, [])
+        while jobs := store.claim(name):
+            mine.extend(job.id for job in jobs)
+        store.close()
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    everything = [job_id for ids in claimed.values() for job_id in ids]
+    assert sorted(everything) == [f"job{i:02d}" for i in range(40)]
+    assert setup.count(JobStatus.RUNNING) == 40
+
+
+def test_claim_is_fifo_and_batches_only_consecutive_compatible_jobs(db):
+    store = JobStore(db)
+    for job_id, key in (("a", "k1"), ("b", "k1"), ("c", "k2"), ("d", "k1")):
+        _add(store, job_id, key=key)
+    assert [j.id for j in store.claim("w", max_jobs=4)] == ["a", "b"]
+    assert [j.id for j in store.claim("w", max_jobs=4)] == ["c"]
+    assert [j.id for j in store.claim("w")] == ["d"]
+    assert store.claim("w") == []
+
+
+def test_queue_bound_and_idempotency_in_one_transaction(db):
+    store = JobStore(db)
+    assert _add(store, "a", max_queue=1, idempotency_key="k", body_digest="d1")[0] is Insert.CREATED
+    assert _add(store, "b", max_queue=1)[0] is Insert.FULL
+    outcome, job = _add(store, "c", max_queue=1, idempotency_key="k", body_digest="d1")
+    assert (outcome, job.id) == (Insert.EXISTING, "a")
+    assert _add(store, "d", max_queue=1, idempotency_key="k", body_digest="d2")[0] is Insert.CONFLICT
+
+
+def test_release_requeues_then_fails_and_a_stale_worker_cannot_finish(db):
+    store = JobStore(db)
+    _add(store, "a")
+    store.claim("w1")
+    requeued, ended = store.release(retries=1, worker="w1")
+    assert [j.id for j in requeued] == ["a"]
+    assert store.get("a").status is JobStatus.QUEUED
+    # The dead worker's late write is ignored: it no longer holds the job.
+    assert store.finish("a", "w1", JobStatus.SUCCEEDED) is False
+    store.claim("w2")
+    assert store.get("a").attempts == 2
+    requeued, ended = store.release(retries=1)  # after a restart: any worker
+    assert [j.id for j in ended] == ["a"]
+    failed = store.get("a")
+    assert (failed.status, failed.error_code) == (JobStatus.FAILED, "worker_lost")
+
+
+def test_orderly_stop_does_not_count_an_attempt_and_cancel_wins(db):
+    store = JobStore(db)
+    _add(store, "a")
+    _add(store, "b")
+    store.claim("w")
+    store.release(retries=0, worker="w", penalize=False)
+    assert (store.get("a").status, store.get("a").attempts) == (JobStatus.QUEUED, 0)
+    store.claim("w")
+    store.cancel("a")  # running: only flagged
+    assert store.get("a").status is JobStatus.RUNNING
+    assert store.cancel_requested("a")
+    _, ended = store.release(retries=5, worker="w")
+    assert [j.id for j in ended] == ["a"]
+    assert store.get("a").status is JobStatus.CANCELLED
+    assert store.cancel("b").status is JobStatus.CANCELLED  # queued: at once
+    assert store.queue_position("b") is None
+
+
+def test_progress_and_queue_position(db):
+    store = JobStore(db)
+    for job_id in "abc":
+        _add(store, job_id)
+    assert [store.queue_position(j) for j in "abc"] == [0, 1, 2]
+    store.claim("w")
+    store.set_progress("a", "w", 3, 4)
+    job = store.get("a")
+    assert (job.step, job.total_steps, job.progress) == (3, 4, 0.75)
+    store.set_progress("a", "intruder", 4, 4)
+    assert store.get("a").step == 3
+    assert [store.queue_position(j) for j in "bc"] == [0, 1]
+
+
+def test_a_database_of_another_schema_version_is_refused(db):
+    import sqlite3
+
+    JobStore(db).close()
+    with sqlite3.connect(db) as raw:
+        raw.execute("PRAGMA user_version = 99")
+    with pytest.raises(StoreVersionMismatch, match="schema version 99"):
+        JobStore(db)

@@ -1,0 +1,187 @@
+"""Reliability cases 2, 5, 7 and 15 (ARCHITECTURE.md): bad input is a clear 4xx before any model work."""
+
+from __future__ import annotations
+
+import base64
+import io
+import struct
+import zlib
+
+import pytest
+
+from imagegen.metadata import read_infotext
+from support.server_harness import wait_job, write_fake_model
+
+
+def _no_jobs(client):
+    return client.get("/v1/jobs").json()["total"] == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"width": 0}, "width"),
+        ({"width": 7}, "width"),
+        ({"height": 100000}, "height"),
+        ({"width": 100000}, "width"),
+        ({"num_inference_steps": 0}, "num_inference_steps"),
+        ({"num_inference_steps": -1}, "num_inference_steps"),
+        ({"num_inference_steps": 10**6}, "num_inference_steps"),
+        ({"num_images": 10**4}, "num_images"),
+        ({"seed": -2}, "seed"),
+        ({"strength": 0}, "strength"),
+        ({"sampler": "Nope"}, "sampler"),
+        ({"prompt": 5}, "prompt"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
+def test_bad_values_are_4xx_naming_the_field(client, body, field):
+    response = client.post("/v1/jobs", json={"prompt": "x", **body})
+    assert response.status_code in (400, 422), response.text
+    error = response.json()["error"]
+    assert error["field"] == field
+    assert error["code"] == "invalid_request"
+    assert _no_jobs(client)
+
+
+def test_nan_guidance_is_refused(client):
+    response = client.post(
+        "/v1/jobs", content=b'{"prompt": "x", "guidance_scale": NaN}', headers={"content-type": "application/json"}
+    )
+    assert response.status_code in (400, 422)
+    assert response.json()["error"]["field"] == "guidance_scale"
+    assert _no_jobs(client)
+
+
+def test_invalid_json_is_422(client):
+    response = client.post("/v1/jobs", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "invalid_request"
+
+
+def test_50_mb_body_is_413_before_any_work(client):
+    body = b'{"prompt": "' + b"a" * (50 * 1000 * 1000) + b'"}'
+    response = client.post("/v1/jobs", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+    assert _no_jobs(client)
+    assert client.get("/readyz").status_code == 200
+
+
+def test_small_body_limit_applies_to_chunked_bodies(make_client):
+    client = make_client(max_body_bytes=4096)
+
+    def chunks():
+        yield b'{"prompt": "'
+        for _ in range(10):
+            yield b"a" * 1000
+        yield b'"}'
+
+    response = client.post("/v1/jobs", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert _no_jobs(client)
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["../fake-sd1", "/etc/passwd", "fake-sd1\x00", "http://example.com/model.safetensors", "nope", "~/models/x"],
+)
+def test_model_names_outside_the_served_set_are_400(client, model):
+    response = client.post("/v1/jobs", json={"prompt": "x", "model": model})
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "model"
+    assert _no_jobs(client)
+
+
+def test_symlink_out_of_the_models_folder_is_not_served(make_client, tmp_path, fake_models_dir):
+    outside = write_fake_model(tmp_path / "outside" / "evil")
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "evil").symlink_to(outside, target_is_directory=True)
+    write_fake_model(models / "good")
+    client = make_client(models_dir=models, default_model="good")
+    ids = [m["id"] for m in client.get("/v1/models").json()["data"]]
+    assert "good" in ids
+    assert "evil" not in ids
+    response = client.post("/v1/jobs", json={"prompt": "x", "model": "evil"})
+    assert response.status_code == 400
+
+
+def test_refiner_must_fit_the_base(client):
+    wrong_base = client.post("/v1/jobs", json={"prompt": "x", "model": "fake-sd1", "refiner": "fake-refiner"})
+    assert wrong_base.status_code == 400
+    assert wrong_base.json()["error"]["field"] == "refiner"
+    not_refiner = client.post("/v1/jobs", json={"prompt": "x", "model": "fake-sdxl", "refiner": "fake-sd1"})
+    assert not_refiner.status_code == 400
+    refiner_alone = client.post("/v1/jobs", json={"prompt": "x", "model": "fake-refiner"})
+    assert refiner_alone.status_code == 400
+    assert refiner_alone.json()["error"]["field"] == "model"
+    ok = client.post("/v1/jobs", json={"prompt": "x", "model": "fake-sdxl", "refiner": "fake-refiner"})
+    assert ok.status_code == 202
+    assert ok.json()["request"]["refiner"] == "fake-refiner"
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        " ".join(["word"] * 5000),
+        "a cat 🐱🎨 on a mat",
+        "قطة على حصيرة",
+        "(" * 10_000,
+        "",
+    ],
+)
+def test_odd_prompts_are_accepted_and_round_trip(client, prompt):
+    response = client.post("/v1/jobs", json={"prompt": prompt, "seed": 3})
+    assert response.status_code == 202
+    job = wait_job(client.get, response.json()["id"])
+    assert job["status"] == "succeeded"
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(client.get(job["images"][0]).content))
+    assert read_infotext(image).startswith(prompt)
+
+
+def test_nul_in_prompt_is_400(client):
+    response = client.post("/v1/jobs", json={"prompt": "a\x00b"})
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "prompt"
+
+
+def test_random_seed_is_reported_and_fixed_seed_repeats(client):
+    random = wait_job(client.get, client.post("/v1/jobs", json={"prompt": "x", "seed": -1}).json()["id"])
+    assert random["seeds"][0] >= 0
+    assert f"Seed: {random['seeds'][0]}" in random["infotexts"][0]
+    first, second = (
+        wait_job(client.get, client.post("/v1/jobs", json={"prompt": "x", "seed": 5}).json()["id"]) for _ in range(2)
+    )
+    assert first["seeds"] == second["seeds"] == [5]
+    assert client.get(first["images"][0]).content == client.get(second["images"][0]).content
+
+
+def _png_declaring(width, height):
+    """A few hundred bytes of PNG whose header declares ``width`` x ``height`` pixels (a decompression bomb)."""
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "not base64!!",
+        "data:image/png;base64,AAAA",  # truncated
+        "JVBERi0xLjQK",  # PDF bytes
+        base64.b64encode(_png_declaring(50_000, 50_000)).decode(),
+    ],
+)
+def test_bad_init_images_are_400(client, data):
+    response = client.post("/v1/jobs", json={"prompt": "x", "init_image": data})
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "init_image"
+    assert _no_jobs(client)
