@@ -294,7 +294,7 @@ def _single_file_keys(path: Path) -> dict[str, list[int]]:
     from safetensors import safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as handle:
+        with safe_open(str(path), framework="numpy") as handle:  # header only; no torch import
             return {key: list(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
     except Exception as exc:  # safetensors raises its own untyped errors for corrupt headers
         raise ModelLoadError(f"{path} is not a readable .safetensors file: {exc}") from None
