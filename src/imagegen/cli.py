@@ -48,6 +48,8 @@ FLAGS = {
     "max_body_bytes": "--max-body-mb",
     "job_retries": "--job-retries",
     "job_timeout": "--job-timeout",
+    "url_ttl": "--url-ttl",
+    "keep_results_hours": "--keep-results",
     "default_model": "--model",
 }
 
@@ -163,6 +165,21 @@ def _serve_options(serve: argparse.ArgumentParser) -> None:
     )
     serve.add_argument(
         "--job-timeout", type=float, default=3600.0, metavar="S", help="seconds before a job is stopped (default 3600)"
+    )
+    serve.add_argument(
+        "--url-ttl",
+        type=int,
+        default=3600,
+        metavar="SECONDS",
+        help="lifetime of the signed image URLs handed out, which work without the API key (default 3600)",
+    )
+    serve.add_argument(
+        "--keep-results",
+        type=float,
+        default=168.0,
+        metavar="HOURS",
+        help="delete finished jobs, their images and Idempotency-Keys this long after they end "
+        "(default 168 = 7 days; 0 keeps them forever)",
     )
     serve.add_argument("--device", default=None, help="auto (default), cpu, cuda, mps")
     serve.add_argument("--dtype", default=None, help="auto (default), float32, float16, bfloat16")
@@ -351,6 +368,8 @@ def _serve_settings(args: argparse.Namespace) -> Any:
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         job_retries=args.job_retries,
         job_timeout=args.job_timeout if args.job_timeout > 0 else None,
+        url_ttl=args.url_ttl,
+        keep_results_hours=args.keep_results,
         device=args.device,
         dtype=args.dtype,
         allow_pickle=args.allow_pickle,
@@ -438,12 +457,15 @@ def _banner(settings: Any, service: Any, server: Any) -> None:
         auth = f"on ({len(settings.api_keys)} API key(s), {len(settings.basic_auth)} Basic user(s))"
     else:
         auth = f"OFF (allowed only because {settings.host} is loopback; pass --api-key to enable)"
+    hours = settings.keep_results_hours
+    keep = f"deleted {hours:g} h after their job ends" if hours > 0 else "kept forever"
     lines = [
         f"imagegen serve: http://{host}:{port}  (API docs: http://{host}:{port}/docs)",
         f"  models:  {', '.join(m.ref for m in models) or 'none'} (default: {default})",
         f"  auth:    {auth}",
         f"  data:    {settings.data_dir}",
         f"  workers: {settings.workers}, queue bound {settings.max_queue}, job retries {settings.job_retries}",
+        f"  results: {keep}; image URLs valid {settings.url_ttl} s",
     ]
     print("\n".join(lines), file=sys.stderr, flush=True)
 

@@ -65,7 +65,8 @@ def test_kill_9_with_queued_jobs_then_restart_runs_them_all(make_server):
 @pytest.mark.parametrize("whole_group", [False, True], ids=["server", "process-group"])
 def test_sigterm_drains_running_job_refuses_new_work_and_exits(make_server, whole_group):
     server = make_server().start()
-    job = server.post("/v1/jobs", json={"prompt": "draining [sleep=0.2]", "num_inference_steps": 25}).json()
+    # Long enough (10 s) that the checks below land while it drains, even on a loaded machine.
+    job = server.post("/v1/jobs", json={"prompt": "draining [sleep=0.2]", "num_inference_steps": 50}).json()
     wait_job(server.get, job["id"], until=lambda j: j["status"] == "running")
     queued = server.post("/v1/jobs", json={"prompt": "waits for the restart"}).json()
     if whole_group:  # systemd and `docker stop` of a shell wrapper signal the workers too

@@ -31,7 +31,9 @@ _DESCRIPTION = """\
 imagegen's own asynchronous job API (below), plus an A1111-compatible API under `/sdapi/v1` and an
 OpenAI-compatible one under `/v1/images`. Submit with `POST /v1/jobs`, follow with `GET /v1/jobs/{id}` or the
 Server-Sent Events of `GET /v1/jobs/{id}/events`, fetch the PNGs (with their A1111 infotext) from the job's `images`.
-Authenticate with `Authorization: Bearer KEY` when the server has API keys.
+Authenticate with `Authorization: Bearer KEY` when the server has API keys. Image URLs handed out are signed
+(`?expires=...&sig=...`) and work without the key until they expire; finished jobs are deleted after the retention
+period (`imagegen serve --keep-results`).
 """
 
 
@@ -135,7 +137,7 @@ def create_app(settings: ServerSettings, *, service: JobService | None = None) -
     )
     app.state.settings = settings
     app.state.service = job_service
-    app.state.authenticator = Authenticator(settings)
+    app.state.authenticator = Authenticator(settings, url_signer=lambda: job_service.url_signer)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(AccessLogMiddleware)

@@ -5,6 +5,11 @@ be forgotten. The native and OpenAI APIs take ``Authorization: Bearer KEY``; the
 HTTP Basic like A1111's ``--api-auth``: a configured user and password, or any user with an API key as password.
 Only :data:`PUBLIC_PATHS` are open: liveness/readiness probes (they reveal no data) and the API description.
 With no key configured (allowed on loopback only, see :class:`ServerSettings`), everything is open.
+
+The one exception is :data:`SIGNED_PATHS`, the result image route: a request there carrying a URL signature
+(``?expires=...&sig=...``, see :mod:`imagegen.server.signing`) is judged by the signature alone, for the image named
+in the path: valid and unexpired → served without credentials; altered, for another image or expired → 403, whatever
+credentials came with it. Without a signature, the usual rule applies.
 """
 
 from __future__ import annotations
@@ -12,16 +17,19 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from fastapi import Request
 
 from imagegen.server.errors import Unauthorized
 from imagegen.server.settings import ServerSettings
+from imagegen.server.signing import EXPIRES_PARAM, SIGNATURE_PARAM, URLSigner
 
 PUBLIC_PATHS = ("/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
 #: Paths that accept HTTP Basic (A1111 clients send it).
 BASIC_PREFIXES = ("/sdapi/",)
+#: Route templates that accept a URL signature instead of credentials, each for the path parameter ``name`` only.
+SIGNED_PATHS = ("/v1/images/{name}",)
 
 
 def _any_equal(candidate: bytes, secrets: Iterable[bytes]) -> bool:
@@ -33,10 +41,12 @@ def _any_equal(candidate: bytes, secrets: Iterable[bytes]) -> bool:
 
 
 class Authenticator:
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(self, settings: ServerSettings, *, url_signer: Callable[[], URLSigner] | None = None) -> None:
         self._keys = tuple(key.encode() for key in settings.api_keys)
         self._basic = tuple(f"{user}:{password}".encode() for user, password in settings.basic_auth)
         self.enabled = settings.auth_enabled
+        #: The running service's signer (a callable: the key is loaded when the service starts, after this exists).
+        self._url_signer = url_signer
 
     def bearer_ok(self, authorization: str | None) -> bool:
         scheme, _, token = (authorization or "").partition(" ")
@@ -61,11 +71,22 @@ class Authenticator:
         return as_pair or as_key
 
     def check(self, request: Request) -> None:
-        """Raise :class:`Unauthorized` unless the request may use its route."""
-        if not self.enabled:
-            return
+        """Raise :class:`Unauthorized` unless the request may use its route (a bad URL signature: ``Forbidden``)."""
         route = request.scope.get("route")
         path = getattr(route, "path", None) or request.url.path
+        if path in SIGNED_PATHS and self._url_signer is not None and self._signed(request):
+            # Checked even with authentication off, so that a URL behaves the same on every server: it expires.
+            params = request.query_params
+            name = request.path_params.get("name", "")
+            expires, sig = params.getlist(EXPIRES_PARAM), params.getlist(SIGNATURE_PARAM)
+            self._url_signer().verify(
+                str(name),
+                expires=expires[0] if len(expires) == 1 else None,
+                sig=sig[0] if len(sig) == 1 else None,
+            )
+            return
+        if not self.enabled:
+            return
         if path in PUBLIC_PATHS:
             return
         authorization = request.headers.get("authorization")
@@ -76,6 +97,10 @@ class Authenticator:
         if self.bearer_ok(authorization):
             return
         raise Unauthorized("missing or invalid API key: send 'Authorization: Bearer KEY'", scheme="Bearer")
+
+    @staticmethod
+    def _signed(request: Request) -> bool:
+        return EXPIRES_PARAM in request.query_params or SIGNATURE_PARAM in request.query_params
 
 
 async def authenticate(request: Request) -> None:

@@ -71,6 +71,24 @@ class Unauthorized(ImagegenError):
         self.scheme = scheme
 
 
+class Forbidden(ImagegenError):
+    """The request names what it wants, but the permission it carries (a signed URL) is not good for it."""
+
+    code = "forbidden"
+
+
+class URLExpired(Forbidden):
+    """A signed image URL whose ``expires`` time has passed."""
+
+    code = "url_expired"
+
+
+class URLSignatureInvalid(Forbidden):
+    """A signed image URL whose signature does not match (altered, for another image, or signed with another key)."""
+
+    code = "invalid_signature"
+
+
 class JobNotFound(ImagegenError, LookupError):
     code = "not_found"
 
@@ -88,6 +106,7 @@ _STATUS: tuple[tuple[type[ImagegenError], int], ...] = (
     (ModelNotFound, 400),
     (UnsafeModelFile, 400),
     (Unauthorized, 401),
+    (Forbidden, 403),
     (JobNotFound, 404),
     (IdempotencyConflict, 409),
     (Cancelled, 409),

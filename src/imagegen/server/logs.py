@@ -23,6 +23,11 @@ _FIELDS = (
     "code",
     "requeued",
     "ended",
+    "removed_jobs",
+    "removed_files",
+    "stray_files",
+    "keep_hours",
+    "jobs",
 )
 
 

@@ -4,6 +4,9 @@ The service validates a request, resolves its model inside the configured set an
 Worker processes (:mod:`imagegen.server.worker`) claim jobs from the store. A supervisor thread watches them: a worker
 that dies is restarted, and the job it held is re-queued (at most ``job_retries`` times) or failed as ``worker_lost``.
 At start, jobs a previous server left ``running`` (``kill -9``, power loss) get the same treatment.
+
+A retention thread deletes finished jobs older than ``keep_results_hours`` (rows first, then files), and the service
+signs the image URLs it hands out (:mod:`imagegen.server.signing`) with a key kept in the data directory.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -39,11 +42,20 @@ from imagegen.requests import GenerationRequest
 from imagegen.server.errors import IdempotencyConflict, JobNotFound, QueueFull, ServiceUnavailable
 from imagegen.server.jobs import Job, JobEvent, JobStatus, batch_key, request_digest, request_record
 from imagegen.server.settings import ServerSettings
+from imagegen.server.signing import URLSigner, load_or_create_key
 from imagegen.server.store import Insert, JobStore
 
 logger = logging.getLogger("imagegen.server")
 
 _IMAGE_NAME = re.compile(r"[0-9a-f]{32}-[0-9]{1,4}\.png")
+#: Files the service writes, by folder: result images (and a worker's ``.partial`` of one), init images.
+_RESULT_FILE = re.compile(r"\.?(?P<job>[0-9a-f]{32})-[0-9]{1,4}\.png(?:\.partial)?")
+_INPUT_FILE = re.compile(r"(?P<job>[0-9a-f]{32})\.png")
+#: A file without a job row is only removed once it is this old: an init image is saved just before its job's row is
+#: inserted, and a worker may still be writing a result.
+STRAY_FILE_GRACE_SECONDS = 3600.0
+#: Jobs deleted per transaction: workers wait for the write lock while it runs.
+_RETENTION_BATCH = 500
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 #: SSE event name of each terminal status.
 _END_EVENT = {JobStatus.SUCCEEDED: "done", JobStatus.FAILED: "failed", JobStatus.CANCELLED: "cancelled"}
@@ -53,6 +65,18 @@ _CRASH_LOOP_SECONDS = 10.0
 
 class DataDirInUse(ImagegenError):
     code = "data_dir_in_use"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetentionReport:
+    """What one clean-up sweep removed."""
+
+    #: Ids of the deleted jobs.
+    jobs: tuple[str, ...] = ()
+    #: Files of those jobs (result images, init images).
+    files: int = 0
+    #: Files whose job had no row any more (a sweep interrupted between its rows and its files, a lost insert).
+    stray_files: int = 0
 
 
 @dataclass(kw_only=True)
@@ -73,8 +97,10 @@ class _Slot:
 class JobService:
     """The queue, the model catalog and the workers behind every HTTP dialect."""
 
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(self, settings: ServerSettings, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
+        #: Unix seconds for URL expiry and retention (tests move it instead of sleeping).
+        self._clock = clock
         #: A1111 ``/options`` state (``sd_model_checkpoint`` is the default model's title); the A1111 routes own it.
         self.options: dict[str, Any] = {}
         self._store: JobStore | None = None
@@ -84,6 +110,9 @@ class JobService:
         self._stopping = threading.Event()
         self._draining = threading.Event()
         self._supervisor: threading.Thread | None = None
+        self._retention: threading.Thread | None = None
+        self._retention_lock = threading.Lock()
+        self._url_signer: URLSigner | None = None
         self._lock_file: IO[bytes] | None = None
 
     # Life cycle --------------------------------------------------------------------------------------------------
@@ -95,6 +124,8 @@ class JobService:
             folder.mkdir(parents=True, exist_ok=True)
         self.claim_data_dir()
         try:
+            key = load_or_create_key(self.settings.url_key_path)
+            self._url_signer = URLSigner(key, ttl=self.settings.url_ttl, clock=self._clock)
             self._store = JobStore(self.settings.database)
             requeued, ended = self._store.release(retries=self.settings.job_retries)
             if requeued or ended:
@@ -112,12 +143,17 @@ class JobService:
             raise
         self._supervisor = threading.Thread(target=self._supervise, name="imagegen-supervisor", daemon=True)
         self._supervisor.start()
+        if self.settings.keep_results_hours > 0:
+            self._retention = threading.Thread(target=self._retain, name="imagegen-retention", daemon=True)
+            self._retention.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the workers now. A job they were running goes back to the queue without counting as an attempt."""
         self._stopping.set()
         if self._supervisor is not None:
             self._supervisor.join(timeout)
+        if self._retention is not None:
+            self._retention.join(timeout)  # before the store closes under a sweep
         for slot in self._slots:
             self._stop_worker(slot, timeout)
         store, self._store = self._store, None  # later calls get ServiceUnavailable, not a closed database
@@ -152,6 +188,13 @@ class JobService:
         if self._store is None:
             raise ServiceUnavailable("the job service is not running")
         return self._store
+
+    @property
+    def url_signer(self) -> URLSigner:
+        """Signs the image URLs the dialects hand out (its key is loaded when the service starts)."""
+        if self._url_signer is None:
+            raise ServiceUnavailable("the job service is not running")
+        return self._url_signer
 
     # Models ------------------------------------------------------------------------------------------------------
 
@@ -351,6 +394,89 @@ class JobService:
             return None
         path = self.settings.images_dir / name
         return path if path.is_file() else None
+
+    # Retention ---------------------------------------------------------------------------------------------------
+
+    def remove_expired(self) -> RetentionReport:
+        """Delete the jobs that ended more than ``keep_results_hours`` ago, their files and their Idempotency-Keys.
+
+        Queued and running jobs are never touched. Safe against a crash at any point: rows go first (each batch in
+        one transaction), then the files of those rows, so a job that still has a row never misses a file; files
+        left behind by an interrupted sweep have no row and are removed by the next one (see
+        :data:`STRAY_FILE_GRACE_SECONDS`)."""
+        hours = self.settings.keep_results_hours
+        if hours <= 0:
+            return RetentionReport()
+        with self._retention_lock:
+            now = self._clock()
+            removed: list[str] = []
+            files = 0
+            while True:
+                # 1. Rows, in short transactions so that workers are never kept waiting long for the write lock.
+                jobs = self.store.delete_finished(before=now - hours * 3600, limit=_RETENTION_BATCH)
+                # 2. Then the files those rows referenced; nothing refers to them any more.
+                for job in jobs:
+                    files += self._remove_job_files(job)
+                removed.extend(job.id for job in jobs)
+                if len(jobs) < _RETENTION_BATCH:
+                    break
+            # 3. Files no row refers to (unreferenced results of a worker that died, a sweep cut short above).
+            stray = self._remove_stray_files(now)
+        report = RetentionReport(jobs=tuple(removed), files=files, stray_files=stray)
+        if removed or stray:
+            logger.info(
+                "removed expired results",
+                extra={
+                    "removed_jobs": len(removed),
+                    "removed_files": files,
+                    "stray_files": stray,
+                    "keep_hours": hours,
+                    "jobs": removed[:100],
+                },
+            )
+        return report
+
+    def _remove_job_files(self, job: Job) -> int:
+        paths = [self.settings.images_dir / name for name in job.images if _IMAGE_NAME.fullmatch(name)]
+        init = job.request.get("init_image")
+        if isinstance(init, str) and _INPUT_FILE.fullmatch(init):
+            paths.append(self.settings.inputs_dir / init)
+        return sum(_unlink(path) for path in paths)
+
+    def _remove_stray_files(self, now: float) -> int:
+        found: dict[str, list[Path]] = {}
+        for folder, pattern in ((self.settings.images_dir, _RESULT_FILE), (self.settings.inputs_dir, _INPUT_FILE)):
+            try:
+                entries = list(os.scandir(folder))
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                match = pattern.fullmatch(entry.name)
+                if match is not None:  # anything else is not ours to delete
+                    found.setdefault(match["job"], []).append(Path(entry.path))
+        known = self.store.existing(found)
+        removed = 0
+        for job_id, paths in found.items():
+            if job_id in known:
+                continue
+            for path in paths:
+                try:
+                    young = path.lstat().st_mtime > now - STRAY_FILE_GRACE_SECONDS
+                except FileNotFoundError:
+                    continue
+                if not young:
+                    removed += _unlink(path)
+        return removed
+
+    def _retain(self) -> None:
+        """The retention thread: a sweep at start, then one every ``cleanup_interval`` seconds until stopped."""
+        while True:
+            try:
+                self.remove_expired()
+            except Exception:  # a locked database or a full disk must not end retention for good
+                logger.exception("removing expired results failed")
+            if self._stopping.wait(self.settings.cleanup_interval):
+                return
 
     async def wait(self, job_id: str) -> Job:
         """Return the job once it has ended. Raises :class:`ServiceUnavailable` if draining stranded it in the queue."""
@@ -565,3 +691,16 @@ class JobService:
             handle.close()
             raise DataDirInUse(f"another imagegen server is using {self.settings.data_dir}") from None
         self._lock_file = handle
+
+
+def _unlink(path: Path) -> int:
+    """1 if ``path`` was removed, 0 if it was already gone or cannot be removed (logged: one odd entry, such as a
+    directory an operator made, must not stop every later sweep)."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return 0
+    except OSError as exc:
+        logger.warning("cannot remove %s: %s", path.name, exc.strerror or exc)
+        return 0
+    return 1

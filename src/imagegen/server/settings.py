@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,12 @@ class ServerSettings:
     drain_timeout: float = 600.0
     #: Seconds a job may run before its worker is killed and the job fails as ``timeout`` (None: no limit).
     job_timeout: float | None = 3600.0
+    #: Seconds a signed image URL (``?expires=...&sig=...``) stays valid; such a URL needs no API key.
+    url_ttl: int = 3600
+    #: Hours a finished job (its row, images and Idempotency-Key) is kept after it ended; 0 keeps everything forever.
+    keep_results_hours: float = 168.0
+    #: Seconds between two clean-up sweeps of expired results (the first one runs at start).
+    cleanup_interval: float = 600.0
 
     def __post_init__(self) -> None:
         # Accept str paths and lists from library callers; store Paths and tuples (the dataclass is frozen).
@@ -90,6 +97,17 @@ class ServerSettings:
                 raise InvalidRequest(name, f"must be an integer of at least {low}, got {value!r}")
         if self.job_timeout is not None and not self.job_timeout > 0:
             raise InvalidRequest("job_timeout", f"must be a positive number of seconds, got {self.job_timeout!r}")
+        if not isinstance(self.url_ttl, int) or isinstance(self.url_ttl, bool) or self.url_ttl < 1:
+            raise InvalidRequest("url_ttl", f"must be a whole number of seconds of at least 1, got {self.url_ttl!r}")
+        if not _number(self.keep_results_hours) or not self.keep_results_hours >= 0:
+            raise InvalidRequest(
+                "keep_results_hours",
+                f"must be a number of hours >= 0 (0 keeps results forever), got {self.keep_results_hours!r}",
+            )
+        if not _number(self.cleanup_interval) or not self.cleanup_interval > 0:
+            raise InvalidRequest(
+                "cleanup_interval", f"must be a positive number of seconds, got {self.cleanup_interval!r}"
+            )
         if ":" not in self.engine_factory:
             raise InvalidRequest("engine_factory", f"must be 'module:callable', got {self.engine_factory!r}")
         if any(not key for key in self.api_keys):
@@ -121,6 +139,11 @@ class ServerSettings:
     def database(self) -> Path:
         return self.data_dir / "jobs.sqlite3"
 
+    @property
+    def url_key_path(self) -> Path:
+        """The random key that signs image URLs (created once, mode 0600; delete it to revoke every URL)."""
+        return self.data_dir / "url-signing.key"
+
     def worker_json(self) -> str:
         """The settings a worker needs, as JSON, without secrets (a worker never checks credentials)."""
         # host/port are left out too: a worker serves no HTTP, and its defaults (loopback) pass the auth check.
@@ -136,6 +159,11 @@ class ServerSettings:
         data["data_dir"] = Path(data["data_dir"])
         data["models_dir"] = Path(data["models_dir"]) if data["models_dir"] else None
         return cls(**data)
+
+
+def _number(value: object) -> bool:
+    """A finite int or float (not a bool): what a duration setting may be."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _json_default(value: object) -> object:

@@ -12,7 +12,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
@@ -381,6 +381,33 @@ class JobStore:
                     ended.append(row["id"])
         jobs = {job_id: self.get(job_id) for job_id in (*requeued, *ended)}
         return [j for i in requeued if (j := jobs[i])], [j for i in ended if (j := jobs[i])]
+
+    # Retention -------------------------------------------------------------------------------------------------------
+
+    def delete_finished(self, *, before: float, limit: int = 500) -> list[Job]:
+        """Delete up to ``limit`` ended jobs (succeeded, failed, cancelled) that ended before ``before`` (unix
+        seconds), oldest first, in one transaction; their Idempotency-Keys go with their rows. Queued and running jobs
+        are never deleted. Returns the deleted jobs: removing their files is the caller's job, after this commit."""
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT * FROM jobs WHERE status IN ('succeeded', 'failed', 'cancelled')"
+                " AND coalesce(finished_at, created_at) < ? ORDER BY seq LIMIT ?",
+                (before, limit),
+            ).fetchall()
+            if rows:
+                marks = ",".join("?" * len(rows))
+                db.execute(f"DELETE FROM jobs WHERE id IN ({marks})", [row["id"] for row in rows])
+        return [_job(row) for row in rows]
+
+    def existing(self, job_ids: Iterable[str]) -> set[str]:
+        """Those of ``job_ids`` that have a row."""
+        wanted = list(dict.fromkeys(job_ids))
+        found: set[str] = set()
+        for start in range(0, len(wanted), 500):  # below SQLite's limit on bound parameters
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(row[0] for row in self._all(f"SELECT id FROM jobs WHERE id IN ({marks})", chunk))
+        return found
 
 
 def _job(row: sqlite3.Row) -> Job:

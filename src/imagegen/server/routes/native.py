@@ -90,7 +90,10 @@ class JobOut(BaseModel):
     attempts: int = Field(description="times a worker started it (a job whose worker died runs again once)")
     cancel_requested: bool
     error: JobErrorOut | None
-    images: list[str] = Field(description="URLs of the result PNGs, which carry their A1111 infotext")
+    images: list[str] = Field(
+        description="signed URLs of the result PNGs (with their A1111 infotext): fetchable without the API key until "
+        "they expire; each read of the job gives fresh ones"
+    )
     seeds: list[int]
     infotexts: list[str]
     warnings: list[str]
@@ -127,6 +130,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for status, text in (
         (400, "a bad value; error.field names it"),
         (401, "missing or wrong API key"),
+        (403, "image URL signature expired (error.code url_expired) or invalid (invalid_signature)"),
         (404, "no such job or image"),
         (409, "Idempotency-Key reused with another body"),
         (413, "body over the size limit"),
@@ -141,9 +145,10 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: _ERRORS[status] for status in (401, *statuses)}
 
 
-def image_url(request: Request, name: str) -> str:
-    """Absolute URL of a result image (``GET /v1/images/{name}``); the OpenAI dialect's ``url`` format uses it."""
-    return str(request.url_for("get_image", name=name))
+def image_url(request: Request, name: str, service: JobService) -> str:
+    """Absolute signed URL of a result image (``GET /v1/images/{name}?expires=...&sig=...``), valid for
+    ``url_ttl`` seconds without credentials."""
+    return f"{request.url_for('get_image', name=name)}?{service.url_signer.sign(name).query}"
 
 
 def job_json(job: Job, request: Request, service: JobService) -> dict[str, Any]:
@@ -166,7 +171,7 @@ def job_json(job: Job, request: Request, service: JobService) -> dict[str, Any]:
         "attempts": job.attempts,
         "cancel_requested": job.cancel_requested,
         "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
-        "images": [image_url(request, name) for name in job.images],
+        "images": [image_url(request, name, service) for name in job.images],
         "seeds": list(job.seeds),
         "infotexts": list(job.infotexts),
         "warnings": list(job.warnings),
@@ -295,9 +300,17 @@ def job_events(job_id: str, request: Request, service: Service) -> StreamingResp
     tags=["images"],
     summary="A result PNG (with its A1111 infotext)",
     response_class=FileResponse,
-    responses={200: {"content": {"image/png": {}}}, **_errors(404)},
+    responses={200: {"content": {"image/png": {}}}, **_errors(403, 404)},
 )
-def get_image(name: str, service: Service) -> FileResponse:
+def get_image(
+    name: str,
+    service: Service,
+    expires: Annotated[str | None, Query(description="signed URLs: expiry, unix seconds")] = None,
+    sig: Annotated[str | None, Query(description="signed URLs: HMAC-SHA256 of the name and expiry, hex")] = None,
+) -> FileResponse:
+    """The PNG. With the API key, or without it through a signed URL (as in a job's ``images``) until it expires.
+    ``expires`` and ``sig`` are checked by the app-wide authentication (:data:`imagegen.server.auth.SIGNED_PATHS`)
+    before this runs; an expired one is 403 ``url_expired``, an altered one 403 ``invalid_signature``."""
     path = service.image_path(name)
     if path is None:
         raise JobNotFound(f"no image {name[:100]!r}")

@@ -14,7 +14,8 @@ Mapping decisions (also in the README's "Serving" section):
 - ``n``: 1 to 10 as in OpenAI (and at most the server's ``max_images``); image *i* uses seed + i.
 - ``response_format``: ``b64_json`` or ``url``; the default is ``url`` as for DALL·E, except ``b64_json`` for
   ``gpt-image-*`` models (which only answer b64_json). URLs point at ``/v1/images/{name}`` on the host the request
-  came to; the images stay until the operator deletes them.
+  came to and are signed (``?expires=...&sig=...``): like OpenAI's, they work without the API key and expire, after
+  ``--url-ttl`` seconds (default one hour). The images are deleted with their job after ``--keep-results`` hours.
 - ``output_format`` ``png`` (default), ``jpeg`` or ``webp`` with ``output_compression`` 0-100 (b64_json only; the
   infotext is embedded in every format). ``background`` ``transparent`` is refused: the models paint opaque images.
 - Accepted and ignored: ``quality``, ``style``, ``user``, ``moderation``, ``input_fidelity`` (their values are
@@ -289,7 +290,7 @@ def images_response(service: JobService, job: Job, options: OutputOptions, *, ba
     data: list[dict[str, Any]] = []
     for index, name in enumerate(job.images):
         if options.response_format == "url":
-            data.append({"url": f"{base_url}/v1/images/{name}"})
+            data.append({"url": f"{base_url}/v1/images/{name}?{service.url_signer.sign(name).query}"})
             continue
         infotext = job.infotexts[index] if index < len(job.infotexts) else None
         data.append({"b64_json": b64(_encode(read_result_image(service, name), infotext, options))})
