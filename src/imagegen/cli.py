@@ -6,17 +6,21 @@ Exit codes: 0 success, 2 bad arguments (the message names the argument), 1 runti
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imagegen.errors import ImagegenError, InvalidRequest, ModelNotFound, UnsafeModelFile
-from imagegen.requests import GenerationRequest, Limits
+from imagegen.requests import MAX_STEPS, GenerationRequest, Limits
 
 if TYPE_CHECKING:
     from imagegen.engine import Engine, ProgressEvent
+
+#: Most images one request may ask for (GenerationRequest's own ceiling on num_images).
+MAX_IMAGES = 1000
 
 #: Request field → the CLI argument that sets it, so errors name what the user typed.
 FLAGS = {
@@ -67,6 +71,66 @@ def _size(text: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be WIDTHxHEIGHT, e.g. 1024x1024, got {text!r}") from None
     return width, height
+
+
+#: Smallest size limit ``serve`` accepts: below it no model makes a useful image.
+_MIN_LIMIT_SIDE = 64
+
+
+def _limit_size(text: str) -> tuple[int, int]:
+    """``--max-size WxH``: both sides multiples of 8, at least 64."""
+    width, height = _size(text)
+    if min(width, height) < _MIN_LIMIT_SIDE or width % 8 or height % 8:
+        raise argparse.ArgumentTypeError(
+            f"width and height must be multiples of 8 of at least {_MIN_LIMIT_SIDE}, e.g. 1024x1024, got {text!r}"
+        )
+    return width, height
+
+
+def _limit_pixels(text: str) -> int:
+    """``--max-pixels`` / ``--max-input-pixels``: a pixel count, or WxH meaning W × H."""
+    try:
+        pixels = int(text) if "x" not in text.lower() else _product(_size(text))
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(
+            f"must be a number of pixels or WIDTHxHEIGHT, e.g. 1048576 or 1024x1024, got {text!r}"
+        ) from None
+    low = _MIN_LIMIT_SIDE * _MIN_LIMIT_SIDE
+    if pixels < low:
+        raise argparse.ArgumentTypeError(
+            f"must be at least {low} pixels ({_MIN_LIMIT_SIDE}x{_MIN_LIMIT_SIDE}), got {text!r}"
+        )
+    return pixels
+
+
+def _product(size: tuple[int, int]) -> int:
+    return size[0] * size[1]
+
+
+def _bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number in ``[low, high]``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number between {low} and {high}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _megabytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of MiB, got {text!r}") from None
+    # At least 1 KiB: a smaller limit would refuse every file, which is surely a typo.
+    if not 1 / 1024 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of MiB of at least 0.001 (1 KiB), got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,6 +223,50 @@ def _serve_options(serve: argparse.ArgumentParser) -> None:
     )
     serve.add_argument(
         "--max-body-mb", type=float, default=45.0, metavar="MB", help="largest request body in MiB (default 45)"
+    )
+    defaults = Limits()
+    serve.add_argument(
+        "--max-size",
+        type=_limit_size,
+        default=None,
+        metavar="WxH",
+        help=f"largest width and height a request may ask for (default {defaults.max_width}x{defaults.max_height}); "
+        "also caps the pixel count at W×H unless --max-pixels is given",
+    )
+    serve.add_argument(
+        "--max-pixels",
+        type=_limit_pixels,
+        default=None,
+        metavar="N|WxH",
+        help=f"most pixels per image, width × height (default: W×H of --max-size, else {defaults.max_pixels})",
+    )
+    serve.add_argument(
+        "--max-steps",
+        type=_bounded_int(1, MAX_STEPS),
+        default=None,
+        metavar="N",
+        help=f"most denoising steps per request (default {defaults.max_steps}, at most {MAX_STEPS})",
+    )
+    serve.add_argument(
+        "--max-images",
+        type=_bounded_int(1, MAX_IMAGES),
+        default=None,
+        metavar="N",
+        help=f"most images per request (default {defaults.max_images})",
+    )
+    serve.add_argument(
+        "--max-input-pixels",
+        type=_limit_pixels,
+        default=None,
+        metavar="N|WxH",
+        help=f"largest input image (img2img, edits), checked before decoding (default {defaults.max_input_pixels})",
+    )
+    serve.add_argument(
+        "--max-input-mb",
+        type=_megabytes,
+        default=None,
+        metavar="MB",
+        help=f"largest input image file in MiB (default {defaults.max_input_bytes / 2**20:g})",
     )
     serve.add_argument(
         "--job-retries", type=int, default=1, metavar="N", help="re-runs of a job whose worker died (default 1)"
@@ -274,6 +382,9 @@ def _request_fields(args: argparse.Namespace, limits: Limits) -> dict[str, Any]:
     if args.size is not None:
         typed["width"], typed["height"] = args.size
     fields.update({key: value for key, value in typed.items() if value is not None})
+    if args.sampler is not None and "eta" in fields and not args.sampler.strip().upper().startswith("DDIM"):
+        # A reused DDIM image carries its eta; another sampler typed over it has no eta to take.
+        del fields["eta"]
     if args.init_image is not None:
         fields["init_image"] = read_image_file(
             args.init_image, field="init_image", max_pixels=limits.max_input_pixels, max_bytes=limits.max_input_bytes
@@ -356,6 +467,7 @@ def _serve_settings(args: argparse.Namespace) -> Any:
                 raise UsageError("--api-auth", "must be USER:PASSWORD[,USER:PASSWORD...]")
             basic.append((user, password))
     return ServerSettings(
+        limits=_serve_limits(args),
         host=args.host,
         port=args.port,
         models=tuple(args.models),
@@ -375,6 +487,26 @@ def _serve_settings(args: argparse.Namespace) -> Any:
         allow_pickle=args.allow_pickle,
         engine_factory=args.engine_factory or DEFAULT_ENGINE_FACTORY,
     )
+
+
+def _serve_limits(args: argparse.Namespace) -> Limits:
+    """The per-request limits from ``--max-*`` (each flag left out keeps :class:`Limits`' default)."""
+    changes: dict[str, Any] = {}
+    if args.max_size is not None:
+        changes["max_width"], changes["max_height"] = args.max_size
+        # A smaller box lowers the pixel cap with it; a larger one raises it, so that WxH itself is allowed.
+        changes["max_pixels"] = _product(args.max_size)
+    if args.max_pixels is not None:
+        changes["max_pixels"] = args.max_pixels
+    if args.max_steps is not None:
+        changes["max_steps"] = args.max_steps
+    if args.max_images is not None:
+        changes["max_images"] = args.max_images
+    if args.max_input_pixels is not None:
+        changes["max_input_pixels"] = args.max_input_pixels
+    if args.max_input_mb is not None:
+        changes["max_input_bytes"] = int(args.max_input_mb * 1024 * 1024)
+    return dataclasses.replace(Limits(), **changes)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -465,9 +597,18 @@ def _banner(settings: Any, service: Any, server: Any) -> None:
         f"  auth:    {auth}",
         f"  data:    {settings.data_dir}",
         f"  workers: {settings.workers}, queue bound {settings.max_queue}, job retries {settings.job_retries}",
+        f"  limits:  {_limits_line(settings.limits)}",
         f"  results: {keep}; image URLs valid {settings.url_ttl} s",
     ]
     print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def _limits_line(limits: Limits) -> str:
+    return (
+        f"{limits.max_width}x{limits.max_height} ({limits.max_pixels} pixels), {limits.max_steps} steps, "
+        f"{limits.max_images} images per request; input images {limits.max_input_pixels} pixels, "
+        f"{limits.max_input_bytes / 2**20:g} MiB"
+    )
 
 
 # info / models ---------------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from imagegen.loading import (
     pipeline_class,
     resolve,
 )
-from imagegen.metadata import Infotext, format_infotext
+from imagegen.metadata import ETA_DDIM_KEY, Infotext, format_infotext, format_number
 from imagegen.requests import MAX_SEED, GenerationRequest, GenerationResult, Limits
 from imagegen.samplers import build_scheduler, parse_sampler, sampler_for_scheduler
 
@@ -385,6 +385,8 @@ class Engine:
             kwargs.update(width=request.width, height=request.height)
         if refiner is not None:
             kwargs["denoising_end"] = request.denoising_end
+        if request.eta is not None:
+            kwargs["eta"] = request.eta  # DDIM only (GenerationRequest checks); diffusers' default is 0
         t0 = time.perf_counter()
         latents = pipe(**kwargs).images
         timings["denoise"] = time.perf_counter() - t0
@@ -408,6 +410,7 @@ class Engine:
                 generator=generators,
                 output_type="latent",
                 callback_on_step_end=counter.callback("refiner"),
+                eta=request.eta or 0.0,
             ).images
             timings["refine"] = time.perf_counter() - t0
 
@@ -437,6 +440,8 @@ class Engine:
             refiner=refiner.info.title if refiner else None,
             refiner_switch_at=request.denoising_end if refiner else None,
             version=VERSION,
+            # A1111 writes DDIM's eta only when it differs from its default, 0, under this key.
+            extra={ETA_DDIM_KEY: format_number(float(request.eta))} if request.eta else {},
         )
 
 

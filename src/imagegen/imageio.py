@@ -46,7 +46,9 @@ def decode_image(data: bytes, *, field: str, max_pixels: int, max_bytes: int) ->
             image = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InvalidRequest(field, f"declares too many pixels: must have at most {max_pixels} pixels") from None
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        # Pillow's header parsers raise ValueError (a truncated IHDR, a zTXt chunk inflating past MAX_TEXT_CHUNK) and
+        # SyntaxError (a malformed header) besides OSError: all of them mean a bad upload, not a server fault.
         raise InvalidRequest(field, f"is not a readable image ({type(exc).__name__}); send PNG, JPEG or WebP") from None
     if image.format not in ALLOWED_FORMATS:
         raise InvalidRequest(field, f"format {image.format} is not accepted; send one of {', '.join(ALLOWED_FORMATS)}")

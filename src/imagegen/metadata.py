@@ -82,6 +82,8 @@ _CANONICAL_ORDER = (
     "Refiner switch at",
 )
 _VERSION_KEY = "Version"
+#: A1111's key for DDIM's eta (it writes it, as an extra, only when eta is not 0, A1111's default for DDIM).
+ETA_DDIM_KEY = "Eta DDIM"
 
 # Infotext field -> infotext key, per value kind. Size (width, height) is handled on its own.
 _INT_FIELDS = MappingProxyType({"steps": "Steps", "seed": "Seed"})
@@ -193,7 +195,7 @@ class Infotext:
         return pairs
 
 
-def _format_number(value: float) -> str:
+def format_number(value: float) -> str:
     """A1111 writes whole numbers without ".0" (``CFG scale: 7``) and keeps fractions (``CFG scale: 7.5``)."""
     if value.is_integer() and abs(value) < 1e16:
         return str(int(value))
@@ -208,7 +210,7 @@ def _field_values(info: Infotext) -> dict[str, str | None]:
         values[key] = None if number is None else str(number)
     for name, key in _FLOAT_FIELDS.items():
         number = getattr(info, name)
-        values[key] = None if number is None else _format_number(float(number))
+        values[key] = None if number is None else format_number(float(number))
     for name, key in _STR_FIELDS.items():
         values[key] = getattr(info, name)
     values["Size"] = None if info.width is None else f"{info.width}x{info.height}"
@@ -483,7 +485,17 @@ def request_fields_from_infotext(text: str) -> dict[str, Any]:
         "denoising_end": info.refiner_switch_at,
     }
     fields.update({key: value for key, value in pairs.items() if value is not None})
+    eta = _float_or_none(info.extra.get(ETA_DDIM_KEY))
+    if eta is not None and info.sampler == "DDIM":
+        fields["eta"] = eta
     if info.refiner:
         name, _, rest = info.refiner.rpartition(" [")
         fields["refiner"] = name if name and rest.endswith("]") else info.refiner
     return fields
+
+
+def _float_or_none(text: str | None) -> float | None:
+    """A number written by A1111 (``0.5``, ``1``), or None for a missing or unreadable value."""
+    if text is None or not _FLOAT_RE.fullmatch(text.strip()):
+        return None
+    return float(text)

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 MAX_SEED = 2**32 - 1
 #: Hard ceiling on steps whatever the operator allows: the schedulers are trained on 1000 timesteps.
 MAX_STEPS = 1000
+#: The diffusers scheduler whose ``step`` takes ``eta`` (the only one :class:`GenerationRequest` passes it to).
+DDIM_SCHEDULER = "DDIMScheduler"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,6 +114,8 @@ class GenerationRequest:
     * ``seed`` -1 picks a random seed; image *i* of a batch uses ``seed + i`` and can be regenerated alone.
     * ``init_image`` switches to image-to-image; ``strength`` is the fraction of steps re-run on it.
     * ``refiner`` (SDXL) runs the base to ``denoising_end`` and the refiner from there on the same latents.
+    * ``eta`` is DDIM's noise scale (diffusers' ``eta``): ``None``/0 is deterministic DDIM, 1 adds DDPM-like fresh
+      noise each step. Only the DDIM sampler has it, so it needs ``sampler="DDIM"``.
     """
 
     prompt: str = ""
@@ -129,6 +133,7 @@ class GenerationRequest:
     model: str | None = None
     refiner: str | None = None
     denoising_end: float = 0.8
+    eta: float | None = None
 
     def __post_init__(self) -> None:
         _check_text("prompt", self.prompt)
@@ -159,7 +164,15 @@ class GenerationRequest:
         # Sampler names are checked here (pure Python), so a typo fails before any model work.
         from imagegen.samplers import parse_sampler
 
-        parse_sampler(self.sampler, self.schedule_type)
+        choice = parse_sampler(self.sampler, self.schedule_type)
+        if self.eta is not None:
+            _check_float("eta", self.eta, 0.0, 1.0)
+            # Other schedulers ignore eta silently; a value that changes nothing must not look honoured.
+            if choice is None or choice.scheduler_class != DDIM_SCHEDULER:
+                raise InvalidRequest(
+                    "eta",
+                    f"only the DDIM sampler uses eta: set sampler 'DDIM' or leave eta unset (sampler {self.sampler!r})",
+                )
 
 
 @dataclass(frozen=True, kw_only=True)

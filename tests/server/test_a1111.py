@@ -31,6 +31,7 @@ from imagegen.server.routes.a1111 import (
 )
 from imagegen.server.routes.dialect_support import job_exception
 from imagegen.server.schemas_a1111 import A1111Img2ImgRequest, A1111Txt2ImgRequest
+from support.server_harness import wait_job
 
 # What the `webuiapi` package sends for txt2img with all its defaults (a very common A1111 client).
 WEBUIAPI_TXT2IMG = {
@@ -102,6 +103,18 @@ def _bomb_png(width: int = 50_000, height: int = 50_000) -> bytes:
     return (
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
     )
+
+
+def _ztxt_bomb_png() -> bytes:
+    """A 16x16 PNG of a few KB whose zTXt chunk inflates to 2 MB: Pillow raises ValueError (MAX_TEXT_CHUNK) at open."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0)
+    text = chunk(b"zTXt", b"parameters\0\0" + zlib.compress(b"a" * (2 * 1024 * 1024)))
+    idat = chunk(b"IDAT", zlib.compress(b"\0" * (16 * 49)))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + text + idat + chunk(b"IEND", b"")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -294,14 +307,38 @@ def test_override_settings_at_neutral_or_current_values_pass() -> None:
         check_supported(body, options={"my_option": 4})
 
 
-def test_eta_is_honoured_only_at_a1111_defaults() -> None:
-    to_generation_request(A1111Txt2ImgRequest(sampler_name="Euler a", eta=1.0))
-    to_generation_request(A1111Txt2ImgRequest(sampler_name="DDIM", eta=0))
-    to_generation_request(A1111Txt2ImgRequest(sampler_name="Euler", eta=0.4))  # no effect in A1111 either
-    for sampler, eta in (("Euler a", 0.5), ("DDIM", 1.0)):
+def test_eta_is_passed_to_ddim_and_honoured_only_at_a1111_defaults_elsewhere() -> None:
+    assert to_generation_request(A1111Txt2ImgRequest(sampler_name="Euler a", eta=1.0)).eta is None
+    assert to_generation_request(A1111Txt2ImgRequest(sampler_name="Euler", eta=0.4)).eta is None  # A1111 ignores it
+    # DDIM takes any eta in [0, 1]: webuiapi's default 1.0 (A1111 applies it to DDIM too) and fractions alike.
+    assert to_generation_request(A1111Txt2ImgRequest(**{**WEBUIAPI_TXT2IMG, "sampler_name": "DDIM"})).eta == 1.0
+    assert to_generation_request(A1111Txt2ImgRequest(sampler_name="DDIM", eta=0.3)).eta == 0.3
+    assert to_generation_request(A1111Txt2ImgRequest(sampler_name="DDIM")).eta is None
+    for sampler, eta in (("Euler a", 0.5), ("DDIM", 1.5), ("DDIM", -0.1)):
         with pytest.raises(InvalidRequest) as info:
             to_generation_request(A1111Txt2ImgRequest(sampler_name=sampler, eta=eta))
         assert info.value.field == "eta"
+
+
+@pytest.mark.parametrize("prompt", ["a cat <lora:detail:0.8>", "<lyco:style:1>, a dog", "x <hypernet:anime:0.5>"])
+def test_extra_network_tags_are_refused_naming_the_prompt(prompt: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        to_generation_request(A1111Txt2ImgRequest(prompt=prompt))
+    assert info.value.field == "prompt"
+    assert "LoRA/hypernetwork tags are not supported yet" in info.value.message
+    assert "disable_extra_networks" in info.value.message
+
+
+def test_extra_network_tags_are_removed_as_a1111_does() -> None:
+    # disable_extra_networks: A1111 still removes the tags from the prompt, it only applies none of them.
+    disabled = A1111Txt2ImgRequest(prompt="a cat <lora:detail:0.8>, <hypernet:x:1>", disable_extra_networks=True)
+    assert to_generation_request(disabled).prompt == "a cat , "
+    # Kinds A1111 does not apply are removed and ignored; the negative prompt is not parsed by A1111 at all.
+    other = A1111Txt2ImgRequest(prompt="a <wildcard:colour> cat", negative_prompt="<lora:x:1> blurry")
+    request = to_generation_request(other)
+    assert (request.prompt, request.negative_prompt) == ("a  cat", "<lora:x:1> blurry")
+    # Not a tag: no colon, or a space before the colon.
+    assert to_generation_request(A1111Txt2ImgRequest(prompt="<b> <a b:c> (cat:1.2)")).prompt == "<b> <a b:c> (cat:1.2)"
 
 
 def test_infotext_fills_only_unset_fields() -> None:
@@ -329,6 +366,22 @@ def test_infotext_fills_only_unset_fields() -> None:
     # txt2img: "Denoising strength" is a hires-fix setting there, not applied.
     txt, _ = apply_infotext(A1111Txt2ImgRequest(infotext=infotext))
     assert txt.denoising_strength is None
+
+
+def test_infotext_eta_ddim_fills_eta_for_ddim_only() -> None:
+    infotext = format_infotext(
+        Infotext(
+            prompt="p", steps=5, sampler="DDIM", cfg_scale=7.0, seed=1, width=64, height=64, extra={"Eta DDIM": "0.4"}
+        )
+    )
+    body, _ = apply_infotext(A1111Txt2ImgRequest(infotext=infotext))
+    assert (body.sampler_name, body.eta) == ("DDIM", 0.4)
+    assert to_generation_request(body).eta == 0.4
+    # A sent eta wins; another sampler takes no DDIM eta (A1111 keeps it in its eta_ddim option).
+    assert apply_infotext(A1111Txt2ImgRequest(infotext=infotext, eta=0.1))[0].eta == 0.1
+    other, _ = apply_infotext(A1111Txt2ImgRequest(infotext=infotext, sampler_name="Euler a"))
+    assert other.eta is None
+    assert to_generation_request(other).eta is None
 
 
 def test_png_info_and_parameters() -> None:
@@ -416,6 +469,15 @@ def test_txt2img_happy_path(client) -> None:
             assert f"Seed: {1000 + index}" in info["infotexts"][index]
 
 
+def test_webuiapi_ddim_with_its_default_eta_runs_with_that_eta(client) -> None:
+    # webuiapi always sends eta=1.0; A1111 applies it to DDIM, and so does imagegen (it used to be a 422).
+    response = client.post("/sdapi/v1/txt2img", json={**WEBUIAPI_TXT2IMG, "sampler_name": "DDIM"})
+    assert response.status_code == 200, response.text
+    job_id = json.loads(response.json()["info"])["job_id"]
+    job = client.get(f"/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {API_KEY}"}).json()
+    assert (job["request"]["sampler"], job["request"]["eta"]) == ("DDIM", 1.0)
+
+
 def test_txt2img_send_images_false(client) -> None:
     response = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "send_images": False, "seed": 3})
     assert response.status_code == 200
@@ -446,6 +508,7 @@ def test_img2img_happy_path_keeps_input_size(client) -> None:
         ({"override_settings": {"sd_model_checkpoint": "../../etc/passwd"}}, "override_settings.sd_model_checkpoint"),
         ({"refiner_checkpoint": "/abs/path.safetensors"}, "refiner_checkpoint"),
         ({"steps": "many"}, "steps"),
+        ({"prompt": "a cat <lora:add_detail:0.8>"}, "prompt"),
     ],
 )
 def test_txt2img_client_errors_in_a1111_shape(client, payload: dict, field: str) -> None:
@@ -473,7 +536,23 @@ def test_body_too_large_is_an_a1111_413(client) -> None:
 
 def test_invalid_json_is_an_a1111_422(client) -> None:
     response = client.post("/sdapi/v1/txt2img", content=b"{not json", headers={"Content-Type": "application/json"})
-    _assert_a1111_error(response, 422)
+    _assert_a1111_error(response, 422, "body")
+
+
+@pytest.mark.parametrize("path", ["/sdapi/v1/txt2img", "/sdapi/v1/img2img", "/sdapi/v1/options", "/sdapi/v1/png-info"])
+@pytest.mark.parametrize(
+    ("content", "headers"),
+    [
+        (b'{"prompt": "x"}', {}),  # requests.post(url, data=json.dumps(payload)): no Content-Type
+        (b'{"prompt": "x"}', {"Content-Type": "text/plain"}),
+        (b'[{"prompt": "x"}]', {"Content-Type": "application/json"}),
+    ],
+    ids=["no-content-type", "text-plain", "array"],
+)
+def test_a_body_that_is_not_a_json_object_says_what_to_send(client, path: str, content: bytes, headers: dict) -> None:
+    body = _assert_a1111_error(client.post(path, content=content, headers=headers), 422, "body")
+    assert "JSON object" in body["detail"]
+    assert "Content-Type: application/json" in body["detail"]
 
 
 @pytest.mark.parametrize(
@@ -483,6 +562,7 @@ def test_invalid_json_is_an_a1111_422(client) -> None:
         _b64(_png()[:40]),  # truncated
         _b64(b"%PDF-1.7\n1 0 obj <<>> endobj\n"),
         _b64(_bomb_png()),
+        _b64(_ztxt_bomb_png()),
     ],
 )
 def test_img2img_bad_images_in_a1111_shape(client, image: str) -> None:
@@ -517,7 +597,8 @@ def test_auth_basic_required(client) -> None:
 def test_models_options_and_switching(client) -> None:
     models = client.get("/sdapi/v1/sd-models").json()
     titles = {m["model_name"]: m["title"] for m in models}
-    assert set(titles) == {"fake-sd15", "fake-sdxl"}
+    # The built-in demo model is served too when its weights are installed.
+    assert set(titles) - {"imagegen-shapes", "imagegen-shapes-refiner"} == {"fake-sd15", "fake-sdxl"}
     assert set(models[0]) == {"title", "model_name", "hash", "sha256", "filename", "config"}
     assert client.get("/sdapi/v1/options").json()["sd_model_checkpoint"] == titles["fake-sd15"]
     _assert_a1111_error(client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "missing"}), 422)
@@ -610,6 +691,36 @@ def test_progress_idle_and_interrupt_of_a_running_job(client) -> None:
     assert client.post("/sdapi/v1/txt2img", json={"prompt": "after"}).status_code == 200
 
 
+def test_interrupt_and_skip_leave_other_dialects_jobs_alone(client) -> None:
+    """A1111's Interrupt button stops A1111 jobs only: a native client's running job carries on and succeeds."""
+    bearer = {"Authorization": f"Bearer {API_KEY}"}
+
+    def get(path: str):
+        return client.get(path, headers=bearer)
+
+    submitted = client.post(
+        "/v1/jobs", json={"prompt": "native [sleep=0.1]", "num_inference_steps": 30}, headers=bearer
+    )
+    assert submitted.status_code == 202, submitted.text
+    job_id = submitted.json()["id"]
+    wait_job(get, job_id, until=lambda job: job["step"] >= 1)
+    assert client.post("/sdapi/v1/interrupt").json() == {}
+    assert client.post("/sdapi/v1/skip").status_code == 200
+    assert get(f"/v1/jobs/{job_id}").json()["status"] == "running"  # the calls above came while it ran
+    done = wait_job(get, job_id)
+    assert (done["status"], done["cancel_requested"]) == ("succeeded", False)
+
+
+def test_submit_runs_off_the_event_loop(client, monkeypatch: pytest.MonkeyPatch) -> None:
+    # submit encodes the init image as PNG, hashes its pixels and writes SQLite: on the loop it would stall every
+    # other request (SSE streams, probes) for as long as that takes.
+    on_loop = _record_submit_threads(client, monkeypatch)
+    assert client.post("/sdapi/v1/txt2img", json={"prompt": "x"}).status_code == 200
+    payload = {"prompt": "x", "init_images": [_b64(_png())]}
+    assert client.post("/sdapi/v1/img2img", json=payload).status_code == 200
+    assert on_loop == [False, False]
+
+
 def test_failed_job_is_an_a1111_error(client) -> None:
     body = _assert_a1111_error(client.post("/sdapi/v1/txt2img", json={"prompt": "[oom]"}), 503)
     assert "out of memory" in body["detail"]
@@ -647,3 +758,23 @@ def test_a1111_client_over_real_http(server) -> None:
     error = server.post("/sdapi/v1/txt2img", json={"prompt": "x", "tiling": True})
     assert error.status_code == 422
     assert error.json()["detail"].startswith("tiling:")
+
+
+def _record_submit_threads(client, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Wrap the app's ``service.submit``; the list gets, per call, whether it ran on the event loop's thread."""
+    import asyncio
+
+    service = client.app.state.service
+    original = service.submit
+    on_loop: list[bool] = []
+
+    def submit(*args, **kwargs):
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:  # no loop in this thread: a threadpool worker
+            on_loop.append(False)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(service, "submit", submit)
+    return on_loop

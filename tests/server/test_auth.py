@@ -94,3 +94,95 @@ def test_auth_off_is_refused_off_loopback(tmp_path):
 
 def test_open_server_on_loopback_needs_no_key(client):
     assert client.get("/v1/models").status_code == 200
+
+
+def _body_routes(app):
+    """(method, concrete path) of every protected route that takes a request body."""
+    return [
+        (method, path)
+        for method, path, template in _routes(app)
+        if method in ("POST", "PUT", "PATCH") and template not in PUBLIC_PATHS
+    ]
+
+
+def test_malformed_bodies_without_credentials_are_401_on_every_body_route(secured):
+    # Authentication comes before the body is parsed: a broken body must not turn a 401 into a 422/400.
+    routes = _body_routes(secured.app)
+    assert {"/v1/jobs", "/sdapi/v1/txt2img", "/v1/images/generations", "/v1/images/edits"} <= {p for _, p in routes}
+    for method, path in routes:
+        for headers in ({}, {"Authorization": f"Bearer {WRONG}"}, {"Authorization": _basic("alice", WRONG)}):
+            response = secured.request(
+                method, path, content=b"{not json", headers={"content-type": "application/json", **headers}
+            )
+            assert response.status_code == 401, (method, path, headers, response.status_code, response.text)
+            assert "www-authenticate" in response.headers
+            assert WRONG not in response.text
+
+
+def test_an_unauthenticated_body_is_never_read(tmp_path):
+    """At the ASGI level: the app answers 401 without calling ``receive`` once, even for a body over the limit."""
+    import asyncio
+
+    from imagegen.server.app import create_app
+
+    app = create_app(ServerSettings(data_dir=tmp_path, api_keys=(KEY,)))  # no lifespan: nothing may need the service
+
+    async def call(method, path):
+        reads = 0
+        sent = []
+
+        async def receive():
+            nonlocal reads
+            reads += 1
+            return {"type": "http.request", "body": b"{not json", "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(100 * 1024 * 1024).encode())],
+            "client": ("127.0.0.1", 40000),
+            "server": ("testserver", 80),
+        }
+        await app(scope, receive, send)
+        return reads, sent[0]["status"]
+
+    for method, path in _body_routes(app):
+        assert asyncio.run(call(method, path)) == (0, 401), (method, path)
+
+
+def test_signed_url_exception_is_decided_before_routing_too(tmp_path):
+    """The middleware applies the signed-URL rule to GET/HEAD of /v1/images/{name} only: a signature on the OpenAI
+    POST routes is not a credential, and a bad one on the image route is a 403, not a 401."""
+    from fastapi.testclient import TestClient
+
+    from imagegen.server.app import create_app
+    from imagegen.server.signing import URLSigner
+
+    app = create_app(ServerSettings(data_dir=tmp_path, api_keys=(KEY,)))
+    signer = URLSigner(b"k" * 32, ttl=60)
+    app.state.service._url_signer = signer  # the lifespan would load the key; nothing else is needed here
+    client = TestClient(app, raise_server_exceptions=False)
+    query = signer.sign("generations").query
+    assert client.post(f"/v1/images/generations?{query}", json={"prompt": "x"}).status_code == 401
+    assert client.get("/v1/images/0123.png?expires=1&sig=00").status_code == 403
+    # A valid signature passes authentication; the image itself does not exist here.
+    assert client.get(f"/v1/images/{'a' * 32}-0.png?{signer.sign('a' * 32 + '-0.png').query}").status_code == 404
+
+
+def test_a_401_from_the_models_list_parses_as_an_openai_error(secured):
+    # The OpenAI SDK's client.models.list() calls GET /v1/models, a native route.
+    error = secured.get("/v1/models", headers={"Authorization": f"Bearer {WRONG}"}).json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] is None
+    assert error["message"]
+    assert error["code"] == "unauthorized"

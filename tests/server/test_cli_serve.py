@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from imagegen.cli import _serve_settings, build_parser, main
+from imagegen.requests import Limits
 
 
 def _settings(*argv):
@@ -53,3 +54,60 @@ def test_serving_nothing_is_a_usage_error(monkeypatch, capsys, tmp_path):
         main(["serve", "--data-dir", str(tmp_path / "data"), "--models-dir", str(tmp_path / "empty")])
     assert exit_.value.code == 2
     assert "no models to serve" in capsys.readouterr().err
+
+
+def test_limit_flags_make_the_limits(monkeypatch, tmp_path):
+    monkeypatch.delenv("IMAGEGEN_API_KEYS", raising=False)
+    base = ("--data-dir", str(tmp_path))
+    assert _settings(*base).limits == Limits()  # no flag: the defaults
+    limits = _settings(
+        *base,
+        *("--max-size", "1024x768", "--max-steps", "60", "--max-images", "2"),
+        *("--max-input-pixels", "2048x2048", "--max-input-mb", "8"),
+    ).limits
+    assert (limits.max_width, limits.max_height) == (1024, 768)
+    assert limits.max_pixels == 1024 * 768  # the size box caps the pixels too
+    assert (limits.max_steps, limits.max_images) == (60, 2)
+    assert limits.max_input_pixels == 2048 * 2048
+    assert limits.max_input_bytes == 8 * 1024 * 1024
+    assert limits.max_guidance_scale == Limits().max_guidance_scale  # untouched
+    # --max-pixels overrides the box's product, as a count or as WxH.
+    wide = _settings(*base, "--max-size", "4096x4096", "--max-pixels", "1048576").limits
+    assert (wide.max_width, wide.max_pixels) == (4096, 1048576)
+    assert _settings(*base, "--max-pixels", "512x512").limits.max_pixels == 512 * 512
+    assert _settings(*base, "--max-pixels", "512x512").limits.max_width == Limits().max_width
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--max-size", "100x100"], "argument --max-size: width and height must be multiples of 8"),
+        (["--max-size", "32x32"], "argument --max-size: width and height must be multiples of 8 of at least 64"),
+        (["--max-size", "big"], "argument --max-size: must be WIDTHxHEIGHT"),
+        (["--max-pixels", "10"], "argument --max-pixels: must be at least 4096 pixels"),
+        (["--max-pixels", "lots"], "argument --max-pixels: must be a number of pixels or WIDTHxHEIGHT"),
+        (["--max-steps", "0"], "argument --max-steps: must be between 1 and 1000, got 0"),
+        (["--max-steps", "5000"], "argument --max-steps: must be between 1 and 1000, got 5000"),
+        (["--max-steps", "ten"], "argument --max-steps: must be a whole number between 1 and 1000"),
+        (["--max-images", "0"], "argument --max-images: must be between 1 and 1000, got 0"),
+        (["--max-input-pixels", "8x8"], "argument --max-input-pixels: must be at least 4096 pixels"),
+        (["--max-input-mb", "0"], "argument --max-input-mb: must be a number of MiB of at least 0.001"),
+        (["--max-input-mb", "nan"], "argument --max-input-mb: must be a number of MiB of at least 0.001"),
+        (["--max-input-mb", "x"], "argument --max-input-mb: must be a number of MiB, got 'x'"),
+    ],
+)
+def test_bad_limit_flags_exit_2_naming_the_flag(monkeypatch, capsys, tmp_path, argv, message):
+    monkeypatch.delenv("IMAGEGEN_API_KEYS", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--data-dir", str(tmp_path), *argv])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_limit_flags_are_in_the_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for flag in ("--max-size WxH", "--max-pixels N|WxH", "--max-steps N", "--max-images N", "--max-input-pixels N|WxH"):
+        assert flag in help_text
+    assert "--max-input-mb MB" in help_text

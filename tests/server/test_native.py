@@ -45,6 +45,13 @@ def test_img2img_input_is_decoded_and_passed(client):
     assert done["request"]["strength"] == 0.5
 
 
+def test_ddim_eta_is_stored_with_the_job(client):
+    response = client.post("/v1/jobs", json={"prompt": "x", "sampler": "DDIM", "eta": 0.5})
+    assert response.status_code == 202, response.text
+    assert response.json()["request"]["eta"] == 0.5
+    assert wait_job(client.get, response.json()["id"])["status"] == "succeeded"
+
+
 def test_unknown_job_and_image_are_404_in_native_shape(client):
     response = client.get("/v1/jobs/nope")
     assert response.status_code == 404
@@ -92,6 +99,23 @@ def test_list_jobs_pages_and_filters(client):
     assert bad.json()["error"]["field"] == "status"
 
 
+def test_huge_paging_values_are_422_naming_the_parameter(client):
+    # SQLite binds 64-bit integers only: an unbounded offset used to reach it and fail as a 500.
+    for params, name in (
+        ({"offset": 10**20}, "offset"),
+        ({"offset": 2**63}, "offset"),
+        ({"offset": -1}, "offset"),
+        ({"limit": 10**20}, "limit"),
+        ({"limit": 0}, "limit"),
+    ):
+        response = client.get("/v1/jobs", params=params)
+        assert response.status_code == 422, (params, response.text)
+        assert response.json()["error"]["field"] == name
+    largest = client.get("/v1/jobs", params={"offset": 10**9})
+    assert largest.status_code == 200
+    assert largest.json()["data"] == []
+
+
 def test_health_and_readiness(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
@@ -114,6 +138,7 @@ def test_http_errors_use_the_native_shape(client):
     missing = client.get("/v1/nothing-here")
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "not_found"
+    assert missing.json()["error"]["type"] == "invalid_request_error"
     wrong_method = client.put("/v1/jobs")
     assert wrong_method.status_code == 405
     assert wrong_method.json()["error"]["code"] == "method_not_allowed"
@@ -128,3 +153,18 @@ def test_openapi_documents_the_native_api(client):
         paths
     )
     assert "Idempotency-Key" in json.dumps(paths["/v1/jobs"]["post"])
+
+
+def test_native_errors_carry_openai_type_and_param(client):
+    """OpenAI SDKs read ``error.type`` and ``error.param`` of any error under their ``base_url``, and
+    ``client.models.list()`` calls the native ``GET /v1/models``: the native shape is a superset of OpenAI's."""
+    error = client.post("/v1/jobs", json={"prompt": "x", "width": 7}).json()["error"]
+    assert set(error) == {"code", "message", "field", "type", "param"}
+    assert (error["code"], error["field"], error["param"], error["type"]) == (
+        "invalid_request",
+        "width",
+        "width",
+        "invalid_request_error",
+    )
+    missing = client.get("/v1/models/owner/not-served").json()["error"]
+    assert (missing["type"], missing["param"]) == ("invalid_request_error", None)

@@ -44,6 +44,18 @@ def _bomb_png(width: int = 50_000, height: int = 50_000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + idat + chunk(b"IEND", b"")
 
 
+def _ztxt_bomb_png() -> bytes:
+    """A 16x16 PNG of a few KB whose zTXt chunk inflates to 2 MB: Pillow raises ValueError (MAX_TEXT_CHUNK) at open."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0)
+    text = chunk(b"zTXt", b"parameters\0\0" + zlib.compress(b"a" * (2 * 1024 * 1024)))
+    idat = chunk(b"IDAT", zlib.compress(b"\0" * (16 * 49)))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + text + idat + chunk(b"IEND", b"")
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Pure mapping.
 
@@ -255,6 +267,17 @@ def test_generation_errors_in_openai_shape(client, payload: dict, status: int, p
 
 def test_wrong_body_shapes(client) -> None:
     _assert_openai_error(client.post("/v1/images/generations", json=["prompt"]), 400)
+    for content, headers in (
+        (b'{"prompt": "x"}', {}),  # JSON without a Content-Type
+        (b'{"prompt": "x"}', {"Content-Type": "text/plain"}),
+        (b'[{"prompt": "x"}]', {"Content-Type": "application/json"}),
+        (b"{not json", {"Content-Type": "application/json"}),
+    ):
+        response = client.post("/v1/images/generations", content=content, headers=headers)
+        error = _assert_openai_error(response, 400, "body")
+        assert "JSON" in error["message"]
+        if not content.startswith(b"{not"):
+            assert "Content-Type: application/json" in error["message"]
     files = {"image": (None, base64.b64encode(_png()).decode())}  # base64 text instead of a file
     _assert_openai_error(client.post("/v1/images/edits", files=files, data={"prompt": "x"}), 400, "image")
 
@@ -302,6 +325,7 @@ def test_edits_with_mask_is_a_clear_400(client) -> None:
         ({"image": ("in.png", _png(), "image/png")}, {"prompt": "x", "unknown_field": "1"}, "unknown_field"),
         ({"image": ("t.png", _png()[:50], "image/png")}, {"prompt": "x"}, "image"),
         ({"image": ("b.png", _bomb_png(), "image/png")}, {"prompt": "x"}, "image"),
+        ({"image": ("z.png", _ztxt_bomb_png(), "image/png")}, {"prompt": "x"}, "image"),
         ({"image": ("d.pdf", b"%PDF-1.7\n1 0 obj <<>> endobj\n", "application/pdf")}, {"prompt": "x"}, "image"),
     ],
 )
@@ -329,6 +353,16 @@ def test_variations(client) -> None:
     # prompt is not a variations parameter
     response = client.post("/v1/images/variations", files=files, data={"prompt": "x"})
     _assert_openai_error(response, 400, "prompt")
+
+
+def test_submit_runs_off_the_event_loop(client, monkeypatch: pytest.MonkeyPatch) -> None:
+    # submit encodes the init image as PNG, hashes its pixels and writes SQLite: keep it off the event loop.
+    on_loop = _record_submit_threads(client, monkeypatch)
+    assert client.post("/v1/images/generations", json={"prompt": "x", "response_format": "b64_json"}).status_code == 200
+    files = {"image": ("in.png", _png((64, 64)), "image/png")}
+    edit = client.post("/v1/images/edits", files=files, data={"prompt": "x", "response_format": "b64_json"})
+    assert edit.status_code == 200, edit.text
+    assert on_loop == [False, False]
 
 
 def test_failed_job_is_an_openai_server_error(client) -> None:
@@ -361,3 +395,23 @@ def test_openai_sdk_shaped_requests_over_real_http(server) -> None:
     error = server.post("/v1/images/generations", json={"prompt": "x", "size": "12x12"}, headers=sdk_headers)
     assert error.status_code == 400
     assert error.json()["error"]["param"] == "size"
+
+
+def _record_submit_threads(client, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Wrap the app's ``service.submit``; the list gets, per call, whether it ran on the event loop's thread."""
+    import asyncio
+
+    service = client.app.state.service
+    original = service.submit
+    on_loop: list[bool] = []
+
+    def submit(*args, **kwargs):
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:  # no loop in this thread: a threadpool worker
+            on_loop.append(False)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(service, "submit", submit)
+    return on_loop

@@ -26,6 +26,7 @@ def test_happy_path_over_http_with_banner_and_access_log(server):
     log = server.log()
     assert f"imagegen serve: http://127.0.0.1:{server.port}" in log
     assert "auth:    OFF" in log
+    assert "limits:  2048x2048 (4194304 pixels), 150 steps, 8 images per request" in log
     assert "fake-sd1" in log
     access = [json.loads(line) for line in log.splitlines() if line.startswith("{") and '"imagegen.access"' in line]
     posted = [entry for entry in access if entry["path"] == "/v1/jobs" and entry["method"] == "POST"]

@@ -33,6 +33,8 @@ def _no_jobs(client):
         ({"sampler": "Nope"}, "sampler"),
         ({"prompt": 5}, "prompt"),
         ({"colour": "red"}, "colour"),
+        ({"eta": 0.5}, "eta"),  # eta without the DDIM sampler
+        ({"sampler": "DDIM", "eta": 2}, "eta"),
     ],
 )
 def test_bad_values_are_4xx_naming_the_field(client, body, field):
@@ -57,6 +59,31 @@ def test_invalid_json_is_422(client):
     response = client.post("/v1/jobs", content=b"{not json", headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "invalid_request"
+    assert response.json()["error"]["field"] == "body"
+
+
+#: Bodies that are not a JSON object: JSON without a Content-Type (``requests.post(url, data=json.dumps(...))``), as
+#: text/plain or a form, and JSON arrays, strings or nothing.
+NOT_AN_OBJECT = [
+    (b'{"prompt": "x"}', {}),
+    (b'{"prompt": "x"}', {"content-type": "text/plain"}),
+    (b"prompt=x", {"content-type": "application/x-www-form-urlencoded"}),
+    (b'[{"prompt": "x"}]', {"content-type": "application/json"}),
+    (b'"x"', {"content-type": "application/json"}),
+    (b"", {"content-type": "application/json"}),
+]
+NOT_AN_OBJECT_IDS = ["no-content-type", "text-plain", "form", "array", "string", "empty"]
+
+
+@pytest.mark.parametrize(("content", "headers"), NOT_AN_OBJECT, ids=NOT_AN_OBJECT_IDS)
+def test_a_body_that_is_not_a_json_object_says_what_to_send(client, content, headers):
+    response = client.post("/v1/jobs", content=content, headers=headers)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("invalid_request", "body")
+    assert "JSON object" in error["message"]
+    assert "Content-Type: application/json" in error["message"]
+    assert _no_jobs(client)
 
 
 def test_50_mb_body_is_413_before_any_work(client):
@@ -171,6 +198,27 @@ def _png_declaring(width, height):
     )
 
 
+def _chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _ztxt_bomb_png():
+    """A 16x16 PNG of a few KB whose zTXt chunk inflates to 2 MB: Pillow refuses it with a ValueError at open."""
+    rows = b"\0" * (16 * 49)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0))
+        + _chunk(b"zTXt", b"parameters\0\0" + zlib.compress(b"a" * (2 * 1024 * 1024)))
+        + _chunk(b"IDAT", zlib.compress(rows))
+        + _chunk(b"IEND", b"")
+    )
+
+
+def _truncated_ihdr_png():
+    """A PNG whose IHDR holds 4 bytes instead of 13: Pillow says "Truncated IHDR chunk" with a ValueError."""
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", b"\0\0\0\x10") + _chunk(b"IEND", b"")
+
+
 @pytest.mark.parametrize(
     "data",
     [
@@ -178,7 +226,10 @@ def _png_declaring(width, height):
         "data:image/png;base64,AAAA",  # truncated
         "JVBERi0xLjQK",  # PDF bytes
         base64.b64encode(_png_declaring(50_000, 50_000)).decode(),
+        base64.b64encode(_ztxt_bomb_png()).decode(),
+        base64.b64encode(_truncated_ihdr_png()).decode(),
     ],
+    ids=["bad-base64", "truncated", "pdf", "bomb", "ztxt-bomb", "truncated-ihdr"],
 )
 def test_bad_init_images_are_400(client, data):
     response = client.post("/v1/jobs", json={"prompt": "x", "init_image": data})

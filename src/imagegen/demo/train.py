@@ -87,11 +87,12 @@ class TrainConfig:
     seed: int = 0
     pool_size: int = 100_000
     caption_dropout: float = 0.1
-    # Step counts fit 2 free cores (measured s/step: vae 0.8, base 0.43, refiner ~0.25, decoder ~0.5); the minute caps
-    # only stop a stage that runs slower than that (other work on the machine), keeping the whole run under 2 hours.
+    # Step counts fit 2 free cores (measured in run 2, s/step: vae 0.78, base 0.68 with both text encoders, refiner
+    # ~0.35, decoder ~0.5); the minute caps only stop a stage that runs slower than that (other work on the machine),
+    # keeping the whole run under 2 hours.
     vae: StageBudget = StageBudget(steps=1300, batch_size=32, lr=1e-3, warmup=50, minutes=19.0)
-    base: StageBudget = StageBudget(steps=8000, batch_size=64, lr=6e-4, warmup=200, minutes=62.0)
-    refiner: StageBudget = StageBudget(steps=2400, batch_size=64, lr=6e-4, warmup=100, minutes=11.0)
+    base: StageBudget = StageBudget(steps=5200, batch_size=64, lr=6e-4, warmup=200, minutes=62.0)
+    refiner: StageBudget = StageBudget(steps=1800, batch_size=64, lr=6e-4, warmup=100, minutes=11.0)
     decoder: StageBudget = StageBudget(steps=600, batch_size=32, lr=3e-4, warmup=20, minutes=6.5)
     #: Refiner timesteps are drawn from [0, refiner_max_timestep): denoising_start=0.8 hands over t < 200.
     refiner_max_timestep: int = 300

@@ -1,8 +1,12 @@
 """API keys and HTTP Basic credentials, compared in constant time.
 
-One app-wide dependency (:func:`authenticate`) protects every route, whichever router adds it, so a new route cannot
-be forgotten. The native and OpenAI APIs take ``Authorization: Bearer KEY``; the A1111 API (``/sdapi``) also takes
-HTTP Basic like A1111's ``--api-auth``: a configured user and password, or any user with an API key as password.
+Credentials are checked twice. :class:`AuthenticationMiddleware` checks them from the method, path and headers alone,
+before routing: a request without them gets its 401 before its body is read or parsed (a malformed body is a 401, not
+a 422, and nobody without a key can make the server parse megabytes of JSON). The app-wide dependency
+(:func:`authenticate`) checks them again after routing, with the route's template, so a route added by any router is
+protected even without the middleware. The native and OpenAI APIs take ``Authorization: Bearer KEY``; the A1111 API
+(``/sdapi``) also takes HTTP Basic like A1111's ``--api-auth``: a configured user and password, or any user with an API
+key as password.
 Only :data:`PUBLIC_PATHS` are open: liveness/readiness probes (they reveal no data) and the API description.
 With no key configured (allowed on loopback only, see :class:`ServerSettings`), everything is open.
 
@@ -17,11 +21,14 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import re
 from collections.abc import Callable, Iterable
 
 from fastapi import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from imagegen.server.errors import Unauthorized
+from imagegen.errors import ImagegenError
+from imagegen.server.errors import Unauthorized, render_error
 from imagegen.server.settings import ServerSettings
 from imagegen.server.signing import EXPIRES_PARAM, SIGNATURE_PARAM, URLSigner
 
@@ -30,6 +37,17 @@ PUBLIC_PATHS = ("/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc
 BASIC_PREFIXES = ("/sdapi/",)
 #: Route templates that accept a URL signature instead of credentials, each for the path parameter ``name`` only.
 SIGNED_PATHS = ("/v1/images/{name}",)
+#: The concrete paths of :data:`SIGNED_PATHS` before routing: one path segment, the ``name``. Only GET/HEAD reach the
+#: image route; other methods on such a path are the OpenAI routes (``POST /v1/images/generations``) or a 405.
+_SIGNED_PATH = re.compile(r"/v1/images/(?P<name>[^/]+)")
+_SIGNED_METHODS = ("GET", "HEAD")
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the router matches: Starlette keeps a mount prefix (``root_path``) in ``path``; routes see the rest."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def _any_equal(candidate: bytes, secrets: Iterable[bytes]) -> bool:
@@ -71,16 +89,27 @@ class Authenticator:
         return as_pair or as_key
 
     def check(self, request: Request) -> None:
-        """Raise :class:`Unauthorized` unless the request may use its route (a bad URL signature: ``Forbidden``)."""
+        """Raise :class:`Unauthorized` unless the request may use its route (a bad URL signature: ``Forbidden``).
+
+        For a routed request (the dependency): the route's template decides whether a URL signature applies."""
         route = request.scope.get("route")
         path = getattr(route, "path", None) or request.url.path
-        if path in SIGNED_PATHS and self._url_signer is not None and self._signed(request):
+        signed_name = str(request.path_params.get("name", "")) if path in SIGNED_PATHS else None
+        self._check(request, path, signed_name)
+
+    def check_unrouted(self, request: Request) -> None:
+        """The same decision as :meth:`check` from the method and path alone, before routing (the middleware)."""
+        path = _route_path(request.scope)
+        match = _SIGNED_PATH.fullmatch(path) if request.method in _SIGNED_METHODS else None
+        self._check(request, path, match.group("name") if match else None)
+
+    def _check(self, request: Request, path: str, signed_name: str | None) -> None:
+        if signed_name is not None and self._url_signer is not None and self._signed(request):
             # Checked even with authentication off, so that a URL behaves the same on every server: it expires.
             params = request.query_params
-            name = request.path_params.get("name", "")
             expires, sig = params.getlist(EXPIRES_PARAM), params.getlist(SIGNATURE_PARAM)
             self._url_signer().verify(
-                str(name),
+                signed_name,
                 expires=expires[0] if len(expires) == 1 else None,
                 sig=sig[0] if len(sig) == 1 else None,
             )
@@ -104,5 +133,29 @@ class Authenticator:
 
 
 async def authenticate(request: Request) -> None:
-    """The app-wide dependency installed by :func:`imagegen.server.app.create_app`."""
+    """The app-wide dependency installed by :func:`imagegen.server.app.create_app` (the second line of defence)."""
     request.app.state.authenticator.check(request)
+
+
+class AuthenticationMiddleware:
+    """Check credentials before routing, so a request without them is answered 401 before its body is read.
+
+    Pure ASGI: it never touches ``receive``. A refused request is answered here, in the error shape of the dialect
+    that owns its path (:func:`imagegen.server.errors.render_error`), because exceptions raised outside the routes
+    would not reach the app's exception handlers."""
+
+    def __init__(self, app: ASGIApp, *, authenticator: Authenticator) -> None:
+        self.app = app
+        self.authenticator = authenticator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        try:
+            self.authenticator.check_unrouted(request)
+        except ImagegenError as exc:
+            await render_error(request, exc)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

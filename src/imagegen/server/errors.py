@@ -1,9 +1,9 @@
 """Service errors, their HTTP status, and the exception handlers that render them.
 
 Every error becomes an :class:`ErrorInfo` (status, stable code, message, field, headers) through :func:`error_info`.
-The native API renders it as ``{"error": {"code", "message", "field"}}``. The A1111 and OpenAI dialects answer in
-their own shapes: either their routes catch errors themselves (an ``APIRoute`` subclass), or they call
-:func:`register_dialect_errors` with their path prefixes and a renderer, which the app-wide handlers installed by
+The native API renders it as ``{"error": {"code", "message", "field", "type", "param"}}``. The A1111 and OpenAI
+dialects answer in their own shapes: either their routes catch errors themselves (an ``APIRoute`` subclass), or they
+call :func:`register_dialect_errors` with their path prefixes and a renderer, which the app-wide handlers installed by
 :func:`install_error_handlers` then use for those paths (404s of unknown paths and 413s included).
 """
 
@@ -156,24 +156,52 @@ def error_info(exc: Exception) -> ErrorInfo:
     return ErrorInfo(status=500, code="internal_error", message="internal server error (see the server log)")
 
 
+#: Pydantic error types meaning "the body as a whole is not an object" (absent, an array, a string, form data, ...).
+_NOT_AN_OBJECT = frozenset({"model_attributes_type", "model_type", "dict_type", "missing"})
+#: What a client whose body is not a JSON object should do. Bodies without ``Content-Type: application/json`` are not
+#: parsed as JSON (FastAPI's check, which keeps browsers' cross-site "simple" form posts out), so say that too.
+BODY_NOT_AN_OBJECT = "must be a JSON object, sent with the header Content-Type: application/json"
+
+
 def _validation_info(exc: RequestValidationError) -> ErrorInfo:
     errors = exc.errors()
     if not errors:
         return ErrorInfo(status=422, code="invalid_request", message="invalid request")
     first = errors[0]
-    # loc is ("body", "width") or ("query", "limit"); the last string part is the field the user sent.
-    names = [str(part) for part in first.get("loc", ()) if isinstance(part, str) and part not in ("body", "query")]
-    name = names[-1] if names else None
+    loc = tuple(first.get("loc", ()))
     if first.get("type") == "json_invalid":
-        return ErrorInfo(status=422, code="invalid_request", message="request body is not valid JSON")
+        return ErrorInfo(status=422, code="invalid_request", message="body: is not valid JSON", field="body")
+    if loc == ("body",) and first.get("type") in _NOT_AN_OBJECT:
+        return ErrorInfo(status=422, code="invalid_request", message=f"body: {BODY_NOT_AN_OBJECT}", field="body")
+    # loc is ("body", "width") or ("query", "limit"); the last string part is the field the user sent.
+    names = [str(part) for part in loc if isinstance(part, str) and part not in ("body", "query")]
+    name = names[-1] if names else None
     message = f"{name}: {first.get('msg', 'invalid value')}" if name else str(first.get("msg", "invalid request"))
     return ErrorInfo(status=422, code="invalid_request", message=message, field=name)
 
 
+def error_type(status: int) -> str:
+    """OpenAI's ``error.type`` for an HTTP status (``invalid_request_error``, ``requests``, ``server_error``)."""
+    if status == 429:
+        return "requests"
+    if status >= 500:
+        return "server_error"
+    return "invalid_request_error"
+
+
 def native_error_response(info: ErrorInfo) -> JSONResponse:
-    """The native shape: ``{"error": {"code", "message", "field"}}``."""
-    body = {"error": {"code": info.code, "message": info.message, "field": info.field}}
-    return JSONResponse(body, status_code=info.status, headers=dict(info.headers))
+    """The native shape: ``{"error": {"code", "message", "field", "type", "param"}}``.
+
+    ``type`` and ``param`` (= ``field``) are OpenAI's names: OpenAI SDKs read them from every error of a ``base_url``,
+    and ``GET /v1/models`` (``client.models.list()``) is a native route."""
+    error = {
+        "code": info.code,
+        "message": info.message,
+        "field": info.field,
+        "type": error_type(info.status),
+        "param": info.field,
+    }
+    return JSONResponse({"error": error}, status_code=info.status, headers=dict(info.headers))
 
 
 def register_dialect_errors(app: FastAPI, prefixes: tuple[str, ...], renderer: ErrorRenderer) -> None:

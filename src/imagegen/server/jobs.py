@@ -74,10 +74,14 @@ class JobEvent:
 
 
 def batch_key(record: Mapping[str, Any]) -> str:
-    """Jobs that could share one denoising batch: same models, size, steps, sampler and guidance, no init image."""
+    """Jobs that could share one denoising batch: same models, size, steps, sampler (and eta) and guidance, no init
+    image."""
     if record.get("init_image"):
         return ""
     keys = ("model", "refiner", "width", "height", "num_inference_steps", "sampler", "schedule_type", "guidance_scale")
+    if record.get("eta") is not None:
+        # eta is one argument of the whole pipeline call; appended only when set, so older keys stay comparable.
+        keys = (*keys, "eta")
     return json.dumps([record.get(k) for k in keys])
 
 

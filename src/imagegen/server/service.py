@@ -376,10 +376,18 @@ class JobService:
             (self.settings.inputs_dir / str(job.request["init_image"])).unlink(missing_ok=True)
         return job
 
-    def interrupt_current(self) -> None:
-        """A1111 ``interrupt``: cancel the running job(s)."""
+    def interrupt_current(self, *, dialect: str) -> list[str]:
+        """A1111 ``interrupt``: cancel the running jobs submitted through ``dialect``; returns their ids.
+
+        Only that dialect's jobs: an A1111 UI's Interrupt button must not stop a job another client submitted through
+        the native or OpenAI API. With several workers, every running job of the dialect is cancelled (A1111 has one
+        global job, so its clients expect "the running job" to stop)."""
+        cancelled = []
         for job in self.store.running():
-            self.store.cancel(job.id)
+            if job.dialect == dialect:
+                self.store.cancel(job.id)
+                cancelled.append(job.id)
+        return cancelled
 
     def queue_position(self, job_id: str) -> int | None:
         return self.store.queue_position(job_id)

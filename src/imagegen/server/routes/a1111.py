@@ -18,21 +18,30 @@ Compatibility decisions (also in the README's "Serving" section):
   not apply: subseed (without subseed_strength), every hr_* / firstphase_* field while enable_hr is false,
   denoising_strength in txt2img (a hires-fix setting), the mask_* / inpaint* fields without a mask,
   image_cfg_scale (instruct-pix2pix models only), save_images / do_not_save_* (results are always kept in the data
-  directory), seed_enable_extras, disable_extra_networks, comments, script_args, force_task_id.
+  directory), seed_enable_extras, comments, script_args, force_task_id.
+- **Extra-network tags.** As A1111 does, every ``<kind:args>`` tag is removed from the prompt (not from the negative
+  prompt, which A1111 leaves as it is) before the text encoder sees it. A1111 would apply ``<lora:...>``,
+  ``<lyco:...>`` and ``<hypernet:...>``; imagegen cannot yet, so a prompt holding one is refused with a 422 naming
+  ``prompt``, unless the request sets ``disable_extra_networks`` true, with which A1111 removes the tags and applies
+  none: then they are removed here too. Tags of other kinds are removed and ignored, as in A1111. Prompt attention
+  syntax (``(word:1.2)``, ``[word]``) is not interpreted: it reaches the text encoder as plain text.
 - **Defaults.** Unset steps, cfg_scale, width, height and sampler mean the *model's* defaults (native size, its
   own scheduler), not SD 1.5's 512x512 / Euler: SDXL at 512x512 or a distilled model with Euler gives bad images.
 - **Scheduler "Automatic".** A1111 ≥ 1.9 turns Automatic into a per-sampler schedule (Karras for DPM++ 2M,
   DPM++ SDE, DPM++ 2S a, DPM2, DPM2 a; Exponential for DPM++ 2M SDE, DPM++ 2M SDE Heun, DPM++ 3M SDE). This
   dialect does the same, so an A1111 client gets what A1111 would run, and the infotext names the schedule.
   (The library and the native API keep Automatic = the model's own schedule.)
-- **eta** is honoured only at A1111's defaults: 1 for the ancestral and SDE samplers, 0 for DDIM; other values are
-  refused for those samplers and ignored for deterministic ones (where A1111 ignores it too).
+- **eta**: DDIM honours any eta from 0 to 1 (diffusers' DDIM takes it; webuiapi always sends 1.0, which A1111 also
+  applies to DDIM), and the infotext records it as ``Eta DDIM`` as A1111's does. The ancestral and SDE samplers run
+  with eta 1, A1111's default for them, so other values are refused for those; deterministic samplers ignore it
+  (A1111 too).
 - **infotext.** A pasted infotext fills every field the request did not set (prompt, seed, steps, sampler, size,
   ...). Its model and refiner are used only when they resolve inside the configured models, else ignored, as A1111
   ignores a checkpoint it does not have.
 - **Interrupted jobs** (``/interrupt``, ``/skip``, or a native DELETE) answer 409 in A1111's error shape: imagegen
-  keeps no partial image. ``/skip`` equals ``/interrupt``: the engine has no per-image skip, so a batch job is
-  cancelled as a whole.
+  keeps no partial image. ``/interrupt`` and ``/skip`` cancel the running jobs submitted through this dialect only,
+  never a native or OpenAI client's job. ``/skip`` equals ``/interrupt``: the engine has no per-image skip, so a
+  batch job is cancelled as a whole.
 - **Errors** use A1111's shape ``{"error", "detail", "body", "errors"}``; validation errors are 422 and ``detail``
   starts with the A1111 field name.
 - refresh-checkpoints / unload-checkpoint / reload-checkpoint are no-ops: models are what the operator configured
@@ -46,6 +55,7 @@ import io
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -92,9 +102,18 @@ if TYPE_CHECKING:
     from imagegen.loading import ModelInfo
     from imagegen.server.service import JobService
 
-__all__ = ["PREFIX", "install_a1111_error_handling", "render_a1111_error", "router", "to_generation_request"]
+__all__ = [
+    "PREFIX",
+    "install_a1111_error_handling",
+    "render_a1111_error",
+    "router",
+    "strip_extra_networks",
+    "to_generation_request",
+]
 
 PREFIX = "/sdapi/v1"
+#: The ``dialect`` of the jobs these routes submit (``/interrupt`` and ``/skip`` only touch those).
+DIALECT = "a1111"
 
 router = APIRouter(prefix=PREFIX, tags=["A1111 compatible"])
 
@@ -130,12 +149,17 @@ AUTOMATIC_SCHEDULES: Mapping[str, ScheduleType] = MappingProxyType(
         "DPM++ 3M SDE": ScheduleType.EXPONENTIAL,
     }
 )
-# Samplers whose noise A1111 scales by eta (default 1), and DDIM, whose eta A1111 defaults to 0. Diffusers' versions
-# run with exactly those values, so only those are honoured.
+# Samplers whose noise A1111 scales by eta (default 1): diffusers' versions run with exactly 1, so only 1 is honoured.
+# DDIM's eta (A1111's default 0) is passed on to diffusers' DDIM scheduler, which takes any value.
 _ETA_ONE = frozenset(
     {"Euler a", "DPM2 a", "DPM++ 2S a", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 3M SDE"}
 )
-_ETA_ZERO = frozenset({"DDIM"})
+_ETA_PASSED = "DDIM"
+
+#: A1111's extra-network tag (modules/extra_networks.py), e.g. ``<lora:name:0.8>``: a word, a colon, then arguments.
+_EXTRA_NETWORK = re.compile(r"<(\w+):([^>]+)>")
+#: Tag kinds A1111 applies (its built-in Lora extension registers ``lora`` and ``lyco``): imagegen cannot yet.
+_APPLIED_NETWORKS = frozenset({"lora", "lyco", "hypernet"})
 
 #: Settings A1111 clients send in override_settings at values that change nothing in imagegen.
 _NEUTRAL_OVERRIDES: Mapping[str, tuple[object, ...]] = MappingProxyType(
@@ -278,11 +302,25 @@ def check_supported(body: A1111GenerationRequest, *, options: Mapping[str, Any])
             raise _unsupported("init_images", f"<{len(body.init_images)} images>", "one init image per request")
 
 
+def strip_extra_networks(prompt: str, *, disabled: bool) -> str:
+    """The prompt as A1111 hands it to the text encoder: without its ``<kind:args>`` extra-network tags.
+
+    A LoRA / LyCORIS / hypernetwork tag, which A1111 would apply, is refused unless ``disabled``
+    (``disable_extra_networks``): then A1111 removes it without applying it, and so does this."""
+    if not disabled:
+        for match in _EXTRA_NETWORK.finditer(prompt):
+            if match.group(1) in _APPLIED_NETWORKS:
+                raise InvalidRequest(
+                    "prompt",
+                    f"LoRA/hypernetwork tags are not supported yet: {_show(match.group(0))}; remove the tag, or send "
+                    "disable_extra_networks: true to have such tags removed and ignored",
+                )
+    return _EXTRA_NETWORK.sub("", prompt)
+
+
 def _check_eta(eta: float | None, sampler: str | None) -> None:
     if sampler in _ETA_ONE and _off(eta, 1):
         raise _unsupported("eta", eta, f"sampler {sampler!r} runs with eta 1, A1111's default")
-    if sampler in _ETA_ZERO and _off(eta, 0):
-        raise _unsupported("eta", eta, f"sampler {sampler!r} runs with eta 0, A1111's default")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -319,6 +357,10 @@ def apply_infotext(body: _Body) -> tuple[_Body, InfotextModels]:
     # In txt2img, denoising strength belongs to the hires fix, which is not applied.
     if isinstance(body, A1111Img2ImgRequest) and "strength" in fields and "denoising_strength" not in sent:
         update["denoising_strength"] = fields["strength"]
+    # "Eta DDIM" is DDIM's setting in A1111 (its eta_ddim option): it fills eta only for a request that runs DDIM.
+    sampler = update.get("sampler_name", body.sampler_name)
+    if "eta" in fields and "eta" not in sent and str(sampler or "").strip().upper() == "DDIM":
+        update["eta"] = fields["eta"]
     models = InfotextModels(
         model=fields.get("model"), model_hash=parse_infotext(body.infotext).model_hash, refiner=fields.get("refiner")
     )
@@ -340,7 +382,7 @@ def to_generation_request(
     sampler, schedule_type = resolve_sampler(body.sampler_name or body.sampler_index, body.scheduler)
     _check_eta(body.eta, sampler)
     kwargs: dict[str, Any] = {
-        "prompt": body.prompt or "",
+        "prompt": strip_extra_networks(body.prompt or "", disabled=body.disable_extra_networks),
         "negative_prompt": body.negative_prompt or "",
         "seed": body.seed,
         "num_inference_steps": body.steps,
@@ -358,6 +400,8 @@ def to_generation_request(
         kwargs["strength"] = 0.75 if body.denoising_strength is None else body.denoising_strength
     if refiner is not None and body.refiner_switch_at is not None:
         kwargs["denoising_end"] = body.refiner_switch_at
+    if sampler == _ETA_PASSED and body.eta is not None:
+        kwargs["eta"] = body.eta
     with renamed_fields(FIELD_NAMES, prefix=_FIELD_PREFIXES):
         return GenerationRequest(**kwargs)
 
@@ -511,7 +555,8 @@ async def _generate(request: Request, body: _Body, *, img2img: bool) -> dict[str
     # 5. Submit to the shared queue and wait.
     generation = to_generation_request(body, model=model.ref, refiner=refiner_ref, init_image=init_image)
     with renamed_fields(FIELD_NAMES, prefix=_FIELD_PREFIXES):
-        job = service.submit(generation, dialect="a1111")
+        # Off the event loop: submit saves the init image as PNG, hashes its pixels and writes to SQLite.
+        job = await run_in_threadpool(service.submit, generation, dialect=DIALECT)
     if not body.override_settings_restore_afterwards and (body.override_settings or {}).get("sd_model_checkpoint"):
         # A1111 keeps such an override as the new default checkpoint.
         _options(service)["sd_model_checkpoint"] = model.title
@@ -567,15 +612,16 @@ async def progress(request: Request, skip_current_image: bool = False) -> dict[s
 
 @router.post("/interrupt")
 async def interrupt(request: Request) -> dict[str, Any]:
-    """Cancel the running job (its blocking caller gets a 409); queued jobs are not touched."""
-    get_service(request).interrupt_current()
+    """Cancel the running A1111 job (its blocking caller gets a 409). Queued jobs, and jobs submitted through the
+    native or OpenAI API, are not touched."""
+    await run_in_threadpool(get_service(request).interrupt_current, dialect=DIALECT)
     return {}
 
 
 @router.post("/skip")
 async def skip(request: Request) -> None:
-    """Same as ``/interrupt``: the engine has no per-image skip, so the running job is cancelled as a whole."""
-    get_service(request).interrupt_current()
+    """Same as ``/interrupt``: the engine has no per-image skip, so the running A1111 job is cancelled as a whole."""
+    await run_in_threadpool(get_service(request).interrupt_current, dialect=DIALECT)
 
 
 @router.get("/options")

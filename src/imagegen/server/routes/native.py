@@ -2,7 +2,7 @@
 
 ``POST /v1/jobs`` answers 202 at once with the job; ``GET /v1/jobs/{id}`` and the Server-Sent Events of
 ``GET /v1/jobs/{id}/events`` follow it; ``DELETE /v1/jobs/{id}`` cancels it. Errors are
-``{"error": {"code", "message", "field"}}``.
+``{"error": {"code", "message", "field", "type", "param"}}`` (``type`` and ``param`` for OpenAI SDK clients).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from imagegen.server.service import JobService
 router = APIRouter()
 #: Seconds of silence after which an event stream gets a comment line (idle proxies close streams after ~60 s).
 KEEPALIVE_SECONDS = 15.0
+#: Largest ``offset`` of ``GET /v1/jobs``: SQLite binds 64-bit integers only, so a huge one must be a 422, not a 500.
+MAX_LIST_OFFSET = 10**9
 Service = Annotated[JobService, Depends(get_service)]
 
 
@@ -57,12 +59,19 @@ class JobCreate(BaseModel):
     model: str | None = Field(None, description="one of GET /v1/models; default: the server's default model")
     refiner: str | None = Field(None, description="SDXL refiner continuing the base's latents")
     denoising_end: float = Field(0.8, description="where the SDXL base hands over to the refiner")
+    eta: float | None = Field(
+        None, description="DDIM only (sampler 'DDIM'): 0 (default) is deterministic, up to 1 adds fresh noise per step"
+    )
 
 
 class ErrorDetail(BaseModel):
     code: str = Field(description="stable machine-readable code, e.g. invalid_request, queue_full, not_found")
     message: str
     field: str | None = Field(None, description="the request field at fault, when there is one")
+    type: str = Field(
+        description="OpenAI's error type (invalid_request_error, requests, server_error), for OpenAI SDK clients"
+    )
+    param: str | None = Field(None, description="the same as field, under OpenAI's name")
 
 
 class ErrorOut(BaseModel):
@@ -230,7 +239,7 @@ def list_jobs(
     service: Service,
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_LIST_OFFSET)] = 0,
 ) -> dict[str, Any]:
     jobs = service.list(status=status, limit=limit, offset=offset)
     total = service.count(status=status)

@@ -49,7 +49,7 @@ from imagegen.errors import InvalidRequest
 from imagegen.metadata import metadata_save_options
 from imagegen.requests import GenerationRequest
 from imagegen.server.deps import get_service
-from imagegen.server.errors import ErrorInfo, register_dialect_errors
+from imagegen.server.errors import ErrorInfo, error_type, register_dialect_errors
 from imagegen.server.jobs import Job, JobStatus
 from imagegen.server.routes.dialect_support import (
     b64,
@@ -120,13 +120,7 @@ def render_openai_error(request: Request, info: ErrorInfo) -> Response:
     if info.code == "model_not_found" or (info.field == "model" and "unknown model" in info.message):
         # OpenAI answers an unknown model with 404 model_not_found.
         status, code = 404, "model_not_found"
-    if status == 429:
-        kind = "requests"
-    elif status >= 500:
-        kind = "server_error"
-    else:
-        kind = "invalid_request_error"
-    content = {"error": {"message": info.message, "type": kind, "param": info.field, "code": code}}
+    content = {"error": {"message": info.message, "type": error_type(status), "param": info.field, "code": code}}
     return JSONResponse(content, status_code=status, headers=dict(info.headers))
 
 
@@ -300,7 +294,8 @@ def images_response(service: JobService, job: Job, options: OutputOptions, *, ba
 async def _run(request: Request, generation: GenerationRequest, options: OutputOptions) -> dict[str, Any]:
     service = get_service(request)
     with renamed_fields(FIELD_NAMES):
-        job = service.submit(generation, dialect="openai")
+        # Off the event loop: submit saves the init image as PNG, hashes its pixels and writes to SQLite.
+        job = await run_in_threadpool(service.submit, generation, dialect="openai")
     job = await service.wait(job.id)
     if status_value(job) != JobStatus.SUCCEEDED.value:
         with renamed_fields(FIELD_NAMES):
