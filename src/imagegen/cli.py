@@ -279,7 +279,8 @@ def _serve_options(serve: argparse.ArgumentParser) -> None:
         type=int,
         default=3600,
         metavar="SECONDS",
-        help="lifetime of the signed image URLs handed out, which work without the API key (default 3600)",
+        help="lifetime of the signed image URLs handed out, which work without the API key "
+        "(default 3600, at most 604800 = 7 days)",
     )
     serve.add_argument(
         "--keep-results",
@@ -599,6 +600,7 @@ def _banner(settings: Any, service: Any, server: Any) -> None:
         f"  workers: {settings.workers}, queue bound {settings.max_queue}, job retries {settings.job_retries}",
         f"  limits:  {_limits_line(settings.limits)}",
         f"  results: {keep}; image URLs valid {settings.url_ttl} s",
+        *(f"  warning: {warning}" for warning in settings.warnings()),
     ]
     print("\n".join(lines), file=sys.stderr, flush=True)
 

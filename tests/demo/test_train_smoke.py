@@ -26,6 +26,7 @@ def _config(run_dir: Path, *, steps: int) -> TrainConfig:
         refiner=budget,
         decoder=budget,
         checkpoint_every=2,
+        vae_check_scenes=8,
         guidance_scale=4.0,
     )
 
@@ -81,3 +82,26 @@ def test_exported_model_generates_through_the_engine(run_dir: Path) -> None:
         GenerationRequest(prompt="a red circle", model=str(base), refiner=str(refiner), num_inference_steps=4)
     )
     assert [image.size for image in result.images] == [(64, 64)]
+
+
+def test_evaluator_reports_every_category_for_base_and_refiner(run_dir: Path) -> None:
+    from imagegen.demo.evaluate import EvalOptions, evaluate, markdown
+
+    base, refiner = run_dir / "export" / BASE_NAME, run_dir / "export" / REFINER_NAME
+    options = EvalOptions(
+        model=base,
+        refiner=refiner,
+        prompts=("a red circle", "two blue squares on the left"),
+        seeds=2,
+        num_inference_steps=2,
+        img2img_cases=2,
+        timing_runs=1,
+    )
+    report = evaluate(options)
+    assert report["guidance_scale"] == 4.0  # the exported default
+    for mode in ("base", "base+refiner"):
+        assert {"single_object", "colour", "counting"} <= set(report[mode])
+        assert all(0.0 <= value <= 1.0 for value in report[mode].values())
+    assert report["img2img"]["cases"] == 2
+    assert report["timing"]["base_seconds"] > 0
+    assert "| single_object |" in markdown(report)

@@ -20,6 +20,9 @@ from imagegen.server.app import create_app
 from imagegen.server.settings import ServerSettings
 from support.server_harness import FAKE_FACTORY, TESTS_DIR, ServerProcess, wait_ready, write_fake_model
 
+#: What in-process clients address: a server without API keys answers only loopback Host headers.
+LOOPBACK_BASE_URL = "http://127.0.0.1"
+
 
 @pytest.fixture(scope="session")
 def fake_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -57,7 +60,9 @@ def make_client(settings: ServerSettings) -> Iterator[Callable[..., TestClient]]
     clients: list[TestClient] = []
 
     def make(*, ready: bool = True, **overrides: Any) -> TestClient:
-        client = TestClient(create_app(replace(settings, **overrides)))
+        # A loopback base URL: a server without keys refuses other Host headers (TestClient's default is
+        # "testserver").
+        client = TestClient(create_app(replace(settings, **overrides)), base_url=LOOPBACK_BASE_URL)
         client.__enter__()
         clients.append(client)
         if ready:

@@ -20,6 +20,7 @@ import imagegen
 from imagegen.requests import Limits
 from imagegen.server.app import create_app
 from imagegen.server.settings import ServerSettings
+from support.server_harness import wait_job
 
 API_KEY = "test-key-123"
 BASIC = ("alice", "wonderland")
@@ -39,8 +40,21 @@ def make_models(root: Path) -> Path:
     return models
 
 
+def fill_queue(client: TestClient, headers: dict[str, str]) -> tuple[str, ...]:
+    """Make the queue full with native jobs (a bound of ``max_queue=1``): one running until cancelled, one waiting.
+
+    Returns their ids, the waiting one first (cancel it first, or it starts when the running one ends)."""
+    running = client.post(
+        "/v1/jobs", json={"prompt": "blocker [sleep=0.1]", "num_inference_steps": 150}, headers=headers
+    ).json()["id"]
+    wait_job(lambda path: client.get(path, headers=headers), running, until=lambda job: job["status"] == "running")
+    waiting = client.post("/v1/jobs", json={"prompt": "waiting"}, headers=headers)
+    assert waiting.status_code == 202, waiting.text
+    return waiting.json()["id"], running
+
+
 @contextmanager
-def dialect_client(root: Path, *, limits: Limits | None = None) -> Iterator[TestClient]:
+def dialect_client(root: Path, *, limits: Limits | None = None, max_queue: int = 64) -> Iterator[TestClient]:
     """A started app (worker process running the fake engine) and an unauthenticated client for it."""
     settings = ServerSettings(
         host="127.0.0.1",
@@ -52,6 +66,7 @@ def dialect_client(root: Path, *, limits: Limits | None = None) -> Iterator[Test
         engine_factory="support.fake_engine:create",
         limits=limits or Limits(max_images=8, max_width=1024, max_height=1024, max_pixels=1024 * 1024),
         max_body_bytes=MAX_BODY_BYTES,
+        max_queue=max_queue,
         poll_interval=0.02,
         progress_interval=0.0,
     )

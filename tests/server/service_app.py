@@ -32,7 +32,8 @@ class FakeClock:
 def running_app(settings: ServerSettings, *, clock: Callable[[], float] = time.time) -> Iterator[TestClient]:
     """The app with real worker processes (the fake engine), ready; stopped on exit."""
     service = JobService(settings, clock=clock)
-    with TestClient(create_app(settings, service=service)) as client:
+    # A loopback base URL: a server without keys refuses other Host headers (TestClient's default is "testserver").
+    with TestClient(create_app(settings, service=service), base_url="http://127.0.0.1") as client:
         wait_ready(client.get)
         yield client
 

@@ -13,7 +13,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from dialect_app import API_KEY, BASIC, MAX_BODY_BYTES, dialect_client
+from dialect_app import API_KEY, BASIC, MAX_BODY_BYTES, dialect_client, fill_queue
 from PIL import Image
 
 from imagegen.errors import InvalidRequest
@@ -778,3 +778,15 @@ def _record_submit_threads(client, monkeypatch: pytest.MonkeyPatch) -> list[bool
 
     monkeypatch.setattr(service, "submit", submit)
     return on_loop
+
+
+def test_a_full_queue_is_an_a1111_429_end_to_end(tmp_path: Path) -> None:
+    bearer = {"Authorization": f"Bearer {API_KEY}"}
+    with dialect_client(tmp_path, max_queue=1) as client:
+        queued = fill_queue(client, bearer)
+        response = client.post("/sdapi/v1/txt2img", json={**WEBUIAPI_TXT2IMG, "steps": 1}, headers=AUTH)
+        body = _assert_a1111_error(response, 429)
+        assert "queue is full" in body["detail"]
+        assert int(response.headers["retry-after"]) >= 1
+        for job_id in queued:
+            client.delete(f"/v1/jobs/{job_id}", headers=bearer)

@@ -186,3 +186,95 @@ def test_a_401_from_the_models_list_parses_as_an_openai_error(secured):
     assert error["param"] is None
     assert error["message"]
     assert error["code"] == "unauthorized"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Without keys: only loopback Host headers (DNS rebinding).
+
+EVIL = {"Host": "rebind.attacker.example:7860"}
+
+
+@pytest.mark.parametrize(
+    ("host", "ok"),
+    [
+        ("localhost", True),
+        ("LocalHost:7860", True),
+        ("127.0.0.1", True),
+        ("127.0.0.1:7860", True),
+        ("[::1]", True),
+        ("[::1]:7860", True),
+        ("127.0.0.2:8000", True),  # a loopback address too (the server may be bound there)
+        ("", False),
+        ("::1", False),  # IPv6 in a Host header must be bracketed
+        ("attacker.example", False),
+        ("localhost.attacker.example", False),
+        ("127.0.0.1.nip.io:7860", False),
+        ("attacker.example:127.0.0.1", False),
+        ("localhost:7860:1", False),
+        ("[::2]:7860", False),
+        ("0.0.0.0:7860", False),
+    ],
+)
+def test_loopback_host_headers(host, ok):
+    from imagegen.server.auth import is_loopback_host_header
+
+    assert is_loopback_host_header(host) is ok
+
+
+def test_open_server_refuses_foreign_host_headers_in_each_dialects_shape(client):
+    native = client.get("/v1/models", headers=EVIL)
+    assert native.status_code == 421
+    error = native.json()["error"]
+    assert error["code"] == "misdirected_host"
+    assert "Host header" in error["message"]
+    assert "--api-key" in error["message"]
+    a1111 = client.get("/sdapi/v1/sd-models", headers=EVIL)
+    assert a1111.status_code == 421
+    assert set(a1111.json()) == {"error", "detail", "body", "errors"}
+    # A multipart upload needs no CORS preflight: the route a web page could reach first.
+    files = {"image": ("in.png", b"\x89PNG", "image/png")}
+    openai = client.post("/v1/images/edits", headers=EVIL, files=files, data={"prompt": "x"})
+    assert openai.status_code == 421
+    assert openai.json()["error"]["type"] == "invalid_request_error"
+    assert client.get("/v1/jobs").json()["total"] == 0  # nothing got through
+    # Probes answer whatever the Host; loopback names pass everywhere.
+    assert client.get("/healthz", headers=EVIL).status_code == 200
+    assert client.get("/readyz", headers=EVIL).status_code == 200
+    for host in ("localhost:7860", "127.0.0.1:7860", "[::1]:7860"):
+        assert client.get("/v1/models", headers={"Host": host}).status_code == 200, host
+
+
+def test_host_header_is_not_checked_with_authentication_on(secured):
+    response = secured.get("/v1/models", headers={**EVIL, "Authorization": f"Bearer {KEY}"})
+    assert response.status_code == 200
+    assert secured.get("/v1/models", headers=EVIL).status_code == 401
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Key comparison.
+
+
+def test_keys_are_compared_as_equal_length_digests(tmp_path, monkeypatch):
+    """``compare_digest`` returns early when lengths differ: it must only ever see digests, never the raw values."""
+    import hmac
+
+    from imagegen.server.auth import Authenticator
+
+    authenticator = Authenticator(
+        ServerSettings(data_dir=tmp_path, api_keys=("k" * 5, "k" * 80), basic_auth=(("alice", "wonderland"),))
+    )
+    compared = []
+    real = hmac.compare_digest
+
+    def spy(a, b):
+        compared.append((len(a), len(b)))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    assert not authenticator.bearer_ok("Bearer kkk")
+    assert authenticator.bearer_ok(f"Bearer {'k' * 80}")
+    assert authenticator.basic_ok(_basic("alice", "wonderland"))
+    assert authenticator.basic_ok(_basic("anyone", "k" * 5))
+    assert not authenticator.basic_ok(_basic("alice", "wonder"))
+    assert compared
+    assert set(compared) == {(32, 32)}

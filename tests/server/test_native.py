@@ -153,6 +153,7 @@ def test_openapi_documents_the_native_api(client):
         paths
     )
     assert "Idempotency-Key" in json.dumps(paths["/v1/jobs"]["post"])
+    assert {"400", "401", "421", "429"} <= set(paths["/v1/jobs"]["post"]["responses"])
 
 
 def test_native_errors_carry_openai_type_and_param(client):
@@ -168,3 +169,45 @@ def test_native_errors_carry_openai_type_and_param(client):
     )
     missing = client.get("/v1/models/owner/not-served").json()["error"]
     assert (missing["type"], missing["param"]) == ("invalid_request_error", None)
+
+
+def test_an_image_deleted_after_its_lookup_is_a_native_404(client, monkeypatch, tmp_path):
+    # Retention may delete the file between the route's lookup and the send.
+    service = client.app.state.service
+    monkeypatch.setattr(service, "image_path", lambda name: tmp_path / "deleted-meanwhile.png")
+    response = client.get(f"/v1/images/{'0' * 32}-0.png")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+def _bomb_png(width: int = 50_000, height: int = 50_000) -> str:
+    """A few bytes of PNG that claims 50000x50000 pixels, as base64 (only decoding it finds it too large)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    png = (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    )
+    return base64.b64encode(png).decode()
+
+
+def test_cheap_checks_come_before_the_init_image_is_decoded(client):
+    bomb = _bomb_png()
+    for extra, field in (
+        ({"num_inference_steps": 1000}, "num_inference_steps"),  # within MAX_STEPS, over the server's limit
+        ({"num_images": 9}, "num_images"),
+        ({"width": 4096, "height": 4096}, "width"),
+        ({"sampler": "no such sampler"}, "sampler"),
+        ({"strength": 0}, "strength"),
+    ):
+        response = client.post("/v1/jobs", json={"prompt": "x", "init_image": bomb, **extra})
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["field"] == field, (extra, response.text)
+    # With good fields, the image is what is wrong.
+    response = client.post("/v1/jobs", json={"prompt": "x", "init_image": bomb})
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "init_image"

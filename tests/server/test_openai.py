@@ -10,7 +10,7 @@ import zlib
 
 import httpx
 import pytest
-from dialect_app import API_KEY, MAX_BODY_BYTES, dialect_client
+from dialect_app import API_KEY, MAX_BODY_BYTES, dialect_client, fill_queue
 from PIL import Image
 
 from imagegen.errors import InvalidRequest
@@ -375,16 +375,27 @@ def test_body_too_large_is_an_openai_413(client) -> None:
     _assert_openai_error(client.post("/v1/images/generations", json=big), 413)
 
 
-def test_openai_sdk_shaped_requests_over_real_http(server) -> None:
-    """What the OpenAI Python SDK sends, against ``imagegen serve`` in a subprocess, over a real socket."""
-    sdk_headers = {"User-Agent": "OpenAI/Python 1.99.0", "X-Stainless-Lang": "python", "Authorization": "Bearer x"}
+def test_openai_sdk_shaped_requests_over_real_http(make_server) -> None:
+    """What the OpenAI Python SDK sends, against ``imagegen serve --api-key`` in a subprocess, over a real socket."""
+    server = make_server("--api-key", API_KEY).start()
+    sdk_headers = {
+        "User-Agent": "OpenAI/Python 1.99.0",
+        "X-Stainless-Lang": "python",
+        "Authorization": f"Bearer {API_KEY}",
+    }
     payload = {"prompt": "a lighthouse", "model": "dall-e-2", "n": 1, "size": "256x256", "response_format": "url"}
+    # The SDK with a wrong key: 401 in OpenAI's shape (the SDK raises AuthenticationError from it).
+    refused = server.post("/v1/images/generations", json=payload, headers={**sdk_headers, "Authorization": "Bearer x"})
+    error = _assert_openai_error(refused, 401)
+    assert error["code"] == "invalid_api_key"
+    assert refused.headers["www-authenticate"].startswith("Bearer")
     response = server.post("/v1/images/generations", json=payload, headers=sdk_headers)
     assert response.status_code == 200, server.log()[-2000:]
     url = response.json()["data"][0]["url"]
     assert url.startswith(server.url + "/v1/images/")
-    fetched = httpx.get(url, timeout=30)
+    fetched = httpx.get(url, timeout=30)  # no key: the URL's signature is the permission
     assert fetched.status_code == 200
+    assert httpx.get(url.split("?")[0], timeout=30).status_code == 401  # without it, the key is needed
     with Image.open(io.BytesIO(fetched.content)) as image:
         assert image.size == (256, 256)
     files = {"image": ("in.png", _png((64, 64)), "image/png")}
@@ -392,9 +403,9 @@ def test_openai_sdk_shaped_requests_over_real_http(server) -> None:
     edited = server.post("/v1/images/edits", files=files, data=data, headers=sdk_headers)
     assert edited.status_code == 200, edited.text
     assert base64.b64decode(edited.json()["data"][0]["b64_json"]).startswith(b"\x89PNG")
-    error = server.post("/v1/images/generations", json={"prompt": "x", "size": "12x12"}, headers=sdk_headers)
-    assert error.status_code == 400
-    assert error.json()["error"]["param"] == "size"
+    invalid = server.post("/v1/images/generations", json={"prompt": "x", "size": "12x12"}, headers=sdk_headers)
+    assert invalid.status_code == 400
+    assert invalid.json()["error"]["param"] == "size"
 
 
 def _record_submit_threads(client, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
@@ -415,3 +426,14 @@ def _record_submit_threads(client, monkeypatch: pytest.MonkeyPatch) -> list[bool
 
     monkeypatch.setattr(service, "submit", submit)
     return on_loop
+
+
+def test_a_full_queue_is_an_openai_429_end_to_end(tmp_path) -> None:
+    with dialect_client(tmp_path, max_queue=1) as client:
+        queued = fill_queue(client, BEARER)
+        response = client.post("/v1/images/generations", json={"prompt": "one too many"}, headers=BEARER)
+        error = _assert_openai_error(response, 429)
+        assert (error["type"], error["code"]) == ("requests", "rate_limit_exceeded")
+        assert int(response.headers["retry-after"]) >= 1
+        for job_id in queued:
+            client.delete(f"/v1/jobs/{job_id}", headers=BEARER)

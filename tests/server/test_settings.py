@@ -66,3 +66,85 @@ def test_error_info_statuses_and_headers():
     unexpected = error_info(RuntimeError("/secret/path exploded"))
     assert unexpected == ErrorInfo(status=500, code="internal_error", message=unexpected.message)
     assert "/secret/path" not in unexpected.message
+
+
+def test_worker_environment_drops_imagegen_secrets():
+    from imagegen.server.service import worker_environment
+
+    environ = {
+        "PATH": "/usr/bin",
+        "IMAGEGEN_API_KEYS": "sk-1,sk-2",
+        "imagegen_api_keys": "sk-lower",
+        "IMAGEGEN_HF_TOKEN": "hf-secret",
+        "IMAGEGEN_HOME": "/data",
+        "IMAGEGEN_MODELS_DIR": "/models",
+        "IMAGEGEN_FAKE_STEP_SLEEP": "0.1",
+        "HF_HOME": "/hf",
+    }
+    assert worker_environment(environ) == {
+        "PATH": "/usr/bin",
+        "IMAGEGEN_HOME": "/data",
+        "IMAGEGEN_MODELS_DIR": "/models",
+        "IMAGEGEN_FAKE_STEP_SLEEP": "0.1",
+        "HF_HOME": "/hf",
+    }
+
+
+def test_spawned_workers_do_not_inherit_the_api_keys_variable(monkeypatch, tmp_path):
+    import subprocess
+    from types import SimpleNamespace
+
+    from imagegen.server import service as service_module
+
+    monkeypatch.setenv("IMAGEGEN_API_KEYS", "sk-from-the-environment")
+    monkeypatch.setenv("IMAGEGEN_HOME", str(tmp_path / "home"))
+    environments = []
+
+    class FakePopen:
+        def __init__(self, args, *, env, **kwargs):
+            environments.append(env)
+            self.pid = 0
+            self.stdin = None
+
+    monkeypatch.setattr(service_module, "subprocess", SimpleNamespace(Popen=FakePopen, PIPE=subprocess.PIPE))
+    service = service_module.JobService(ServerSettings(data_dir=tmp_path, api_keys=("sk-from-the-environment",)))
+    service._spawn(service_module._Slot(index=0))
+    [env] = environments
+    assert "IMAGEGEN_API_KEYS" not in env
+    assert not any("sk-from-the-environment" in value for value in env.values())
+    assert env["IMAGEGEN_HOME"] == str(tmp_path / "home")  # the rest is inherited
+    assert env["PYTHONUNBUFFERED"] == "1"
+
+
+def test_short_retention_with_long_url_ttl_is_warned_about(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from imagegen.cli import _banner
+
+    assert ServerSettings(data_dir=tmp_path).warnings() == ()
+    assert ServerSettings(data_dir=tmp_path, keep_results_hours=0, url_ttl=7 * 24 * 3600).warnings() == ()
+    short = ServerSettings(data_dir=tmp_path, keep_results_hours=0.5, url_ttl=7200)
+    [warning] = short.warnings()
+    assert "--keep-results 0.5 h" in warning
+    assert "--url-ttl 7200 s" in warning
+    assert "404" in warning
+    _banner(short, SimpleNamespace(models=list), object())
+    assert f"warning: {warning}" in capsys.readouterr().err
+
+
+def test_server_modules_hold_no_mutable_module_state():
+    """COMMON.md: constants are tuples, frozensets or MappingProxyType, never a dict/list/set a caller could change."""
+    import importlib
+    import pkgutil
+
+    import imagegen.server
+    import imagegen.server.routes
+
+    found = []
+    for package in (imagegen.server, imagegen.server.routes):
+        for info in pkgutil.iter_modules(package.__path__):
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+            for name, value in vars(module).items():
+                if not name.startswith("__") and type(value) in (dict, list, set, bytearray):
+                    found.append(f"{module.__name__}.{name}")
+    assert found == []

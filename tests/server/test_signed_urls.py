@@ -93,7 +93,7 @@ def test_openai_url_response_opens_without_the_key(secured):
     )
     assert response.status_code == 200, response.text
     url = response.json()["data"][0]["url"]
-    assert url.startswith("http://testserver/v1/images/")
+    assert url.startswith("http://127.0.0.1/v1/images/")  # the base URL running_app addresses
     assert set(_query(url)) == {"expires", "sig"}
     _assert_png(secured.get(url))
 
@@ -234,3 +234,35 @@ def test_url_ttl_flag(monkeypatch, capsys, tmp_path):
         main(["serve", "--data-dir", str(tmp_path), "--url-ttl", "0"])
     assert exit_.value.code == 2
     assert "argument --url-ttl: must be a whole number of seconds of at least 1, got 0" in capsys.readouterr().err
+
+
+def test_url_ttl_is_at_most_seven_days(tmp_path, monkeypatch, capsys):
+    from imagegen.server.settings import MAX_URL_TTL
+
+    assert MAX_URL_TTL == 7 * 24 * 3600
+    assert ServerSettings(data_dir=tmp_path, url_ttl=MAX_URL_TTL).url_ttl == MAX_URL_TTL
+    for ttl in (MAX_URL_TTL + 1, 10**13):
+        with pytest.raises(InvalidRequest) as error:
+            ServerSettings(data_dir=tmp_path, url_ttl=ttl)
+        assert error.value.field == "url_ttl"
+        assert "at most 604800" in error.value.message
+    monkeypatch.delenv("IMAGEGEN_API_KEYS", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--data-dir", str(tmp_path), "--url-ttl", str(10**13)])
+    assert exit_.value.code == 2
+    assert "argument --url-ttl: must be at most 604800 seconds" in capsys.readouterr().err
+
+
+def test_signer_never_hands_out_a_url_its_verifier_refuses():
+    from imagegen.server.settings import MAX_URL_TTL
+
+    for ttl in (0, MAX_URL_TTL + 1, 10**13):
+        with pytest.raises(ValueError, match="URL lifetime"):
+            URLSigner(b"k" * 32, ttl=ttl)
+    # The longest lifetime from today verifies.
+    signer = URLSigner(b"k" * 32, ttl=MAX_URL_TTL)
+    signed = signer.sign("a.png")
+    signer.verify("a.png", expires=str(signed.expires), sig=signed.sig)
+    # A clock so far off that expires would not fit the verifier's 12 digits: refuse to sign.
+    with pytest.raises(ValueError, match="cannot sign"):
+        URLSigner(b"k" * 32, ttl=60, clock=FakeClock(10.0**12)).sign("a.png")

@@ -98,6 +98,8 @@ class TrainConfig:
     refiner_max_timestep: int = 300
     ema_decay: float = 0.999
     checkpoint_every: int = 250
+    #: Held-out scenes whose VAE reconstructions are scored after the vae and decoder stages.
+    vae_check_scenes: int = 256
     bf16: bool = False
     threads: int = 2
     guidance_scale: float = 3.0
@@ -342,11 +344,11 @@ def _load_pool(config: TrainConfig) -> tuple[np.ndarray, list[str]]:
     return data["images"], [str(c) for c in data["captions"]]
 
 
-def _vae_reconstruction_scores(vae: Any, config: TrainConfig, n: int = 256) -> dict[str, float]:
+def _vae_reconstruction_scores(vae: Any, config: TrainConfig) -> dict[str, float]:
     """Analyser scores of VAE reconstructions of held-out scenes (stream ``seed + 1``) against their captions."""
     import torch
 
-    examples = [example(config.seed + 1, i) for i in range(n)]
+    examples = [example(config.seed + 1, i) for i in range(config.vae_check_scenes)]
     images = np.stack([ex.image for ex in examples])
     with torch.no_grad():
         recon = vae.decode(vae.encode(_to_unit(images)).latent_dist.mode()).sample

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagegen import __version__
-from imagegen.server.auth import AuthenticationMiddleware, Authenticator, authenticate
+from imagegen.server.auth import AuthenticationMiddleware, Authenticator, LoopbackHostMiddleware, authenticate
 from imagegen.server.errors import PayloadTooLarge, install_error_handlers
 from imagegen.server.service import JobService
 from imagegen.server.settings import ServerSettings
@@ -140,9 +140,12 @@ def create_app(settings: ServerSettings, *, service: JobService | None = None) -
     authenticator = Authenticator(settings, url_signer=lambda: job_service.url_signer)
     app.state.authenticator = authenticator
     install_error_handlers(app)
-    # Outermost last: access log -> authentication (before routing, so no body is read for a 401) -> body limit.
+    # Outermost last: access log -> Host check (auth off only) -> authentication (before routing, so no body is read
+    # for a 401) -> body limit.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(AuthenticationMiddleware, authenticator=authenticator)
+    if not settings.auth_enabled:
+        app.add_middleware(LoopbackHostMiddleware)
     app.add_middleware(AccessLogMiddleware)
 
     from imagegen.server.routes import a1111, native, openai

@@ -14,12 +14,16 @@ The one exception is :data:`SIGNED_PATHS`, the result image route: a request the
 (``?expires=...&sig=...``, see :mod:`imagegen.server.signing`) is judged by the signature alone, for the image named
 in the path: valid and unexpired → served without credentials; altered, for another image or expired → 403, whatever
 credentials came with it. Without a signature, the usual rule applies.
+
+A server without authentication (loopback only) also checks the ``Host`` header (:class:`LoopbackHostMiddleware`):
+a web page on a domain that resolves to 127.0.0.1 (DNS rebinding) could otherwise drive it from the user's browser.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import re
 from collections.abc import Callable, Iterable
@@ -28,8 +32,8 @@ from fastapi import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imagegen.errors import ImagegenError
-from imagegen.server.errors import Unauthorized, render_error
-from imagegen.server.settings import ServerSettings
+from imagegen.server.errors import MisdirectedHost, Unauthorized, render_error
+from imagegen.server.settings import ServerSettings, is_loopback
 from imagegen.server.signing import EXPIRES_PARAM, SIGNATURE_PARAM, URLSigner
 
 PUBLIC_PATHS = ("/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
@@ -41,6 +45,10 @@ SIGNED_PATHS = ("/v1/images/{name}",)
 #: image route; other methods on such a path are the OpenAI routes (``POST /v1/images/generations``) or a 405.
 _SIGNED_PATH = re.compile(r"/v1/images/(?P<name>[^/]+)")
 _SIGNED_METHODS = ("GET", "HEAD")
+#: Liveness/readiness probes answer whatever the Host header: they reveal nothing, and supervisors probe by address.
+PROBE_PATHS = ("/healthz", "/readyz")
+#: A Host header: a name or IPv4 address, or a bracketed IPv6 address, then an optional port.
+_HOST_HEADER = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\[\]]+)(?::[0-9]{1,5})?")
 
 
 def _route_path(scope: Scope) -> str:
@@ -50,18 +58,34 @@ def _route_path(scope: Scope) -> str:
     return path[len(root) :] if root and path.startswith(root) else path
 
 
+def _digest(secret: bytes) -> bytes:
+    return hashlib.sha256(secret).digest()
+
+
 def _any_equal(candidate: bytes, secrets: Iterable[bytes]) -> bool:
-    # Compare against every secret without stopping early, so timing reveals neither which one matched nor how many.
+    """True if ``candidate`` is one of ``secrets`` (given as :func:`_digest` values).
+
+    Digests are compared, not the bytes: ``compare_digest`` returns early on a length mismatch, so comparing the raw
+    values would tell an attacker how long each key is. Every secret is compared without stopping early, so timing
+    reveals neither which one matched nor how many there are."""
+    digest = _digest(candidate)
     matched = False
     for secret in secrets:
-        matched |= hmac.compare_digest(candidate, secret)
+        matched |= hmac.compare_digest(digest, secret)
     return matched
+
+
+def is_loopback_host_header(value: str) -> bool:
+    """True for a ``Host`` header naming this machine: ``localhost``, a loopback address (``127.0.0.1``,
+    ``[::1]``), with or without a port."""
+    match = _HOST_HEADER.fullmatch(value)
+    return match is not None and is_loopback(match.group("host"))
 
 
 class Authenticator:
     def __init__(self, settings: ServerSettings, *, url_signer: Callable[[], URLSigner] | None = None) -> None:
-        self._keys = tuple(key.encode() for key in settings.api_keys)
-        self._basic = tuple(f"{user}:{password}".encode() for user, password in settings.basic_auth)
+        self._keys = tuple(_digest(key.encode()) for key in settings.api_keys)
+        self._basic = tuple(_digest(f"{user}:{password}".encode()) for user, password in settings.basic_auth)
         self.enabled = settings.auth_enabled
         #: The running service's signer (a callable: the key is loaded when the service starts, after this exists).
         self._url_signer = url_signer
@@ -158,4 +182,33 @@ class AuthenticationMiddleware:
         except ImagegenError as exc:
             await render_error(request, exc)(scope, receive, send)
             return
+        await self.app(scope, receive, send)
+
+
+class LoopbackHostMiddleware:
+    """Installed only when authentication is off: refuse (421) requests whose ``Host`` header is not a loopback name.
+
+    Such a server listens on loopback only, but a web page whose domain an attacker re-points to 127.0.0.1 (DNS
+    rebinding) can make the user's browser send it requests with the page's ``Host``; multipart uploads need no CORS
+    preflight. Local clients (curl, SDKs, A1111 tools) address ``localhost``/``127.0.0.1``/``[::1]`` and pass. A request
+    without a ``Host`` header (HTTP/1.0) passes: browsers always send one. :data:`PROBE_PATHS` are exempt."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _route_path(scope) in PROBE_PATHS:
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"host" and not is_loopback_host_header(value.decode("latin-1")):
+                shown = value.decode("latin-1")[:100]
+                error = MisdirectedHost(
+                    f"the Host header {shown!r} is not localhost, 127.0.0.1 or [::1]: this server runs without "
+                    "authentication, so it only answers requests addressed to this machine by a loopback name "
+                    "(protection against DNS rebinding). To serve other host names, start it with --api-key KEY "
+                    "(or IMAGEGEN_API_KEYS), which also allows binding other addresses with --host"
+                )
+                await render_error(Request(scope), error)(scope, receive, send)
+                return
         await self.app(scope, receive, send)

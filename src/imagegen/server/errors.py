@@ -93,6 +93,12 @@ class JobNotFound(ImagegenError, LookupError):
     code = "not_found"
 
 
+class MisdirectedHost(ImagegenError):
+    """A request to a server without authentication whose ``Host`` header is not a loopback name (DNS rebinding)."""
+
+    code = "misdirected_host"
+
+
 class PayloadTooLarge(HTTPException):
     """Raised from the body reader when a request body is over ``max_body_bytes``."""
 
@@ -108,6 +114,7 @@ _STATUS: tuple[tuple[type[ImagegenError], int], ...] = (
     (Unauthorized, 401),
     (Forbidden, 403),
     (JobNotFound, 404),
+    (MisdirectedHost, 421),
     (IdempotencyConflict, 409),
     (Cancelled, 409),
     (QueueFull, 429),

@@ -23,9 +23,10 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import IO, Any
 
 from imagegen.errors import ImagegenError, InvalidRequest
@@ -58,7 +59,11 @@ STRAY_FILE_GRACE_SECONDS = 3600.0
 _RETENTION_BATCH = 500
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 #: SSE event name of each terminal status.
-_END_EVENT = {JobStatus.SUCCEEDED: "done", JobStatus.FAILED: "failed", JobStatus.CANCELLED: "cancelled"}
+_END_EVENT = MappingProxyType(
+    {JobStatus.SUCCEEDED: "done", JobStatus.FAILED: "failed", JobStatus.CANCELLED: "cancelled"}
+)
+#: Words that mark an ``IMAGEGEN_*`` environment variable as a secret (``IMAGEGEN_API_KEYS``): never passed to workers.
+_SECRET_ENV_WORDS = frozenset({"KEY", "KEYS", "SECRET", "SECRETS", "TOKEN", "TOKENS", "PASSWORD", "PASSWORDS", "AUTH"})
 #: A worker that dies sooner than this after starting counts as crash-looping: restarts back off.
 _CRASH_LOOP_SECONDS = 10.0
 
@@ -123,6 +128,8 @@ class JobService:
         for folder in (data_dir, self.settings.images_dir, self.settings.inputs_dir):
             folder.mkdir(parents=True, exist_ok=True)
         self.claim_data_dir()
+        for warning in self.settings.warnings():
+            logger.warning(warning)
         try:
             key = load_or_create_key(self.settings.url_key_path)
             self._url_signer = URLSigner(key, ttl=self.settings.url_ttl, clock=self._clock)
@@ -580,7 +587,7 @@ class JobService:
         process = subprocess.Popen(
             [sys.executable, "-m", "imagegen.server.worker", slot.id],
             stdin=subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**worker_environment(os.environ), "PYTHONUNBUFFERED": "1"},
         )
         if process.stdin is not None:
             process.stdin.write(self._worker_settings(slot).worker_json().encode() + b"\n")
@@ -699,6 +706,19 @@ class JobService:
             handle.close()
             raise DataDirInUse(f"another imagegen server is using {self.settings.data_dir}") from None
         self._lock_file = handle
+
+
+def worker_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` without imagegen's secrets (``IMAGEGEN_API_KEYS`` and any ``IMAGEGEN_*`` key/token/password).
+
+    A worker never checks credentials (:meth:`ServerSettings.worker_json` leaves them out too), and a worker runs the
+    most third-party code (model loading, pipelines), so it should hold no secret that could leak from there."""
+    return {name: value for name, value in environ.items() if not _is_secret_env(name)}
+
+
+def _is_secret_env(name: str) -> bool:
+    upper = name.upper()
+    return upper.startswith("IMAGEGEN_") and not _SECRET_ENV_WORDS.isdisjoint(upper.split("_"))
 
 
 def _unlink(path: Path) -> int:

@@ -16,6 +16,9 @@ from imagegen.requests import Limits
 LOOPBACK_NAMES = ("localhost",)
 DEFAULT_ENGINE_FACTORY = "imagegen.server.worker:default_engine"
 _NOT_FOR_WORKERS = ("api_keys", "basic_auth", "host", "port")
+#: Longest ``url_ttl``: a signed URL works without credentials, so it must not live for ever, and its ``expires`` must
+#: stay within the digits :class:`imagegen.server.signing.URLSigner` accepts back.
+MAX_URL_TTL = 7 * 24 * 3600
 
 
 def is_loopback(host: str) -> bool:
@@ -99,6 +102,8 @@ class ServerSettings:
             raise InvalidRequest("job_timeout", f"must be a positive number of seconds, got {self.job_timeout!r}")
         if not isinstance(self.url_ttl, int) or isinstance(self.url_ttl, bool) or self.url_ttl < 1:
             raise InvalidRequest("url_ttl", f"must be a whole number of seconds of at least 1, got {self.url_ttl!r}")
+        if self.url_ttl > MAX_URL_TTL:
+            raise InvalidRequest("url_ttl", f"must be at most {MAX_URL_TTL} seconds (7 days), got {self.url_ttl}")
         if not _number(self.keep_results_hours) or not self.keep_results_hours >= 0:
             raise InvalidRequest(
                 "keep_results_hours",
@@ -124,6 +129,17 @@ class ServerSettings:
     @property
     def auth_enabled(self) -> bool:
         return bool(self.api_keys or self.basic_auth)
+
+    def warnings(self) -> tuple[str, ...]:
+        """Settings that are allowed but probably not what the operator wants (printed in the banner and logged)."""
+        found = []
+        keep_seconds = self.keep_results_hours * 3600
+        if 0 < keep_seconds < self.url_ttl:
+            found.append(
+                f"--keep-results {self.keep_results_hours:g} h is shorter than --url-ttl {self.url_ttl} s: image URLs "
+                "may answer 404 before they expire (their job is deleted first)"
+            )
+        return tuple(found)
 
     @property
     def images_dir(self) -> Path:

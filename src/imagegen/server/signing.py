@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 
 from imagegen.errors import ImagegenError
 from imagegen.server.errors import URLExpired, URLSignatureInvalid
+from imagegen.server.settings import MAX_URL_TTL
 
 logger = logging.getLogger("imagegen.server")
 
@@ -60,6 +61,8 @@ class URLSigner:
     def __init__(self, key: bytes, *, ttl: int, clock: Callable[[], float] = time.time) -> None:
         if len(key) < 16:
             raise ValueError(f"the URL signing key must be at least 16 bytes, got {len(key)}")
+        if not 1 <= ttl <= MAX_URL_TTL:
+            raise ValueError(f"the URL lifetime must be between 1 and {MAX_URL_TTL} seconds, got {ttl}")
         self._key = key
         self.ttl = ttl
         self._clock = clock
@@ -72,6 +75,9 @@ class URLSigner:
     def sign(self, name: str) -> SignedQuery:
         """A signature for ``name`` valid for ``ttl`` seconds from now."""
         expires = int(self._clock()) + self.ttl
+        if not _EXPIRES.fullmatch(str(expires)):
+            # Only a broken clock gets here (the TTL is bounded): never hand out a URL that verify() would refuse.
+            raise ValueError(f"cannot sign a URL expiring at {expires}: the clock reads {self._clock()!r}")
         return SignedQuery(expires=expires, sig=self._digest(name, str(expires)))
 
     def verify(self, name: str, *, expires: str | None, sig: str | None) -> None:

@@ -7,12 +7,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
+from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from imagegen.errors import InvalidRequest
@@ -134,24 +136,27 @@ class ModelList(BaseModel):
     data: list[ModelOut]
 
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorOut, "description": text}
-    for status, text in (
-        (400, "a bad value; error.field names it"),
-        (401, "missing or wrong API key"),
-        (403, "image URL signature expired (error.code url_expired) or invalid (invalid_signature)"),
-        (404, "no such job or image"),
-        (409, "Idempotency-Key reused with another body"),
-        (413, "body over the size limit"),
-        (422, "malformed body or unknown field"),
-        (429, "queue full; see Retry-After"),
-        (503, "shutting down; see Retry-After"),
-    )
-}
+#: What each error status of the native routes means (the OpenAPI description).
+_ERRORS = MappingProxyType(
+    {
+        400: "a bad value; error.field names it",
+        401: "missing or wrong API key",
+        403: "image URL signature expired (error.code url_expired) or invalid (invalid_signature)",
+        404: "no such job or image",
+        409: "Idempotency-Key reused with another body",
+        413: "body over the size limit",
+        421: "the Host header is not a loopback name (servers without authentication only)",
+        422: "malformed body or unknown field",
+        429: "queue full; see Retry-After",
+        503: "shutting down; see Retry-After",
+    }
+)
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {status: _ERRORS[status] for status in (401, *statuses)}
+    """OpenAPI ``responses`` for a route: 401, 421 and ``statuses``, each a fresh dict (FastAPI may keep what it
+    gets)."""
+    return {status: {"model": ErrorOut, "description": _ERRORS[status]} for status in (401, 421, *statuses)}
 
 
 def image_url(request: Request, name: str, service: JobService) -> str:
@@ -199,14 +204,17 @@ def _job_or_404(service: JobService, job_id: str) -> Job:
 def _request(body: JobCreate, service: JobService) -> GenerationRequest:
     from imagegen.imageio import decode_base64, decode_image
 
-    fields = body.model_dump()
-    if body.init_image is not None:
-        limits = service.settings.limits
-        data = decode_base64(body.init_image, field="init_image")
-        fields["init_image"] = decode_image(
-            data, field="init_image", max_pixels=limits.max_input_pixels, max_bytes=limits.max_input_bytes
-        )
-    return GenerationRequest(**fields)
+    limits = service.settings.limits
+    # 1. The cheap checks (field values, steps/size/count limits) on the request without its image, so a bad step
+    #    count is refused before megabytes of base64 are decoded.
+    request = GenerationRequest(**{**body.model_dump(), "init_image": None})
+    limits.check(request)
+    if body.init_image is None:
+        return request
+    # 2. Only then decode the init image (bounded in bytes and pixels).
+    data = decode_base64(body.init_image, field="init_image")
+    image = decode_image(data, field="init_image", max_pixels=limits.max_input_pixels, max_bytes=limits.max_input_bytes)
+    return dataclasses.replace(request, init_image=image)
 
 
 @router.post(
@@ -308,7 +316,7 @@ def job_events(job_id: str, request: Request, service: Service) -> StreamingResp
     "/v1/images/{name}",
     tags=["images"],
     summary="A result PNG (with its A1111 infotext)",
-    response_class=FileResponse,
+    response_class=Response,
     responses={200: {"content": {"image/png": {}}}, **_errors(403, 404)},
 )
 def get_image(
@@ -316,15 +324,21 @@ def get_image(
     service: Service,
     expires: Annotated[str | None, Query(description="signed URLs: expiry, unix seconds")] = None,
     sig: Annotated[str | None, Query(description="signed URLs: HMAC-SHA256 of the name and expiry, hex")] = None,
-) -> FileResponse:
+) -> Response:
     """The PNG. With the API key, or without it through a signed URL (as in a job's ``images``) until it expires.
     ``expires`` and ``sig`` are checked by the app-wide authentication (:data:`imagegen.server.auth.SIGNED_PATHS`)
     before this runs; an expired one is 403 ``url_expired``, an altered one 403 ``invalid_signature``."""
     path = service.image_path(name)
-    if path is None:
+    try:
+        # Read here rather than streamed later (FileResponse): retention may delete the file at any moment, and a
+        # file gone between the lookup and the send must be a 404, not a 500 in the middle of a response.
+        data = path.read_bytes() if path is not None else None
+    except FileNotFoundError:
+        data = None
+    if data is None:
         raise JobNotFound(f"no image {name[:100]!r}")
     # Names are unique per job and never rewritten once a job has succeeded.
-    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})
+    return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})
 
 
 def model_json(info: ModelInfo) -> dict[str, Any]:
