@@ -93,7 +93,7 @@ def test_evaluator_reports_every_category_for_base_and_refiner(run_dir: Path) ->
         refiner=refiner,
         prompts=("a red circle", "two blue squares on the left"),
         seeds=2,
-        num_inference_steps=2,
+        num_inference_steps=4,  # strength 0.3 of 4 steps is 1 step; of 2 steps it would be none
         img2img_cases=2,
         timing_runs=1,
     )

@@ -102,7 +102,7 @@ class TrainConfig:
     vae_check_scenes: int = 256
     bf16: bool = False
     threads: int = 2
-    guidance_scale: float = 3.0
+    guidance_scale: float = 4.0
 
 
 # --------------------------------------------------------------------------------------------------------------------
