@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-import imagegen.demo
 from imagegen.demo.analyse import analyse, preserves_layout, score
 from imagegen.demo.world import Colour, ObjectSpec, Position, Scene, Shape, caption, parse_prompt, render_array
+from support.demo_weights import BASE, REFINER, requires_demo_weights
 
-WEIGHTS = Path(imagegen.demo.__file__).resolve().parent / "weights"
-BASE = WEIGHTS / "imagegen-shapes"
-REFINER = WEIGHTS / "imagegen-shapes-refiner"
 SEEDS = 4
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not (BASE / "model_index.json").is_file() or not (REFINER / "model_index.json").is_file(),
-        reason=f"the demo model weights are not in {WEIGHTS} (train them with `imagegen train-demo`)",
-    ),
-]
+pytestmark = [pytest.mark.slow, requires_demo_weights]
 
 
 @pytest.fixture(scope="module")

@@ -11,21 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import imagegen.demo
 from imagegen.demo.analyse import analyse, score
 from imagegen.demo.world import parse_prompt
 from imagegen.engine import Engine
 from imagegen.metadata import parse_infotext, read_infotext
+from support.demo_weights import requires_demo_weights
 
-WEIGHTS = Path(imagegen.demo.__file__).resolve().parent / "weights"
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not (WEIGHTS / "imagegen-shapes" / "model_index.json").is_file(),
-        reason=f"the demo model weights are not in {WEIGHTS} (train them with `imagegen train-demo`)",
-    ),
-]
+pytestmark = [pytest.mark.slow, requires_demo_weights]
 
 
 @pytest.fixture(scope="module")

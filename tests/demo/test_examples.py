@@ -9,18 +9,11 @@ from pathlib import Path
 
 import pytest
 
-import imagegen.demo
+from support.demo_weights import requires_demo_weights
 
 ROOT = Path(__file__).resolve().parents[2]
-WEIGHTS = Path(imagegen.demo.__file__).resolve().parent / "weights"
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not (WEIGHTS / "imagegen-shapes" / "model_index.json").is_file(),
-        reason=f"the demo model weights are not in {WEIGHTS} (train them with `imagegen train-demo`)",
-    ),
-]
+pytestmark = [pytest.mark.slow, requires_demo_weights]
 
 
 @pytest.mark.parametrize(

@@ -76,3 +76,23 @@ def dialect_client(root: Path, *, limits: Limits | None = None, max_queue: int =
         patch.setenv("PYTHONPATH", f"{TESTS}{os.pathsep}{path}" if path else str(TESTS))
         with TestClient(create_app(settings), raise_server_exceptions=False) as client:
             yield client
+
+
+def record_submit_threads(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Wrap the app's ``service.submit``; the list gets, per call, whether it ran on the event loop's thread."""
+    import asyncio
+
+    service = client.app.state.service
+    original = service.submit
+    on_loop: list[bool] = []
+
+    def submit(*args: object, **kwargs: object) -> object:
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:  # no loop in this thread: a threadpool worker
+            on_loop.append(False)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(service, "submit", submit)
+    return on_loop

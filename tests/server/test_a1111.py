@@ -13,7 +13,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from dialect_app import API_KEY, BASIC, MAX_BODY_BYTES, dialect_client, fill_queue
+from dialect_app import API_KEY, BASIC, MAX_BODY_BYTES, dialect_client, fill_queue, record_submit_threads
 from PIL import Image
 
 from imagegen.errors import InvalidRequest
@@ -714,7 +714,7 @@ def test_interrupt_and_skip_leave_other_dialects_jobs_alone(client) -> None:
 def test_submit_runs_off_the_event_loop(client, monkeypatch: pytest.MonkeyPatch) -> None:
     # submit encodes the init image as PNG, hashes its pixels and writes SQLite: on the loop it would stall every
     # other request (SSE streams, probes) for as long as that takes.
-    on_loop = _record_submit_threads(client, monkeypatch)
+    on_loop = record_submit_threads(client, monkeypatch)
     assert client.post("/sdapi/v1/txt2img", json={"prompt": "x"}).status_code == 200
     payload = {"prompt": "x", "init_images": [_b64(_png())]}
     assert client.post("/sdapi/v1/img2img", json=payload).status_code == 200
@@ -758,26 +758,6 @@ def test_a1111_client_over_real_http(server) -> None:
     error = server.post("/sdapi/v1/txt2img", json={"prompt": "x", "tiling": True})
     assert error.status_code == 422
     assert error.json()["detail"].startswith("tiling:")
-
-
-def _record_submit_threads(client, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Wrap the app's ``service.submit``; the list gets, per call, whether it ran on the event loop's thread."""
-    import asyncio
-
-    service = client.app.state.service
-    original = service.submit
-    on_loop: list[bool] = []
-
-    def submit(*args, **kwargs):
-        try:
-            asyncio.get_running_loop()
-            on_loop.append(True)
-        except RuntimeError:  # no loop in this thread: a threadpool worker
-            on_loop.append(False)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(service, "submit", submit)
-    return on_loop
 
 
 def test_a_full_queue_is_an_a1111_429_end_to_end(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import zlib
 
 import httpx
 import pytest
-from dialect_app import API_KEY, MAX_BODY_BYTES, dialect_client, fill_queue
+from dialect_app import API_KEY, MAX_BODY_BYTES, dialect_client, fill_queue, record_submit_threads
 from PIL import Image
 
 from imagegen.errors import InvalidRequest
@@ -357,7 +357,7 @@ def test_variations(client) -> None:
 
 def test_submit_runs_off_the_event_loop(client, monkeypatch: pytest.MonkeyPatch) -> None:
     # submit encodes the init image as PNG, hashes its pixels and writes SQLite: keep it off the event loop.
-    on_loop = _record_submit_threads(client, monkeypatch)
+    on_loop = record_submit_threads(client, monkeypatch)
     assert client.post("/v1/images/generations", json={"prompt": "x", "response_format": "b64_json"}).status_code == 200
     files = {"image": ("in.png", _png((64, 64)), "image/png")}
     edit = client.post("/v1/images/edits", files=files, data={"prompt": "x", "response_format": "b64_json"})
@@ -406,26 +406,6 @@ def test_openai_sdk_shaped_requests_over_real_http(make_server) -> None:
     invalid = server.post("/v1/images/generations", json={"prompt": "x", "size": "12x12"}, headers=sdk_headers)
     assert invalid.status_code == 400
     assert invalid.json()["error"]["param"] == "size"
-
-
-def _record_submit_threads(client, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Wrap the app's ``service.submit``; the list gets, per call, whether it ran on the event loop's thread."""
-    import asyncio
-
-    service = client.app.state.service
-    original = service.submit
-    on_loop: list[bool] = []
-
-    def submit(*args, **kwargs):
-        try:
-            asyncio.get_running_loop()
-            on_loop.append(True)
-        except RuntimeError:  # no loop in this thread: a threadpool worker
-            on_loop.append(False)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(service, "submit", submit)
-    return on_loop
 
 
 def test_a_full_queue_is_an_openai_429_end_to_end(tmp_path) -> None:
