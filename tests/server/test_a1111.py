@@ -6,10 +6,8 @@ import base64
 import dataclasses
 import io
 import json
-import struct
 import threading
 import time
-import zlib
 from pathlib import Path
 
 import pytest
@@ -31,6 +29,7 @@ from imagegen.server.routes.a1111 import (
 )
 from imagegen.server.routes.dialect_support import job_exception
 from imagegen.server.schemas_a1111 import A1111Img2ImgRequest, A1111Txt2ImgRequest
+from support.malformed_png import declaring, ztxt_bomb
 from support.server_harness import wait_job
 
 # What the `webuiapi` package sends for txt2img with all its defaults (a very common A1111 client).
@@ -91,30 +90,6 @@ def _png(size: tuple[int, int] = (64, 48), colour: tuple[int, int, int] = (10, 2
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-def _bomb_png(width: int = 50_000, height: int = 50_000) -> bytes:
-    """A valid PNG header declaring width×height pixels, with one tiny (wrong) IDAT: a decompression-bomb probe."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
-    )
-
-
-def _ztxt_bomb_png() -> bytes:
-    """A 16x16 PNG of a few KB whose zTXt chunk inflates to 2 MB: Pillow raises ValueError (MAX_TEXT_CHUNK) at open."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0)
-    text = chunk(b"zTXt", b"parameters\0\0" + zlib.compress(b"a" * (2 * 1024 * 1024)))
-    idat = chunk(b"IDAT", zlib.compress(b"\0" * (16 * 49)))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + text + idat + chunk(b"IEND", b"")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -418,9 +393,9 @@ def test_png_info_refuses_non_images(data: str) -> None:
 
 def test_png_info_refuses_a_bomb_without_decoding() -> None:
     with pytest.raises(InvalidRequest, match="too many pixels"):
-        png_info(_b64(_bomb_png()), max_bytes=10**6)
+        png_info(_b64(declaring(50_000, 50_000)), max_bytes=10**6)
     # A large but plausible declaration is read for its text chunks only (its pixels are never decoded).
-    assert png_info(_b64(_bomb_png(8000, 8000)), max_bytes=10**6)["info"] == ""
+    assert png_info(_b64(declaring(8000, 8000)), max_bytes=10**6)["info"] == ""
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -561,8 +536,8 @@ def test_a_body_that_is_not_a_json_object_says_what_to_send(client, path: str, c
         "%%%not-base64%%%",
         _b64(_png()[:40]),  # truncated
         _b64(b"%PDF-1.7\n1 0 obj <<>> endobj\n"),
-        _b64(_bomb_png()),
-        _b64(_ztxt_bomb_png()),
+        _b64(declaring(50_000, 50_000)),
+        _b64(ztxt_bomb()),
     ],
 )
 def test_img2img_bad_images_in_a1111_shape(client, image: str) -> None:
@@ -573,7 +548,7 @@ def test_img2img_bad_images_in_a1111_shape(client, image: str) -> None:
 def test_img2img_cheap_checks_come_before_decoding(client) -> None:
     # The field errors win over the (bad) image: no image work is done for a request that cannot run.
     for payload, field in (({"sampler_name": "Nope"}, "sampler_name"), ({"steps": 10_000}, "steps")):
-        response = client.post("/sdapi/v1/img2img", json={"init_images": [_b64(_bomb_png())], **payload})
+        response = client.post("/sdapi/v1/img2img", json={"init_images": [_b64(declaring(50_000, 50_000))], **payload})
         _assert_a1111_error(response, 422, field)
 
 

@@ -9,6 +9,7 @@ import json
 from PIL import Image
 
 from imagegen.metadata import parse_infotext, read_infotext
+from support.malformed_png import declaring
 from support.server_harness import wait_job
 
 
@@ -180,23 +181,8 @@ def test_an_image_deleted_after_its_lookup_is_a_native_404(client, monkeypatch, 
     assert response.json()["error"]["code"] == "not_found"
 
 
-def _bomb_png(width: int = 50_000, height: int = 50_000) -> str:
-    """A few bytes of PNG that claims 50000x50000 pixels, as base64 (only decoding it finds it too large)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    png = (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
-    )
-    return base64.b64encode(png).decode()
-
-
 def test_cheap_checks_come_before_the_init_image_is_decoded(client):
-    bomb = _bomb_png()
+    bomb = base64.b64encode(declaring(50_000, 50_000)).decode()
     for extra, field in (
         ({"num_inference_steps": 1000}, "num_inference_steps"),  # within MAX_STEPS, over the server's limit
         ({"num_images": 9}, "num_images"),

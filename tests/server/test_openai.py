@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import struct
-import zlib
 
 import httpx
 import pytest
@@ -25,6 +23,7 @@ from imagegen.server.routes.openai import (
     parse_size,
     render_openai_error,
 )
+from support.malformed_png import declaring, ztxt_bomb
 
 BEARER = {"Authorization": f"Bearer {API_KEY}"}
 
@@ -33,27 +32,6 @@ def _png(size: tuple[int, int] = (64, 48), mode: str = "RGB") -> bytes:
     buffer = io.BytesIO()
     Image.new(mode, size).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def _bomb_png(width: int = 50_000, height: int = 50_000) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = chunk(b"IDAT", zlib.compress(b"\0" * 16))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + idat + chunk(b"IEND", b"")
-
-
-def _ztxt_bomb_png() -> bytes:
-    """A 16x16 PNG of a few KB whose zTXt chunk inflates to 2 MB: Pillow raises ValueError (MAX_TEXT_CHUNK) at open."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0)
-    text = chunk(b"zTXt", b"parameters\0\0" + zlib.compress(b"a" * (2 * 1024 * 1024)))
-    idat = chunk(b"IDAT", zlib.compress(b"\0" * (16 * 49)))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + text + idat + chunk(b"IEND", b"")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -324,8 +302,8 @@ def test_edits_with_mask_is_a_clear_400(client) -> None:
         ({"image": ("in.png", _png(), "image/png")}, {"prompt": "x", "n": "lots"}, "n"),
         ({"image": ("in.png", _png(), "image/png")}, {"prompt": "x", "unknown_field": "1"}, "unknown_field"),
         ({"image": ("t.png", _png()[:50], "image/png")}, {"prompt": "x"}, "image"),
-        ({"image": ("b.png", _bomb_png(), "image/png")}, {"prompt": "x"}, "image"),
-        ({"image": ("z.png", _ztxt_bomb_png(), "image/png")}, {"prompt": "x"}, "image"),
+        ({"image": ("b.png", declaring(50_000, 50_000), "image/png")}, {"prompt": "x"}, "image"),
+        ({"image": ("z.png", ztxt_bomb(), "image/png")}, {"prompt": "x"}, "image"),
         ({"image": ("d.pdf", b"%PDF-1.7\n1 0 obj <<>> endobj\n", "application/pdf")}, {"prompt": "x"}, "image"),
     ],
 )
@@ -337,7 +315,7 @@ def test_edit_errors_in_openai_shape(client, files: dict, data: dict, param: str
 
 
 def test_edit_size_is_checked_before_the_image_is_decoded(client) -> None:
-    files = {"image": ("b.png", _bomb_png(), "image/png")}
+    files = {"image": ("b.png", declaring(50_000, 50_000), "image/png")}
     _assert_openai_error(client.post("/v1/images/edits", files=files, data={"prompt": "x", "size": "8x9"}), 400, "size")
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import base64
 import io
-import struct
-import zlib
 
 import pytest
 
 from imagegen.metadata import read_infotext
+from support.malformed_png import declaring, truncated_ihdr, ztxt_bomb
 from support.server_harness import wait_job, write_fake_model
 
 
@@ -186,48 +185,15 @@ def test_random_seed_is_reported_and_fixed_seed_repeats(client):
     assert client.get(first["images"][0]).content == client.get(second["images"][0]).content
 
 
-def _png_declaring(width, height):
-    """A few hundred bytes of PNG whose header declares ``width`` x ``height`` pixels (a decompression bomb)."""
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-    )
-
-
-def _chunk(kind, data):
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def _ztxt_bomb_png():
-    """A 16x16 PNG of a few KB whose zTXt chunk inflates to 2 MB: Pillow refuses it with a ValueError at open."""
-    rows = b"\0" * (16 * 49)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0))
-        + _chunk(b"zTXt", b"parameters\0\0" + zlib.compress(b"a" * (2 * 1024 * 1024)))
-        + _chunk(b"IDAT", zlib.compress(rows))
-        + _chunk(b"IEND", b"")
-    )
-
-
-def _truncated_ihdr_png():
-    """A PNG whose IHDR holds 4 bytes instead of 13: Pillow says "Truncated IHDR chunk" with a ValueError."""
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", b"\0\0\0\x10") + _chunk(b"IEND", b"")
-
-
 @pytest.mark.parametrize(
     "data",
     [
         "not base64!!",
         "data:image/png;base64,AAAA",  # truncated
         "JVBERi0xLjQK",  # PDF bytes
-        base64.b64encode(_png_declaring(50_000, 50_000)).decode(),
-        base64.b64encode(_ztxt_bomb_png()).decode(),
-        base64.b64encode(_truncated_ihdr_png()).decode(),
+        base64.b64encode(declaring(50_000, 50_000)).decode(),
+        base64.b64encode(ztxt_bomb()).decode(),
+        base64.b64encode(truncated_ihdr()).decode(),
     ],
     ids=["bad-base64", "truncated", "pdf", "bomb", "ztxt-bomb", "truncated-ihdr"],
 )
