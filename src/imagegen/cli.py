@@ -14,13 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imagegen.errors import ImagegenError, InvalidRequest, ModelNotFound, UnsafeModelFile
-from imagegen.requests import MAX_STEPS, GenerationRequest, Limits
+from imagegen.requests import MAX_IMAGES, MAX_STEPS, GenerationRequest, Limits, uses_eta
 
 if TYPE_CHECKING:
     from imagegen.engine import Engine, ProgressEvent
-
-#: Most images one request may ask for (GenerationRequest's own ceiling on num_images).
-MAX_IMAGES = 1000
 
 #: Request field → the CLI argument that sets it, so errors name what the user typed.
 FLAGS = {
@@ -383,7 +380,7 @@ def _request_fields(args: argparse.Namespace, limits: Limits) -> dict[str, Any]:
     if args.size is not None:
         typed["width"], typed["height"] = args.size
     fields.update({key: value for key, value in typed.items() if value is not None})
-    if args.sampler is not None and "eta" in fields and not args.sampler.strip().upper().startswith("DDIM"):
+    if args.sampler is not None and "eta" in fields and not _sampler_uses_eta(args.sampler, fields):
         # A reused DDIM image carries its eta; another sampler typed over it has no eta to take.
         del fields["eta"]
     if args.init_image is not None:
@@ -488,6 +485,15 @@ def _serve_settings(args: argparse.Namespace) -> Any:
         allow_pickle=args.allow_pickle,
         engine_factory=args.engine_factory or DEFAULT_ENGINE_FACTORY,
     )
+
+
+def _sampler_uses_eta(sampler: str, fields: dict[str, Any]) -> bool:
+    from imagegen.samplers import parse_sampler
+
+    try:
+        return uses_eta(parse_sampler(sampler, fields.get("schedule_type")))
+    except InvalidRequest:
+        return True  # an unknown sampler: keep eta, GenerationRequest reports the sampler itself
 
 
 def _serve_limits(args: argparse.Namespace) -> Limits:

@@ -410,7 +410,7 @@ class Engine:
                 generator=generators,
                 output_type="latent",
                 callback_on_step_end=counter.callback("refiner"),
-                eta=request.eta or 0.0,
+                **({"eta": request.eta} if request.eta is not None else {}),
             ).images
             timings["refine"] = time.perf_counter() - t0
 

@@ -19,10 +19,14 @@ from imagegen.errors import InvalidRequest
 if TYPE_CHECKING:
     from PIL.Image import Image
 
+    from imagegen.samplers import SamplerChoice
+
 #: Seeds are stored in PNG metadata and passed to ``torch.Generator.manual_seed``; A1111 uses 32-bit seeds.
 MAX_SEED = 2**32 - 1
 #: Hard ceiling on steps whatever the operator allows: the schedulers are trained on 1000 timesteps.
 MAX_STEPS = 1000
+#: Hard ceiling on images per request whatever the operator allows.
+MAX_IMAGES = 1000
 #: The diffusers scheduler whose ``step`` takes ``eta`` (the only one :class:`GenerationRequest` passes it to).
 DDIM_SCHEDULER = "DDIMScheduler"
 
@@ -150,7 +154,7 @@ class GenerationRequest:
             _check_int(name, value, 8, None)
             if value % 8:
                 raise InvalidRequest(name, f"must be a multiple of 8, got {value}")
-        _check_int("num_images", self.num_images, 1, 1000)
+        _check_int("num_images", self.num_images, 1, MAX_IMAGES)
         if self.seed != -1 and self.seed + self.num_images - 1 > MAX_SEED:
             raise InvalidRequest("seed", f"seed + num_images - 1 must be at most {MAX_SEED}, got {self.seed}")
         _check_float("strength", self.strength, 0.0, 1.0, low_open=True)
@@ -168,7 +172,7 @@ class GenerationRequest:
         if self.eta is not None:
             _check_float("eta", self.eta, 0.0, 1.0)
             # Other schedulers ignore eta silently; a value that changes nothing must not look honoured.
-            if choice is None or choice.scheduler_class != DDIM_SCHEDULER:
+            if not uses_eta(choice):
                 raise InvalidRequest(
                     "eta",
                     f"only the DDIM sampler uses eta: set sampler 'DDIM' or leave eta unset (sampler {self.sampler!r})",
@@ -189,3 +193,8 @@ class GenerationResult:
     timings: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     #: Things the user should know, e.g. the part of a prompt the text encoder could not see.
     warnings: tuple[str, ...] = ()
+
+
+def uses_eta(choice: SamplerChoice | None) -> bool:
+    """Whether a parsed sampler (``parse_sampler``'s result, None for the model's own) takes DDIM's ``eta``."""
+    return choice is not None and choice.scheduler_class == DDIM_SCHEDULER

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from imagegen.cli import main
-from imagegen.metadata import parse_infotext, read_infotext
+from imagegen.metadata import parse_infotext, read_infotext, write_image
 
 
 def run(argv: list[str]) -> int:
@@ -86,6 +86,22 @@ def test_from_regenerates_identical_pixels_and_allows_overrides(tmp_path, tiny_m
     changed = Path(capsys.readouterr().out.split()[0])
     assert parse_infotext(read_infotext(changed)).seed == 6
     assert parse_infotext(read_infotext(changed)).prompt == "a blue square"
+
+
+def test_from_a_ddim_image_keeps_its_eta_unless_another_sampler_is_typed(tmp_path, tiny_models, capsys):
+    source = tmp_path / "ddim.png"
+    text = (
+        "a red circle\nSteps: 2, Sampler: DDIM, CFG scale: 5, Seed: 3, Size: 64x64, "
+        f"Model: {tiny_models['sd1']}, Eta DDIM: 1"
+    )
+    write_image(Image.new("RGB", (64, 64)), text, source)
+    assert run(["generate", "--from", str(source), "--out", str(tmp_path / "a")]) == 0
+    same = parse_infotext(read_infotext(Path(capsys.readouterr().out.split()[0])))
+    assert (same.sampler, same.extra.get("Eta DDIM")) == ("DDIM", "1")
+    # Euler has no eta: the image's eta is dropped instead of refusing the sampler the user typed.
+    assert run(["generate", "--from", str(source), "--sampler", "Euler", "--out", str(tmp_path / "b")]) == 0
+    other = parse_infotext(read_infotext(Path(capsys.readouterr().out.split()[0])))
+    assert (other.sampler, "Eta DDIM" in other.extra) == ("Euler", False)
 
 
 def test_from_an_img2img_image_needs_the_init_image(tmp_path, tiny_models, capsys):
