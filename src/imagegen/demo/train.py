@@ -96,9 +96,9 @@ class TrainConfig:
     seed: int = 0
     pool_size: int = 100_000
     caption_dropout: float = 0.1
-    # Step counts fit 2 free cores (measured in run 2, s/step: vae 0.78, base 0.68 with both text encoders, refiner
-    # ~0.35, decoder ~0.5); the minute caps only stop a stage that runs slower than that (other work on the machine),
-    # keeping the whole run under 2 hours.
+    # Step counts fit 2 free cores (measured in run 3, s/step: vae 0.75, base 0.44-0.56 with both text encoders,
+    # refiner 0.52, decoder 0.6; whole run 102 min); the minute caps only stop a stage that runs slower than that
+    # (other work on the machine), keeping the whole run under 2 hours.
     vae: StageBudget = StageBudget(steps=1300, batch_size=32, lr=1e-3, warmup=50, minutes=19.0)
     base: StageBudget = StageBudget(steps=7600, batch_size=64, lr=6e-4, warmup=200, minutes=68.0)
     #: Fine-tuning from the base's weights (lower peak rate than training from scratch).
