@@ -97,12 +97,12 @@ class TrainConfig:
     pool_size: int = 100_000
     caption_dropout: float = 0.1
     # Step counts fit 2 free cores (measured in run 3, s/step: vae 0.75, base 0.44-0.56 with both text encoders,
-    # refiner 0.52, decoder 0.6; whole run 102 min); the minute caps only stop a stage that runs slower than that
+    # refiner 0.46-0.52, decoder 0.6; whole run ≈ 111 min); the minute caps only stop a stage that runs slower than that
     # (other work on the machine), keeping the whole run under 2 hours.
     vae: StageBudget = StageBudget(steps=1300, batch_size=32, lr=1e-3, warmup=50, minutes=19.0)
     base: StageBudget = StageBudget(steps=7600, batch_size=64, lr=6e-4, warmup=200, minutes=68.0)
     #: Fine-tuning from the base's weights (lower peak rate than training from scratch).
-    refiner: StageBudget = StageBudget(steps=800, batch_size=64, lr=2e-4, warmup=50, minutes=8.0)
+    refiner: StageBudget = StageBudget(steps=1600, batch_size=64, lr=2e-4, warmup=50, minutes=16.0)
     decoder: StageBudget = StageBudget(steps=600, batch_size=32, lr=3e-4, warmup=20, minutes=6.5)
     #: Refiner timesteps are drawn from [0, refiner_max_timestep): denoising_start=0.8 hands over t < 200.
     refiner_max_timestep: int = 300
