@@ -58,7 +58,7 @@ NUM_TRAIN_TIMESTEPS: Final[int] = 1000
 TEXT_1_HIDDEN: Final[int] = 24
 # Must differ from TEXT_1_HIDDEN: diffusers' single-file loader tells SDXL's two encoders apart by their width.
 TEXT_2_HIDDEN: Final[int] = 32
-#: Token positions (SD uses 77): the longest shapes-world caption is 24 tokens with BOS/EOS, and every position costs
+#: Token positions (SD uses 77): the longest shapes-world caption is 25 tokens with BOS/EOS, and every position costs
 #: text-encoder and cross-attention time in each training step (measured: 77 → 32 is ~10 % of a base step).
 MAX_TOKENS: Final[int] = 32
 TEXT_PROJECTION: Final[int] = 48
@@ -97,7 +97,7 @@ class TrainConfig:
     pool_size: int = 100_000
     caption_dropout: float = 0.1
     # Step counts fit 2 free cores (measured in run 3, s/step: vae 0.75, base 0.44-0.56 with both text encoders,
-    # refiner 0.46-0.52, decoder 0.6; whole run ≈ 111 min); the minute caps only stop a stage that runs slower than that
+    # refiner 0.46-0.52, decoder 0.6; whole run ≈ 110 min); the minute caps only stop a stage that runs slower than that
     # (other work on the machine), keeping the whole run under 2 hours.
     vae: StageBudget = StageBudget(steps=1300, batch_size=32, lr=1e-3, warmup=50, minutes=19.0)
     base: StageBudget = StageBudget(steps=7600, batch_size=64, lr=6e-4, warmup=200, minutes=68.0)
