@@ -121,7 +121,7 @@ class TrainConfig:
     vae_check_scenes: int = 256
     bf16: bool = False
     threads: int = 2
-    guidance_scale: float = 4.0
+    guidance_scale: float = 3.0
 
     def __post_init__(self) -> None:
         if not self.latent_foreground_weight > 0:
