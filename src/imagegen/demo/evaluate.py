@@ -143,8 +143,16 @@ def _img2img_scenes(n: int, seed: int) -> list[tuple[Scene, Scene]]:
     return cases
 
 
+def without_positions(scene: Scene) -> Scene:
+    """``scene`` with no position in any phrase: an img2img prompt that leaves where things are to the input image."""
+    return replace(scene, objects=tuple(replace(o, position=None) for o in scene.objects))
+
+
 def img2img_checks(base: Any, *, cases: int, steps: int, guidance_scale: float, seed: int = 0) -> dict[str, float]:
-    """Fractions of rendered scenes whose layout survives strength 0.3, and whose colour changes as asked at ~0.65."""
+    """Fractions of rendered scenes whose layout survives strength 0.3, and whose colour changes as asked at ~0.65.
+
+    The prompts name no position (:func:`without_positions`), so a kept layout comes from the input image alone.
+    """
     from diffusers import StableDiffusionXLImg2ImgPipeline
     from PIL import Image
 
@@ -159,10 +167,22 @@ def img2img_checks(base: Any, *, cases: int, steps: int, guidance_scale: float, 
         source_analysis = analyse(pixels)
         common = {"image": image, "num_inference_steps": steps, "guidance_scale": guidance_scale}
         gens = _generators(seed + 1000 * i, 1)
-        same = pipe(prompt=caption(src_scene), strength=KEEP_STRENGTH, generator=gens, output_type="np", **common)
+        same = pipe(
+            prompt=caption(without_positions(src_scene)),
+            strength=KEEP_STRENGTH,
+            generator=gens,
+            output_type="np",
+            **common,
+        )
         kept += preserves_layout(source_analysis, analyse(_as_uint8(same.images[0])))
         gens = _generators(seed + 1000 * i, 1)
-        new = pipe(prompt=caption(new_scene), strength=RECOLOUR_STRENGTH, generator=gens, output_type="np", **common)
+        new = pipe(
+            prompt=caption(without_positions(new_scene)),
+            strength=RECOLOUR_STRENGTH,
+            generator=gens,
+            output_type="np",
+            **common,
+        )
         new_analysis = analyse(_as_uint8(new.images[0]))
         recoloured += score(new_scene, new_analysis)["colour"]
         recolour_layout += preserves_layout(source_analysis, new_analysis)

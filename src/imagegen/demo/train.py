@@ -105,9 +105,9 @@ class TrainConfig:
     #: UNet loss weight of latents under a shape (any non-background pixel in their 4×4 block) vs background ones.
     #: A small shape is 3×3 of the 16×16 latents: unweighted, 96 % of the loss is background.
     latent_foreground_weight: float = 4.0
-    # Step counts fit 2 free cores (measured in run 3, s/step: vae 0.75, base 0.44-0.56 with both text encoders,
-    # refiner 0.46-0.52, decoder 0.6; whole run ≈ 110 min); the minute caps only stop a stage that runs slower than that
-    # (other work on the machine), keeping the whole run under 2 hours.
+    # Step counts fit 2 free cores (measured in run 4, s/step: vae 0.75-0.78, base 0.45-0.61 with both text encoders,
+    # refiner 0.42-0.50, decoder 0.56; whole run 112.8 min); the minute caps only stop a stage that runs slower than
+    # that (other work on the machine), keeping the whole run under 2 hours.
     vae: StageBudget = StageBudget(steps=1300, batch_size=32, lr=1e-3, warmup=50, minutes=19.0)
     base: StageBudget = StageBudget(steps=8000, batch_size=64, lr=6e-4, warmup=200, minutes=71.0)
     #: Fine-tuning from the base's weights (lower peak rate than training from scratch).
