@@ -58,3 +58,15 @@ def test_the_training_mix_has_more_small_shapes_and_threes_than_the_world_defaul
 def test_a_non_positive_loss_weight_is_refused_by_name(weight: float) -> None:
     with pytest.raises(ValueError, match="latent_foreground_weight must be > 0"):
         TrainConfig(run_dir=Path("."), latent_foreground_weight=weight)
+
+
+@pytest.mark.parametrize("text", ["0", "-2", "lots"])
+def test_the_cli_refuses_a_bad_loss_weight_naming_the_flag(text: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from imagegen.demo.train import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--run-dir", "unused", "--latent-foreground-weight", text])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "--latent-foreground-weight" in err
+    assert "must be a number > 0" in err

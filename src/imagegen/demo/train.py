@@ -831,6 +831,17 @@ def train(config: TrainConfig, *, resume: bool = False, stages: Sequence[str] = 
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def _positive_float(text: str) -> float:
+    """An argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {value}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``imagegen train-demo`` options."""
     defaults = TrainConfig(run_dir=Path("."))
@@ -849,7 +860,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
     parser.add_argument(
         "--latent-foreground-weight",
-        type=float,
+        type=_positive_float,
         default=defaults.latent_foreground_weight,
         help="UNet loss weight of latents under a shape (1 = unweighted)",
     )
