@@ -18,7 +18,7 @@ def _mask(prompt: str, seed: int = 0) -> np.ndarray:
 
 @pytest.mark.parametrize("background", list(Background))
 def test_an_empty_canvas_has_no_foreground(background: Background) -> None:
-    # "a ... on a gray background" renders one shape; the empty canvas is its corner colour everywhere.
+    # A canvas of this background with the shape painted out: its corner colour everywhere.
     image = render_array(parse_prompt(f"a red circle on a {background.value} background"), np.random.default_rng(0))
     empty = np.broadcast_to(image[:1, :1], image.shape).copy()
     assert not latent_foreground(empty[None]).any()
@@ -60,13 +60,30 @@ def test_a_non_positive_loss_weight_is_refused_by_name(weight: float) -> None:
         TrainConfig(run_dir=Path("."), latent_foreground_weight=weight)
 
 
-@pytest.mark.parametrize("text", ["0", "-2", "lots"])
-def test_the_cli_refuses_a_bad_loss_weight_naming_the_flag(text: str, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("flag", "text", "message"),
+    [
+        ("--latent-foreground-weight", "0", "must be a number > 0"),
+        ("--latent-foreground-weight", "-2", "must be a number > 0"),
+        ("--latent-foreground-weight", "lots", "must be a number > 0"),
+        ("--base-lr", "0", "must be a number > 0"),
+        ("--base-steps", "0", "must be a whole number ≥ 1"),
+        ("--vae-batch-size", "2.5", "must be a whole number ≥ 1"),
+        ("--refiner-minutes", "-1", "must be a number ≥ 0"),
+        ("--pool-size", "-10", "must be a whole number ≥ 1"),
+        ("--threads", "0", "must be a whole number ≥ 1"),
+    ],
+)
+def test_the_cli_refuses_a_bad_number_naming_the_flag_and_the_range(
+    flag: str, text: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from imagegen.demo.train import main
 
+    run_dir = tmp_path / "run"
     with pytest.raises(SystemExit) as exited:
-        main(["--run-dir", "unused", "--latent-foreground-weight", text])
+        main(["--run-dir", str(run_dir), flag, text])
     assert exited.value.code == 2
     err = capsys.readouterr().err
-    assert "--latent-foreground-weight" in err
-    assert "must be a number > 0" in err
+    assert flag in err
+    assert message in err
+    assert not run_dir.exists()  # refused before anything was written

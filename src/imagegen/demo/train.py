@@ -65,6 +65,8 @@ TEXT_PROJECTION: Final[int] = 48
 TIME_EMBED_DIM: Final[int] = 32
 #: Loss weight of VAE pixels that are not background.
 FOREGROUND_WEIGHT: Final[float] = 10.0
+#: A pixel is foreground for the UNet loss mask when a channel differs from the background by more than this (0-255).
+LATENT_MASK_LEVELS: Final[int] = 12
 #: The training scenes: more small shapes and threes of a kind than the world's defaults — run 3's evaluation misses
 #: were mostly small shapes (3×3 latents) and threes (counting 0.60).
 TRAIN_SCENES: Final[SceneDistribution] = SceneDistribution(
@@ -550,7 +552,7 @@ def latent_foreground(images: np.ndarray, chunk: int = 4096) -> Any:
     """``[n, 1, 16, 16]`` bool: which latents of each uint8 image ``[n, 64, 64, 3]`` cover a non-background pixel.
 
     The background colour is read at the corner pixel (shapes never touch it); a latent is foreground when any pixel
-    of its 4×4 block differs from it by more than 12 levels in some channel (antialiased edges included).
+    of its 4×4 block differs from it by more than ``LATENT_MASK_LEVELS`` in some channel (antialiased edges included).
     """
     import torch
 
@@ -558,7 +560,7 @@ def latent_foreground(images: np.ndarray, chunk: int = 4096) -> Any:
     masks = torch.empty((len(images), 1, LATENT_SIZE, LATENT_SIZE), dtype=torch.bool)
     for start in range(0, len(images), chunk):
         block = images[start : start + chunk].astype(np.int16)
-        differs = (np.abs(block - block[:, :1, :1]) > 12).any(axis=-1)
+        differs = (np.abs(block - block[:, :1, :1]) > LATENT_MASK_LEVELS).any(axis=-1)
         cells = differs.reshape(len(block), LATENT_SIZE, scale, LATENT_SIZE, scale).any(axis=(2, 4))
         masks[start : start + len(block), 0] = torch.from_numpy(cells)
     return masks
@@ -842,6 +844,28 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    """An argparse type: a number ≥ 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number ≥ 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number ≥ 0, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number ≥ 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number ≥ 1, got {value}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``imagegen train-demo`` options."""
     defaults = TrainConfig(run_dir=Path("."))
@@ -849,14 +873,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="skip finished stages, continue a started one")
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES), help="stages to run, in order")
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--pool-size", type=int, default=defaults.pool_size, help="rendered training examples")
+    parser.add_argument(
+        "--pool-size", type=_positive_int, default=defaults.pool_size, help="rendered training examples"
+    )
     for stage in ("vae", "base", "refiner", "decoder"):
         budget: StageBudget = getattr(defaults, stage)
-        parser.add_argument(f"--{stage}-steps", type=int, default=budget.steps)
-        parser.add_argument(f"--{stage}-batch-size", type=int, default=budget.batch_size)
-        parser.add_argument(f"--{stage}-lr", type=float, default=budget.lr)
+        parser.add_argument(f"--{stage}-steps", type=_positive_int, default=budget.steps)
+        parser.add_argument(f"--{stage}-batch-size", type=_positive_int, default=budget.batch_size)
+        parser.add_argument(f"--{stage}-lr", type=_positive_float, default=budget.lr)
         parser.add_argument(
-            f"--{stage}-minutes", type=float, default=budget.minutes, help="stop the stage early (0 = no limit)"
+            f"--{stage}-minutes",
+            type=_non_negative_float,
+            default=budget.minutes,
+            help="stop the stage early (0 = no limit)",
         )
     parser.add_argument(
         "--latent-foreground-weight",
@@ -864,10 +893,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.latent_foreground_weight,
         help="UNet loss weight of latents under a shape (1 = unweighted)",
     )
-    parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
+    parser.add_argument("--checkpoint-every", type=_positive_int, default=defaults.checkpoint_every)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (measure first: not faster for small convs)")
-    parser.add_argument("--threads", type=int, default=defaults.threads)
-    parser.add_argument("--guidance-scale", type=float, default=defaults.guidance_scale, help="default saved")
+    parser.add_argument("--threads", type=_positive_int, default=defaults.threads)
+    parser.add_argument(
+        "--guidance-scale", type=_non_negative_float, default=defaults.guidance_scale, help="default saved"
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
