@@ -66,6 +66,7 @@ def test_a_non_positive_loss_weight_is_refused_by_name(weight: float) -> None:
         ("--latent-foreground-weight", "0", "must be a number > 0"),
         ("--latent-foreground-weight", "-2", "must be a number > 0"),
         ("--latent-foreground-weight", "lots", "must be a number > 0"),
+        ("--latent-foreground-weight", "nan", "must be a number > 0"),
         ("--base-lr", "0", "must be a number > 0"),
         ("--base-steps", "0", "must be a whole number ≥ 1"),
         ("--vae-batch-size", "2.5", "must be a whole number ≥ 1"),

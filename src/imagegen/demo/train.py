@@ -30,7 +30,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -833,37 +833,20 @@ def train(config: TrainConfig, *, resume: bool = False, stages: Sequence[str] = 
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _positive_float(text: str) -> float:
-    """An argparse type: a number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {value}")
-    return value
+def _at_least(convert: type[int] | type[float], low: float, *, strictly: bool = False) -> Callable[[str], Any]:
+    """An argparse type: a whole number (``int``) or a number (``float``) ≥ ``low`` (> ``low`` when ``strictly``)."""
+    bound = f"{'a whole number' if convert is int else 'a number'} {'>' if strictly else '≥'} {low:g}"
 
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text!r}") from None
+        if not (value > low if strictly else value >= low):  # also refuses nan
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
 
-def _non_negative_float(text: str) -> float:
-    """An argparse type: a number ≥ 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number ≥ 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be a number ≥ 0, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    """An argparse type: a whole number ≥ 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number ≥ 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number ≥ 1, got {value}")
-    return value
+    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -874,30 +857,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES), help="stages to run, in order")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument(
-        "--pool-size", type=_positive_int, default=defaults.pool_size, help="rendered training examples"
+        "--pool-size", type=_at_least(int, 1), default=defaults.pool_size, help="rendered training examples"
     )
     for stage in ("vae", "base", "refiner", "decoder"):
         budget: StageBudget = getattr(defaults, stage)
-        parser.add_argument(f"--{stage}-steps", type=_positive_int, default=budget.steps)
-        parser.add_argument(f"--{stage}-batch-size", type=_positive_int, default=budget.batch_size)
-        parser.add_argument(f"--{stage}-lr", type=_positive_float, default=budget.lr)
+        parser.add_argument(f"--{stage}-steps", type=_at_least(int, 1), default=budget.steps)
+        parser.add_argument(f"--{stage}-batch-size", type=_at_least(int, 1), default=budget.batch_size)
+        parser.add_argument(f"--{stage}-lr", type=_at_least(float, 0, strictly=True), default=budget.lr)
         parser.add_argument(
             f"--{stage}-minutes",
-            type=_non_negative_float,
+            type=_at_least(float, 0),
             default=budget.minutes,
             help="stop the stage early (0 = no limit)",
         )
     parser.add_argument(
         "--latent-foreground-weight",
-        type=_positive_float,
+        type=_at_least(float, 0, strictly=True),
         default=defaults.latent_foreground_weight,
         help="UNet loss weight of latents under a shape (1 = unweighted)",
     )
-    parser.add_argument("--checkpoint-every", type=_positive_int, default=defaults.checkpoint_every)
+    parser.add_argument("--checkpoint-every", type=_at_least(int, 1), default=defaults.checkpoint_every)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (measure first: not faster for small convs)")
-    parser.add_argument("--threads", type=_positive_int, default=defaults.threads)
+    parser.add_argument("--threads", type=_at_least(int, 1), default=defaults.threads)
     parser.add_argument(
-        "--guidance-scale", type=_non_negative_float, default=defaults.guidance_scale, help="default saved"
+        "--guidance-scale", type=_at_least(float, 0), default=defaults.guidance_scale, help="default saved"
     )
 
 
