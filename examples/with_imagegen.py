@@ -6,7 +6,6 @@
 from pathlib import Path
 
 from imagegen import Engine, GenerationRequest
-from imagegen.cli import save_images
 
 engine = Engine()  # no model given: the built-in imagegen-shapes demo model
 out = Path("outputs/examples")
@@ -25,5 +24,5 @@ refined = engine.generate(
 plain = engine.generate(GenerationRequest(prompt="two yellow triangles on a black background", seed=1234))
 
 for result in (refined, plain):
-    for path in save_images(result.images, result.infotexts, result.seeds, out):
+    for path in result.save(out):
         print(path, f"({result.timings['total']:.2f} s)")

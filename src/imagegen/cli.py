@@ -399,7 +399,7 @@ def _generate(args: argparse.Namespace) -> int:
     result = _run_with_progress(engine, request)
     for warning in result.warnings:
         print(f"imagegen: warning: {warning}", file=sys.stderr)
-    for path in save_images(result.images, result.infotexts, result.seeds, args.out):
+    for path in result.save(args.out):
         print(path)
     return 0
 
@@ -430,22 +430,6 @@ def _run_with_progress(engine: Engine, request: GenerationRequest) -> Any:
             bar.update(event.step - bar.n)
 
         return engine.generate(request, progress=on_progress)
-
-
-def save_images(images: Sequence[Any], infotexts: Sequence[str], seeds: Sequence[int], folder: Path) -> list[Path]:
-    """Write PNGs named ``NNNNN-SEED.png`` (A1111 style, numbering continues in the folder)."""
-    from imagegen.metadata import write_image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    numbers = [int(p.name.split("-", 1)[0]) for p in folder.glob("*.png") if p.name.split("-", 1)[0].isdigit()]
-    number = max(numbers, default=-1) + 1
-    paths = []
-    for image, infotext, seed in zip(images, infotexts, seeds, strict=True):
-        path = folder / f"{number:05d}-{seed}.png"
-        write_image(image, infotext, path)
-        paths.append(path)
-        number += 1
-    return paths
 
 
 # serve -----------------------------------------------------------------------------------------------------------

@@ -29,8 +29,9 @@ import math
 import os
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, BinaryIO
 
@@ -44,6 +45,7 @@ __all__ = [
     "metadata_save_options",
     "parse_infotext",
     "read_infotext",
+    "save_images",
     "write_image",
 ]
 
@@ -403,6 +405,23 @@ def write_image(
     if kind == "JPEG" and image.mode not in _JPEG_MODES:
         image = image.convert("RGB")
     image.save(fp, format=kind, **metadata_save_options(infotext, kind))
+
+
+def save_images(
+    images: Sequence[Image.Image], infotexts: Sequence[str], seeds: Sequence[int], folder: str | os.PathLike[str]
+) -> list[Path]:
+    """Write PNGs (infotext embedded) named ``NNNNN-SEED.png``, A1111 style: numbering continues in ``folder``."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    numbers = [int(p.name.split("-", 1)[0]) for p in out.glob("*.png") if p.name.split("-", 1)[0].isdigit()]
+    number = max(numbers, default=-1) + 1
+    paths = []
+    for image, infotext, seed in zip(images, infotexts, seeds, strict=True):
+        path = out / f"{number:05d}-{seed}.png"
+        write_image(image, infotext, path)
+        paths.append(path)
+        number += 1
+    return paths
 
 
 def _decode_user_comment(data: bytes) -> str:

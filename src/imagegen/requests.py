@@ -9,8 +9,10 @@ any model work.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -193,6 +195,13 @@ class GenerationResult:
     timings: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     #: Things the user should know, e.g. the part of a prompt the text encoder could not see.
     warnings: tuple[str, ...] = ()
+
+    def save(self, folder: str | os.PathLike[str]) -> list[Path]:
+        """Write the images as PNGs with their infotext, A1111 style (``00000-SEED.png``, numbering continues in
+        ``folder``); returns their paths."""
+        from imagegen.metadata import save_images
+
+        return save_images(self.images, self.infotexts, self.seeds, folder)
 
 
 def uses_eta(choice: SamplerChoice | None) -> bool:

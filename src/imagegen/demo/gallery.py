@@ -41,7 +41,6 @@ def make_gallery(
     engine: Engine, out: Path, *, seed: int = 1, log: Callable[[str], None] = print
 ) -> tuple[list[Tile], Path]:
     """Generate the gallery into ``out``; returns the tiles and the path of the contact sheet."""
-    from imagegen.cli import save_images
     from imagegen.loading import BUILTIN_MODELS
     from imagegen.requests import GenerationRequest
 
@@ -50,7 +49,7 @@ def make_gallery(
 
     def keep(label: str, request: GenerationRequest) -> Image:
         result = engine.generate(request)
-        (path,) = save_images(result.images, result.infotexts, result.seeds, out)
+        (path,) = result.save(out)
         tiles.append(Tile(label=label, image=result.images[0], path=path))
         log(f"{path}  {label}")
         return result.images[0]
