@@ -55,6 +55,14 @@ FLAGS = {
 }
 
 
+#: Commands whose code lives beside the runtime package (``imagegen_shapes``, in a clone of the repository): imported
+#: only when one of them runs, so ``imagegen generate`` never loads training code. Name -> (module, help).
+TRAINING_COMMANDS = {
+    "train-demo": ("imagegen_shapes.train", "train the built-in shapes model from scratch (CPU, ~2 h)"),
+    "eval-demo": ("imagegen_shapes.evaluate", "score a shapes model with the rule-based analyser"),
+}
+
+
 class UsageError(Exception):
     """A bad command-line argument (exit code 2)."""
 
@@ -178,11 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--limit", type=int, default=20, help="rows for --hub (default 20)")
     models.add_argument("--models-dir", type=Path, default=None, metavar="DIR")
     models.add_argument("--json", action="store_true", help="print JSON")
-    from imagegen.demo import evaluate, gallery, train
+    from imagegen.demo import gallery
 
     gallery.add_arguments(sub.add_parser("demo", help="generate a gallery with the built-in shapes model"))
-    train.add_arguments(sub.add_parser("train-demo", help="train the built-in shapes model from scratch (CPU, ~1-2 h)"))
-    evaluate.add_arguments(sub.add_parser("eval-demo", help="score the shapes model with the rule-based analyser"))
+    for name, (_, text) in TRAINING_COMMANDS.items():
+        # Listed here for `imagegen --help`; main() hands their arguments to their own parser before this one runs.
+        sub.add_parser(name, help=text, add_help=False)
     _serve_options(sub.add_parser("serve", help="run the HTTP service (native job API, A1111 and OpenAI dialects)"))
     return parser
 
@@ -313,17 +322,20 @@ def _engine_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words and words[0] in TRAINING_COMMANDS:
+        return _run_training_command(words[0], words[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(words)
     try:
         if args.command == "generate":
             return _generate(args)
         if args.command == "info":
             return _info(args)
-        if args.command in ("demo", "train-demo", "eval-demo"):
-            from imagegen.demo import evaluate, gallery, train
+        if args.command == "demo":
+            from imagegen.demo import gallery
 
-            return {"demo": gallery, "train-demo": train, "eval-demo": evaluate}[args.command].run(args)
+            return gallery.run(args)
         if args.command == "serve":
             return _serve(args)
         return _models(args)
@@ -338,6 +350,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         parser.exit(130, "imagegen: interrupted\n")
     return 0
+
+
+def _run_training_command(name: str, argv: list[str]) -> int:
+    import importlib
+
+    module_name, _ = TRAINING_COMMANDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        print(
+            f"imagegen: error: {name} needs the training code of a clone of the imagegen repository ({exc})",
+            file=sys.stderr,
+        )
+        return 2
+    result: int = module.main(argv)
+    return result
 
 
 # generate --------------------------------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from imagegen.demo.analyse import analyse, preserves_layout, score
-from imagegen.demo.world import Colour, ObjectSpec, Position, Scene, Shape, caption, parse_prompt, render_array
+from imagegen_shapes.analyse import analyse, preserves_layout, score
+from imagegen_shapes.world import Colour, ObjectSpec, Position, Scene, Shape, caption, parse_prompt, render_array
 from support.demo_weights import BASE, REFINER, requires_demo_weights
 
 SEEDS = 4
@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.slow, requires_demo_weights]
 
 @pytest.fixture(scope="module")
 def pipelines() -> tuple[Any, Any]:
-    from imagegen.demo.evaluate import load_pipelines
+    from imagegen_shapes.evaluate import load_pipelines
 
     return load_pipelines(BASE, REFINER)
 
@@ -29,7 +29,7 @@ def _passes(prompt: str, images: list[np.ndarray]) -> int:
 
 
 def test_red_circle_is_one_red_circle(pipelines: tuple[Any, Any]) -> None:
-    from imagegen.demo.evaluate import generate, model_guidance_scale
+    from imagegen_shapes.evaluate import generate, model_guidance_scale
 
     base, _ = pipelines
     images, _ = generate(base, None, "a red circle", seeds=SEEDS, steps=20, guidance_scale=model_guidance_scale(BASE))
@@ -39,7 +39,7 @@ def test_red_circle_is_one_red_circle(pipelines: tuple[Any, Any]) -> None:
 
 
 def test_base_to_refiner_handoff_keeps_the_red_circle(pipelines: tuple[Any, Any]) -> None:
-    from imagegen.demo.evaluate import generate, model_guidance_scale
+    from imagegen_shapes.evaluate import generate, model_guidance_scale
 
     base, refiner = pipelines
     _, refined = generate(
@@ -55,7 +55,7 @@ def test_img2img_low_strength_keeps_shape_and_position(pipelines: tuple[Any, Any
     from diffusers import StableDiffusionXLImg2ImgPipeline
     from PIL import Image
 
-    from imagegen.demo.evaluate import model_guidance_scale, without_positions
+    from imagegen_shapes.evaluate import model_guidance_scale, without_positions
 
     base, _ = pipelines
     img2img = StableDiffusionXLImg2ImgPipeline.from_pipe(base)

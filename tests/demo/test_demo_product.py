@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imagegen.demo.analyse import analyse, score
-from imagegen.demo.world import parse_prompt
 from imagegen.engine import Engine
 from imagegen.metadata import parse_infotext, read_infotext
+from imagegen_shapes.analyse import analyse, score
+from imagegen_shapes.world import parse_prompt
 from support.demo_weights import requires_demo_weights
 
 pytestmark = [pytest.mark.slow, requires_demo_weights]

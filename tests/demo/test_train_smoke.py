@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from imagegen.demo.train import BASE_NAME, REFINER_NAME, STAGES, StageBudget, TrainConfig, train
+from imagegen_shapes.train import BASE_NAME, REFINER_NAME, STAGES, StageBudget, TrainConfig, train
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +85,7 @@ def test_exported_model_generates_through_the_engine(run_dir: Path) -> None:
 
 
 def test_evaluator_reports_every_category_for_base_and_refiner(run_dir: Path) -> None:
-    from imagegen.demo.evaluate import EvalOptions, evaluate, markdown
+    from imagegen_shapes.evaluate import EvalOptions, evaluate, markdown
 
     base, refiner = run_dir / "export" / BASE_NAME, run_dir / "export" / REFINER_NAME
     options = EvalOptions(
@@ -115,7 +115,7 @@ def test_refiner_starts_as_the_base_without_text_encoder_1() -> None:
     """
     import torch
 
-    from imagegen.demo import train as trainer
+    from imagegen_shapes import train as trainer
 
     torch.manual_seed(0)
     base, refiner = trainer.build_unet("base"), trainer.build_unet("refiner")
@@ -149,7 +149,7 @@ def test_refiner_starts_as_the_base_without_text_encoder_1() -> None:
 
 def test_full_size_base_and_refiner_fit_the_30_mb_budget() -> None:
     """The shipped widths: base + refiner folders (each with its own text_encoder_2 and VAE) in fp16 ≤ 30 MB."""
-    from imagegen.demo import train as trainer
+    from imagegen_shapes import train as trainer
 
     count = trainer.count_parameters
     text_2, vae = count(trainer.build_text_encoder("text_encoder_2")), count(trainer.build_vae())

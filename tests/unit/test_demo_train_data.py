@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imagegen.demo.train import LATENT_SIZE, TRAIN_SCENES, TrainConfig, latent_foreground
-from imagegen.demo.world import Background, parse_prompt, render_array, render_batch
+from imagegen_shapes.train import LATENT_SIZE, TRAIN_SCENES, TrainConfig, latent_foreground
+from imagegen_shapes.world import Background, parse_prompt, render_array, render_batch
 
 
 def _mask(prompt: str, seed: int = 0) -> np.ndarray:
@@ -78,7 +78,7 @@ def test_a_non_positive_loss_weight_is_refused_by_name(weight: float) -> None:
 def test_the_cli_refuses_a_bad_number_naming_the_flag_and_the_range(
     flag: str, text: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from imagegen.demo.train import main
+    from imagegen_shapes.train import main
 
     run_dir = tmp_path / "run"
     with pytest.raises(SystemExit) as exited:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from imagegen.demo.analyse import (
+from imagegen_shapes.analyse import (
     CATEGORIES,
     EVAL_PROMPTS,
     aggregate,
@@ -18,7 +18,7 @@ from imagegen.demo.analyse import (
     preserves_layout,
     score,
 )
-from imagegen.demo.world import (
+from imagegen_shapes.world import (
     COLOUR_RGB,
     Background,
     Colour,

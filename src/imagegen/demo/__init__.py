@@ -1,1 +1,1 @@
-"""The embedded demo model's world: a procedural "shapes" scene renderer, caption grammar and rule-based analyser."""
+"""The built-in demo model: its shipped weights (``weights/``) and the ``imagegen demo`` gallery."""

@@ -18,7 +18,7 @@ Stages, in order (each resumable from its last checkpoint; a finished stage is s
 6. ``export``: two diffusers folders (``imagegen-shapes``, ``imagegen-shapes-refiner``) with fp16 safetensors, the real
    CLIP tokenizers, the inference scheduler and an ``imagegen.json`` of defaults.
 
-Run: ``python -m imagegen.demo.train --run-dir /path/to/run`` (``--resume`` to go on after an interruption).
+Run: ``python -m imagegen_shapes.train --run-dir /path/to/run`` (``--resume`` to go on after an interruption).
 """
 
 from __future__ import annotations
@@ -37,10 +37,11 @@ from typing import Any, Final
 
 import numpy as np
 
-from imagegen.demo.analyse import aggregate, analyse, score
-from imagegen.demo.world import SceneDistribution, example, render_batch
+import imagegen
+from imagegen_shapes.analyse import aggregate, analyse, score
+from imagegen_shapes.world import SceneDistribution, example, render_batch
 
-CONFIGS_ROOT: Final[Path] = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS_ROOT: Final[Path] = Path(imagegen.__file__).resolve().parent / "configs"
 CLIP_TOKENIZER_DIR: Final[Path] = CONFIGS_ROOT / "clip-tokenizer"
 BASE_NAME: Final[str] = "imagegen-shapes"
 REFINER_NAME: Final[str] = "imagegen-shapes-refiner"
@@ -921,7 +922,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m imagegen.demo.train``."""
+    """Entry point of ``python -m imagegen_shapes.train``."""
     parser = argparse.ArgumentParser(prog="imagegen train-demo", description=__doc__.splitlines()[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))

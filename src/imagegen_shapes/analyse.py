@@ -34,7 +34,7 @@ from typing import Final, TypeVar
 import numpy as np
 from PIL import Image
 
-from imagegen.demo.world import (
+from imagegen_shapes.world import (
     BACKGROUND_RGB,
     CANVAS,
     COLOUR_RGB,

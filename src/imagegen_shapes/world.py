@@ -1,6 +1,6 @@
 """The shapes world of the demo model: a typed scene model, its caption grammar, a sampler and a 64×64 renderer.
 
-The world is fixed so that anyone (and :mod:`imagegen.demo.analyse`) can judge a generated image:
+The world is fixed so that anyone (and :mod:`imagegen_shapes.analyse`) can judge a generated image:
 
 - canvas 64×64 RGB on a white, black or gray background;
 - eight object colours, four shapes (circle, square, triangle pointing up, plus-sign cross with arms one third of its

@@ -1,15 +1,15 @@
 """Evaluate the demo model "imagegen-shapes": GenEval-style scores, base alone vs base + refiner; img2img; speed.
 
-1. txt2img: every prompt of :data:`~imagegen.demo.analyse.EVAL_PROMPTS` × ``seeds`` images at 64×64, once with the
+1. txt2img: every prompt of :data:`~imagegen_shapes.analyse.EVAL_PROMPTS` × ``seeds`` images at 64×64, once with the
    base alone and once with the seed's base → refiner latent handoff (``denoising_end``/``denoising_start`` 0.8, the
    same initial noise), each image scored by the rule-based analyser.
 2. img2img on rendered (hence perfectly known) scenes, with the base's components:
    - strength 0.3 with the scene's own caption keeps shape and position
-     (:func:`~imagegen.demo.analyse.preserves_layout`);
+     (:func:`~imagegen_shapes.analyse.preserves_layout`);
    - a recolouring prompt (same shape and position, another colour) at strength ~0.65 gives the asked colour.
 3. Seconds per 64×64, 20-step image (one image per call, after a warm-up).
 
-Run: ``python -m imagegen.demo.evaluate --model src/imagegen/demo/weights/imagegen-shapes --out report/``.
+Run: ``python -m imagegen_shapes.evaluate --model src/imagegen/demo/weights/imagegen-shapes --out report/``.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from typing import Any, Final
 
 import numpy as np
 
-from imagegen.demo.analyse import CATEGORIES, aggregate, analyse, preserves_layout, score
-from imagegen.demo.analyse import EVAL_PROMPTS as DEFAULT_PROMPTS
-from imagegen.demo.world import (
+from imagegen_shapes.analyse import CATEGORIES, aggregate, analyse, preserves_layout, score
+from imagegen_shapes.analyse import EVAL_PROMPTS as DEFAULT_PROMPTS
+from imagegen_shapes.world import (
     Colour,
     ObjectSpec,
     Position,
@@ -330,7 +330,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m imagegen.demo.evaluate``."""
+    """Entry point of ``python -m imagegen_shapes.evaluate``."""
     parser = argparse.ArgumentParser(prog="imagegen eval-demo", description=__doc__.splitlines()[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))
