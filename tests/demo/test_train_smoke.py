@@ -7,7 +7,9 @@ checkpoints and resume, the export format and its defaults) so a broken trainer 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,18 +49,85 @@ def test_every_stage_finishes_and_records_its_steps(run_dir: Path) -> None:
     assert vae_report["scaling_factor"] > 0
 
 
-def test_resume_continues_a_stage_from_its_checkpoint(run_dir: Path, tmp_path: Path) -> None:
+class _Interrupted(Exception):
+    """Stands for a killed run (Ctrl-C, out of time) in the middle of a stage."""
+
+
+def _refiner_run(source: Path, dest: Path) -> Path:
+    """A run folder with everything the refiner stage reads (pool, latents, the trained base), marked done up to it."""
+    dest.mkdir()
+    for name in ("pool.npz", "latents.pt", "pool.done", "vae.done", "base.done"):
+        shutil.copy2(source / name, dest / name)
+    shutil.copytree(source / "base", dest / "base")
+    return dest
+
+
+def _record_steps(monkeypatch: pytest.MonkeyPatch, *, stop_at: int | None = None) -> list[tuple[str, int]]:
+    """Record every training step the trainer starts (each draws its batch from ``_step_generator``); with
+    ``stop_at``, interrupt the run when that step starts."""
+    from imagegen_shapes import train as trainer
+
+    # The trainer's own function, also when an earlier call of this helper has wrapped it.
+    original = getattr(trainer._step_generator, "__wrapped__", trainer._step_generator)
+    steps: list[tuple[str, int]] = []
+
+    def recording(seed: int, stage: str, step: int) -> Any:
+        if step == stop_at:
+            raise _Interrupted(f"{stage} interrupted at step {step}")
+        steps.append((stage, step))
+        return original(seed, stage, step)
+
+    recording.__wrapped__ = original  # type: ignore[attr-defined]
+    monkeypatch.setattr(trainer, "_step_generator", recording)
+    return steps
+
+
+def _unet_weights(run: Path, stage: str) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    return load_file(run / stage / "unet" / "diffusion_pytorch_model.safetensors")
+
+
+def test_resume_continues_a_stage_from_its_checkpoint(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A refiner run killed at step 3 resumes from its step-2 checkpoint and ends with the weights of a run that was
+    never interrupted (the trainer draws every step's batch from its own seeded stream, so it is deterministic)."""
     import torch
 
-    ckpt = torch.load(run_dir / "refiner.ckpt", weights_only=False)
-    assert ckpt["step"] == 2  # checkpoint_every=2: the last checkpoint of 3 steps is at step 2
-    # Going on to 5 steps: the refiner resumes at 2 (not 0), and nothing before it is redone.
-    for stage in ("refiner", "decoder", "export"):
-        (run_dir / f"{stage}.done").unlink()
-    (run_dir / "refiner.ckpt").unlink()  # restart the refiner schedule cleanly at the new length
-    train(_config(run_dir, steps=5), resume=True, stages=("refiner",))
-    assert json.loads((run_dir / "refiner" / "train_report.json").read_text())["steps"] == 5
-    assert (run_dir / "base.done").is_file()
+    stages = ("base", "refiner")
+    config = {"steps": 5}  # checkpoints at steps 2 and 4
+
+    # 1. The reference: the refiner stage run to its end without interruption.
+    whole = _refiner_run(run_dir, tmp_path / "whole")
+    whole_steps = _record_steps(monkeypatch)
+    train(_config(whole, **config), resume=True, stages=stages)
+    assert whole_steps == [("refiner", step) for step in range(5)]  # the finished base stage was skipped
+
+    # 2. The same run killed when step 3 starts: step 2 was trained but not checkpointed.
+    broken = _refiner_run(run_dir, tmp_path / "interrupted")
+    _record_steps(monkeypatch, stop_at=3)
+    with pytest.raises(_Interrupted):
+        train(_config(broken, **config), resume=True, stages=stages)
+    assert torch.load(broken / "refiner.ckpt", weights_only=False)["step"] == 2
+    assert not (broken / "refiner.done").exists()
+
+    # 3. Resumed: it starts at the checkpoint's step 2, not at 0, and finishes the stage.
+    capsys.readouterr()
+    resumed_steps = _record_steps(monkeypatch)
+    train(_config(broken, **config), resume=True, stages=stages)
+    assert resumed_steps == [("refiner", 2), ("refiner", 3), ("refiner", 4)]
+    log = capsys.readouterr().out
+    assert "refiner: resumed at step 2" in log
+    assert "base: already done, skipped" in log
+    assert (broken / "refiner.done").is_file()
+    assert json.loads((broken / "refiner" / "train_report.json").read_text())["steps"] == 5
+
+    # 4. Same weights as the uninterrupted run: model, optimizer and EMA state all came back from the checkpoint.
+    expected, got = _unet_weights(whole, "refiner"), _unet_weights(broken, "refiner")
+    assert expected.keys() == got.keys()
+    for name, tensor in expected.items():
+        torch.testing.assert_close(got[name], tensor, rtol=0, atol=0, msg=f"refiner unet {name} differs")
 
 
 def test_export_is_a_loadable_sdxl_base_and_refiner_with_defaults(run_dir: Path) -> None:
@@ -84,14 +153,15 @@ def test_exported_model_generates_through_the_engine(run_dir: Path) -> None:
     assert [image.size for image in result.images] == [(64, 64)]
 
 
-def test_evaluator_reports_every_category_for_base_and_refiner(run_dir: Path) -> None:
-    from imagegen_shapes.evaluate import EvalOptions, evaluate, markdown
+def test_evaluator_reports_every_category_for_both_prompt_sets(run_dir: Path) -> None:
+    from imagegen_shapes.evaluate import HELD_OUT, EvalOptions, evaluate, markdown
 
     base, refiner = run_dir / "export" / BASE_NAME, run_dir / "export" / REFINER_NAME
     options = EvalOptions(
         model=base,
         refiner=refiner,
         prompts=("a red circle", "two blue squares on the left"),
+        held_out=HELD_OUT[:2],
         seeds=2,
         num_inference_steps=4,  # strength 0.3 of 4 steps is 1 step; of 2 steps it would be none
         img2img_cases=2,
@@ -99,12 +169,24 @@ def test_evaluator_reports_every_category_for_base_and_refiner(run_dir: Path) ->
     )
     report = evaluate(options)
     assert report["guidance_scale"] == 4.0  # the exported default
-    for mode in ("base", "base+refiner"):
-        assert {"single_object", "colour", "counting"} <= set(report[mode])
-        assert all(0.0 <= value <= 1.0 for value in report[mode].values())
+    for name, prompts in (("training_phrasing", 2), ("held_out", 2)):
+        part = report[name]
+        assert part["prompts"] == prompts
+        assert set(part["per_prompt"]) == (
+            set(options.prompts) if name == "training_phrasing" else {p for p, _ in HELD_OUT[:2]}
+        )
+        for mode in ("base", "base+refiner"):
+            assert {"single_object", "colour"} <= set(part[mode])
+            assert all(0.0 <= value <= 1.0 for value in part[mode].values())
+    # 2 prompts × 2 seeds; only the second training prompt counts shapes.
+    assert report["training_phrasing"]["images"]["colour"] == 4
+    assert report["training_phrasing"]["images"]["counting"] == 2
     assert report["img2img"]["cases"] == 2
     assert report["timing"]["base_seconds"] > 0
-    assert "| single_object |" in markdown(report)
+    assert report["timing"]["base+refiner_seconds"] > 0
+    text = markdown(report)
+    assert "| single_object |" in text
+    assert "held-out phrasing: base + refiner" in text
 
 
 def test_refiner_starts_as_the_base_without_text_encoder_1() -> None:

@@ -88,3 +88,85 @@ def test_the_cli_refuses_a_bad_number_naming_the_flag_and_the_range(
     assert flag in err
     assert message in err
     assert not run_dir.exists()  # refused before anything was written
+
+
+# Held-out phrasings: the evaluator's second prompt set must be worded as no training caption is, and stay out of
+# the trainer's reach, or its scores would measure memorised captions again.
+
+
+def _normalised(text: str) -> str:
+    # The CLIP tokenizer lower-cases and splits on spaces, so case and spacing differences are not new phrasings.
+    return " ".join(text.lower().split())
+
+
+def test_no_held_out_prompt_is_a_training_caption() -> None:
+    from imagegen_shapes.evaluate import HELD_OUT
+
+    # The pool of the real trainer: its scene mix and its seed-0 stream, with caption variants (one/big/background).
+    _, captions = render_batch(20_000, 0, distribution=TRAIN_SCENES)
+    training = {_normalised(c) for c in captions}
+    assert len(training) > 5_000  # a varied sample, not a few captions repeated
+    assert not {_normalised(prompt) for prompt, _ in HELD_OUT} & training
+
+
+def test_no_held_out_prompt_fits_the_caption_grammar() -> None:
+    """``parse_prompt`` reads every caption ``caption()`` can write (checked here on samples), so a prompt it cannot
+    read is not a caption of any scene; and none of the variants of the expected scene's caption is the prompt."""
+    from imagegen_shapes.evaluate import HELD_OUT
+    from imagegen_shapes.world import caption, sample_scene
+
+    rng = np.random.default_rng(7)
+    for _ in range(500):
+        scene = sample_scene(rng, TRAIN_SCENES)
+        assert parse_prompt(caption(scene, rng)) == scene
+    for prompt, scene in HELD_OUT:
+        with pytest.raises(ValueError, match="cannot parse"):
+            parse_prompt(prompt)
+        variants = {_normalised(caption(scene, np.random.default_rng(i))) for i in range(200)}
+        assert _normalised(caption(scene)) in variants
+        assert _normalised(prompt) not in variants
+
+
+def test_held_out_set_covers_every_evaluated_category_and_fits_the_text_encoder() -> None:
+    from imagegen_shapes.analyse import EVAL_PROMPTS, categories
+    from imagegen_shapes.evaluate import HELD_OUT
+    from imagegen_shapes.train import MAX_TOKENS, load_tokenizer
+
+    assert 24 <= len(HELD_OUT) <= 32
+    assert len({prompt for prompt, _ in HELD_OUT}) == len(HELD_OUT)
+    held_out = set().union(*(categories(scene) for _, scene in HELD_OUT))
+    trained = set().union(*(categories(parse_prompt(prompt)) for prompt in EVAL_PROMPTS))
+    assert trained <= held_out
+    for category in ("single_object", "position", "counting", "two_objects", "colour_attribution"):
+        assert sum(category in categories(scene) for _, scene in HELD_OUT) >= 4, category
+    # A prompt cut off by the 32-token window would be scored against words the model never saw.
+    tokenizer = load_tokenizer("tokenizer")
+    for prompt, _ in HELD_OUT:
+        assert len(tokenizer(prompt).input_ids) <= MAX_TOKENS, prompt
+
+
+def test_the_trainer_never_imports_the_held_out_set() -> None:
+    import ast
+    import subprocess
+    import sys
+
+    import imagegen_shapes
+
+    # At run time: importing the trainer (and with it the world and the analyser) loads no evaluator.
+    code = "import sys, imagegen_shapes.train; print(sorted(m for m in sys.modules if m.startswith('imagegen_shapes')))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(ast.literal_eval(done.stdout.strip()))
+    assert "imagegen_shapes.train" in loaded
+    assert "imagegen_shapes.evaluate" not in loaded
+    # In the source: no import of the evaluator anywhere in the training code, not even inside a function.
+    package = Path(imagegen_shapes.__file__).parent
+    for name in ("train.py", "world.py", "analyse.py"):
+        tree = ast.parse((package / name).read_text(encoding="utf-8"))
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {
+            f"{node.module}.{alias.name}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module
+            for alias in node.names
+        }
+        assert not [m for m in imported if "evaluate" in m or "HELD_OUT" in m], name
