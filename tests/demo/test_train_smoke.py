@@ -6,6 +6,7 @@ checkpoints and resume, the export format and its defaults) so a broken trainer 
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -71,13 +72,13 @@ def _record_steps(monkeypatch: pytest.MonkeyPatch, *, stop_at: int | None = None
     original = getattr(trainer._step_generator, "__wrapped__", trainer._step_generator)
     steps: list[tuple[str, int]] = []
 
+    @functools.wraps(original)  # sets __wrapped__, which a later call of this helper unwraps
     def recording(seed: int, stage: str, step: int) -> Any:
         if step == stop_at:
             raise _Interrupted(f"{stage} interrupted at step {step}")
         steps.append((stage, step))
         return original(seed, stage, step)
 
-    recording.__wrapped__ = original  # type: ignore[attr-defined]
     monkeypatch.setattr(trainer, "_step_generator", recording)
     return steps
 
