@@ -9,58 +9,60 @@ import argparse
 import dataclasses
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from imagegen.errors import ImagegenError, InvalidRequest, ModelNotFound, UnsafeModelFile
-from imagegen.requests import MAX_IMAGES, MAX_STEPS, GenerationRequest, Limits, uses_eta
+from imagegen.fields import FIELDS, dialect_names, field_names
+from imagegen.options import EngineOptions, Offload
+from imagegen.requests import MAX_IMAGES, MAX_STEPS, GenerationRequest, GenerationResult, Limits
 
 if TYPE_CHECKING:
-    from imagegen.engine import Engine, ProgressEvent
+    import uvicorn
 
-#: Request field → the CLI argument that sets it, so errors name what the user typed.
-FLAGS = {
-    "prompt": "PROMPT",
-    "negative_prompt": "--negative",
-    "seed": "--seed",
-    "num_inference_steps": "--steps",
-    "guidance_scale": "--cfg",
-    "width": "--size",
-    "height": "--size",
-    "num_images": "-n/--num-images",
-    "sampler": "--sampler",
-    "schedule_type": "--schedule-type",
-    "init_image": "--init-image",
-    "strength": "--strength",
-    "model": "--model",
-    "refiner": "--refiner",
-    "denoising_end": "--refiner-switch",
-    "device": "--device",
-    "dtype": "--dtype",
-    "offload": "--offload",
-    "from": "--from",
-    "api_key": "--api-key",
-    "api_auth": "--api-auth",
-    "host": "--host",
-    "port": "--port",
-    "max_queue": "--max-queue",
-    "workers": "--workers",
-    "max_body_bytes": "--max-body-mb",
-    "job_retries": "--job-retries",
-    "job_timeout": "--job-timeout",
-    "url_ttl": "--url-ttl",
-    "keep_results_hours": "--keep-results",
-    "default_model": "--model",
-}
+    from imagegen.engine import Engine, ProgressEvent
+    from imagegen.server.services import Services
+    from imagegen.server.settings import ServerSettings
+
+#: Argument (request field or setting) → the CLI argument that sets it, so errors name what the user typed.
+FLAGS: Mapping[str, str] = MappingProxyType(
+    {
+        **dialect_names("cli"),
+        "device": "--device",
+        "dtype": "--dtype",
+        "offload": "--offload",
+        "max_loaded": "--max-loaded",
+        "from": "--from",
+        "api_key": "--api-key",
+        "api_auth": "--api-auth",
+        "host": "--host",
+        "port": "--port",
+        "max_queue": "--max-queue",
+        "workers": "--workers",
+        "max_body_bytes": "--max-body-mb",
+        "job_retries": "--job-retries",
+        "job_timeout": "--job-timeout",
+        "url_ttl": "--url-ttl",
+        "keep_results_hours": "--keep-results",
+        "default_model": "--model",
+    }
+)
+#: Request fields whose CLI argument is not a plain ``--flag VALUE`` (a positional, ``--size WxH``, a file path).
+_OWN_ARGUMENTS = frozenset({"prompt", "width", "height", "init_image"})
+#: Metavars of the plain flags by value kind (argparse would otherwise show the field name).
+_METAVARS: Mapping[type, str] = MappingProxyType({int: "N", float: "F", str: "TEXT"})
 
 
 #: Commands whose code lives beside the runtime package (``imagegen_shapes``, in a clone of the repository): imported
 #: only when one of them runs, so ``imagegen generate`` never loads training code. Name -> (module, help).
-TRAINING_COMMANDS = {
-    "train-demo": ("imagegen_shapes.train", "train the built-in shapes model from scratch (CPU, ~2 h)"),
-    "eval-demo": ("imagegen_shapes.evaluate", "score a shapes model with the rule-based analyser"),
-}
+TRAINING_COMMANDS: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        "train-demo": ("imagegen_shapes.train", "train the built-in shapes model from scratch (CPU, ~2 h)"),
+        "eval-demo": ("imagegen_shapes.evaluate", "score a shapes model with the rule-based analyser"),
+    }
+)
 
 
 class UsageError(Exception):
@@ -143,32 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     gen = sub.add_parser("generate", help="text-to-image or image-to-image; writes PNGs and prints their paths")
-    gen.add_argument("prompt", nargs="?", default=None, metavar="PROMPT", help="what to draw")
-    gen.add_argument("--negative", default=None, metavar="TEXT", help="what not to draw")
-    gen.add_argument("--seed", type=int, default=None, help="-1 (default) picks a random seed; image i uses seed+i")
-    gen.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
-    gen.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
-    gen.add_argument("--size", type=_size, default=None, metavar="WxH", help="image size, multiples of 8")
-    gen.add_argument("-n", "--num-images", type=int, default=None, help="images in the batch (default 1)")
-    gen.add_argument("--sampler", default=None, help="A1111 name ('DPM++ 2M Karras', 'Euler a') or diffusers class")
-    gen.add_argument("--schedule-type", default=None, help="Automatic, Karras, Exponential, SGM Uniform, ...")
-    gen.add_argument("--model", default=None, metavar="REF", help="hub id, local folder, .safetensors file or name")
-    gen.add_argument("--refiner", default=None, metavar="REF", help="SDXL refiner continuing the base's latents")
-    gen.add_argument("--refiner-switch", type=float, default=None, metavar="F", help="denoising_end (default 0.8)")
-    gen.add_argument("--init-image", type=Path, default=None, metavar="PATH", help="image-to-image input")
-    gen.add_argument("--strength", type=float, default=None, help="image-to-image strength in (0, 1] (default 0.75)")
-    gen.add_argument(
-        "--from",
-        dest="from_image",
-        type=Path,
-        default=None,
-        metavar="IMAGE",
-        help="regenerate from the parameters embedded in IMAGE (other options override them)",
-    )
-    gen.add_argument(
-        "--out", type=Path, default=Path("outputs"), metavar="DIR", help="output folder (default outputs/)"
-    )
-    _engine_options(gen)
+    _request_arguments(gen)
 
     info = sub.add_parser("info", help="print the generation parameters embedded in an image")
     info.add_argument("image", type=Path, metavar="IMAGE")
@@ -186,9 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--limit", type=int, default=20, help="rows for --hub (default 20)")
     models.add_argument("--models-dir", type=Path, default=None, metavar="DIR")
     models.add_argument("--json", action="store_true", help="print JSON")
-    from imagegen.demo import gallery
-
-    gallery.add_arguments(sub.add_parser("demo", help="generate a gallery with the built-in shapes model"))
+    demo = sub.add_parser("demo", help="generate a gallery with the built-in shapes model")
+    demo.add_argument("--out", type=Path, default=Path("outputs"), metavar="DIR", help="output folder")
+    demo.add_argument("--seed", type=int, default=1, help="seed of every gallery image (default 1)")
+    _engine_options(demo)
     for name, (_, text) in TRAINING_COMMANDS.items():
         # Listed here for `imagegen --help`; main() hands their arguments to their own parser before this one runs.
         sub.add_parser(name, help=text, add_help=False)
@@ -207,7 +185,6 @@ def _serve_options(serve: argparse.ArgumentParser) -> None:
         metavar="REF",
         help="a model to serve (repeatable; the first is the default); the models directory and the demo model too",
     )
-    serve.add_argument("--models-dir", type=Path, default=None, metavar="DIR", help="named models to serve")
     serve.add_argument("--data-dir", type=Path, default=None, metavar="DIR", help="job database and result images")
     serve.add_argument(
         "--api-key",
@@ -296,14 +273,46 @@ def _serve_options(serve: argparse.ArgumentParser) -> None:
         help="delete finished jobs, their images and Idempotency-Keys this long after they end "
         "(default 168 = 7 days; 0 keeps them forever)",
     )
-    serve.add_argument("--device", default=None, help="auto (default), cpu, cuda, mps")
-    serve.add_argument("--dtype", default=None, help="auto (default), float32, float16, bfloat16")
-    serve.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.bin pickle files (can run code)")
+    _engine_options(serve)
     serve.add_argument("--engine-factory", default=None, metavar="MODULE:CALLABLE", help=argparse.SUPPRESS)
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
+def _request_arguments(gen: argparse.ArgumentParser) -> None:
+    """The request's flags, from :data:`imagegen.fields.FIELDS` (names and help), plus ``--from`` and ``--out``."""
+    gen.add_argument("prompt", nargs="?", default=None, metavar="PROMPT", help=_help("prompt"))
+    for spec in FIELDS:
+        if spec.cli is None or spec.field in _OWN_ARGUMENTS:
+            continue
+        flags = spec.cli.split("/")
+        if spec.kind is bool:
+            gen.add_argument(*flags, dest=spec.field, action="store_true", default=None, help=spec.help)
+        else:
+            metavar = "REF" if spec.field in ("model", "refiner") else _METAVARS[spec.kind]
+            gen.add_argument(*flags, dest=spec.field, type=spec.kind, default=None, metavar=metavar, help=spec.help)
+    gen.add_argument("--size", type=_size, default=None, metavar="WxH", help="image size, multiples of 8")
+    gen.add_argument("--init-image", type=Path, default=None, metavar="PATH", help=_help("init_image"))
+    gen.add_argument(
+        "--from",
+        dest="from_image",
+        type=Path,
+        default=None,
+        metavar="IMAGE",
+        help="regenerate from the parameters embedded in IMAGE (other options override them)",
+    )
+    gen.add_argument(
+        "--out", type=Path, default=Path("outputs"), metavar="DIR", help="output folder (default outputs/)"
+    )
+    _engine_options(gen)
+
+
+def _help(field: str) -> str:
+    spec = field_names(field)
+    return spec.help if spec is not None else ""
+
+
 def _engine_options(parser: argparse.ArgumentParser) -> None:
+    """The :class:`~imagegen.options.EngineOptions` flags, the same for ``generate``, ``demo`` and ``serve``."""
     parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N, mps")
     parser.add_argument("--dtype", default=None, help="auto (default: float16 on GPU, float32 on CPU), float32, ...")
     parser.add_argument(
@@ -315,10 +324,26 @@ def _engine_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.bin pickle files (can run code)")
     parser.add_argument(
-        "--offload", default="none", choices=("none", "model", "sequential"), help="CPU offload to save GPU memory"
+        "--offload",
+        default=Offload.NONE.value,
+        choices=[o.value for o in Offload],
+        help="CPU offload to save GPU memory",
     )
     parser.add_argument("--vae-slicing", action="store_true", help="decode a batch one image at a time")
     parser.add_argument("--vae-tiling", action="store_true", help="decode large images in tiles")
+
+
+def engine_options(args: argparse.Namespace) -> EngineOptions:
+    """The engine options of a parsed ``generate``, ``demo`` or ``serve`` command line."""
+    return EngineOptions(
+        device=args.device,
+        dtype=args.dtype,
+        models_dir=args.models_dir,
+        allow_pickle=args.allow_pickle,
+        offload=Offload(args.offload),
+        vae_slicing=args.vae_slicing,
+        vae_tiling=args.vae_tiling,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -333,9 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "info":
             return _info(args)
         if args.command == "demo":
-            from imagegen.demo import gallery
-
-            return gallery.run(args)
+            return _demo(args)
         if args.command == "serve":
             return _serve(args)
         return _models(args)
@@ -391,26 +414,16 @@ def _request_fields(args: argparse.Namespace, limits: Limits) -> dict[str, Any]:
                 f"{args.from_image} was made with image-to-image (denoising strength {fields['strength']}); "
                 "pass the source image with --init-image",
             )
-    typed = {
-        "prompt": args.prompt,
-        "negative_prompt": args.negative,
-        "seed": args.seed,
-        "num_inference_steps": args.steps,
-        "guidance_scale": args.cfg,
-        "num_images": args.num_images,
-        "sampler": args.sampler,
-        "schedule_type": args.schedule_type,
-        "strength": args.strength,
-        "model": args.model,
-        "refiner": args.refiner,
-        "denoising_end": args.refiner_switch,
+    typed: dict[str, object] = {
+        spec.field: getattr(args, spec.field) for spec in FIELDS if spec.cli and spec.field not in _OWN_ARGUMENTS
     }
+    typed["prompt"] = args.prompt
     if args.size is not None:
         typed["width"], typed["height"] = args.size
+    if args.sampler is not None and args.eta is None:
+        # A reused image's eta belongs to the sampler that made it; another sampler starts from its own default.
+        fields.pop("eta", None)
     fields.update({key: value for key, value in typed.items() if value is not None})
-    if args.sampler is not None and "eta" in fields and not _sampler_uses_eta(args.sampler, fields):
-        # A reused DDIM image carries its eta; another sampler typed over it has no eta to take.
-        del fields["eta"]
     if args.init_image is not None:
         fields["init_image"] = read_image_file(
             args.init_image, field="init_image", max_pixels=limits.max_input_pixels, max_bytes=limits.max_input_bytes
@@ -423,7 +436,7 @@ def _request_fields(args: argparse.Namespace, limits: Limits) -> dict[str, Any]:
 def _generate(args: argparse.Namespace) -> int:
     limits = Limits()
     request = GenerationRequest(**_request_fields(args, limits))
-    engine = _engine(args, limits)
+    engine = engine_options(args).engine(limits=limits)
     result = _run_with_progress(engine, request)
     for warning in result.warnings:
         print(f"imagegen: warning: {warning}", file=sys.stderr)
@@ -432,22 +445,16 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _engine(args: argparse.Namespace, limits: Limits) -> Engine:
-    from imagegen.engine import Engine
+def _demo(args: argparse.Namespace) -> int:
+    from imagegen.demo.gallery import make_gallery
 
-    return Engine(
-        device=args.device,
-        dtype=args.dtype,
-        models_dir=args.models_dir,
-        limits=limits,
-        allow_pickle=args.allow_pickle,
-        offload=args.offload,
-        vae_slicing=args.vae_slicing,
-        vae_tiling=args.vae_tiling,
-    )
+    engine = engine_options(args).engine()
+    _, sheet = make_gallery(engine, args.out, seed=args.seed, log=lambda line: print(line, file=sys.stderr))
+    print(sheet)
+    return 0
 
 
-def _run_with_progress(engine: Engine, request: GenerationRequest) -> Any:
+def _run_with_progress(engine: Engine, request: GenerationRequest) -> GenerationResult:
     from tqdm import tqdm
 
     with tqdm(total=0, unit="step", desc="generating", file=sys.stderr, disable=None, leave=False) as bar:
@@ -463,7 +470,7 @@ def _run_with_progress(engine: Engine, request: GenerationRequest) -> Any:
 # serve -----------------------------------------------------------------------------------------------------------
 
 
-def _serve_settings(args: argparse.Namespace) -> Any:
+def _serve_settings(args: argparse.Namespace) -> ServerSettings:
     import os
 
     from imagegen.server.settings import DEFAULT_ENGINE_FACTORY, ServerSettings, default_data_dir
@@ -481,7 +488,7 @@ def _serve_settings(args: argparse.Namespace) -> Any:
         host=args.host,
         port=args.port,
         models=tuple(args.models),
-        models_dir=args.models_dir,
+        engine=engine_options(args),
         data_dir=args.data_dir or default_data_dir(),
         api_keys=tuple(dict.fromkeys(keys)),
         basic_auth=tuple(basic),
@@ -492,20 +499,8 @@ def _serve_settings(args: argparse.Namespace) -> Any:
         job_timeout=args.job_timeout if args.job_timeout > 0 else None,
         url_ttl=args.url_ttl,
         keep_results_hours=args.keep_results,
-        device=args.device,
-        dtype=args.dtype,
-        allow_pickle=args.allow_pickle,
         engine_factory=args.engine_factory or DEFAULT_ENGINE_FACTORY,
     )
-
-
-def _sampler_uses_eta(sampler: str, fields: dict[str, Any]) -> bool:
-    from imagegen.samplers import parse_sampler
-
-    try:
-        return uses_eta(parse_sampler(sampler, fields.get("schedule_type")))
-    except InvalidRequest:
-        return True  # an unknown sampler: keep eta, GenerationRequest reports the sampler itself
 
 
 def _serve_limits(args: argparse.Namespace) -> Limits:
@@ -537,17 +532,18 @@ def _serve(args: argparse.Namespace) -> int:
 
         from imagegen.server.app import create_app
         from imagegen.server.logs import configure_logging
+        from imagegen.server.services import Services
     except ImportError as exc:
         raise UsageError(
             "serve", f"the server needs the 'serve' extra: pip install 'imagegen[serve]' ({exc})"
         ) from None
     settings = _serve_settings(args)
     configure_logging(args.log_level)
-    app = create_app(settings)
-    service = app.state.service
+    services = Services(settings)
+    app = create_app(settings, services=services)
     # Before binding, so that these fail with one clear line instead of a startup traceback.
-    service.claim_data_dir()
-    if not service.refresh_models():
+    services.claim_data_dir()
+    if not services.catalog.refresh():
         raise UsageError(
             "--model",
             "no models to serve: pass --model REF or --models-dir DIR (the built-in demo model is not installed)",
@@ -578,10 +574,10 @@ def _serve(args: argparse.Namespace) -> int:
                 "imagegen serve: draining: running jobs finish, new jobs get 503 (signal again to stop now)",
                 file=sys.stderr,
             )
-            service.begin_drain()
+            services.begin_drain()
 
             def exit_when_drained() -> None:
-                service.wait_drained(settings.drain_timeout)
+                services.wait_drained(settings.drain_timeout)
                 self.should_exit = True
 
             threading.Thread(target=exit_when_drained, name="drain", daemon=True).start()
@@ -589,20 +585,20 @@ def _serve(args: argparse.Namespace) -> int:
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets)
             if self.started:
-                _banner(settings, service, self)
+                _banner(settings, services, self)
 
     server = DrainingServer(config)
     server.run()
     return 0 if server.started else 1
 
 
-def _banner(settings: Any, service: Any, server: Any) -> None:
+def _banner(settings: ServerSettings, services: Services, server: uvicorn.Server) -> None:
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     port = settings.port
     for bound in getattr(server, "servers", ()):
         for sock in getattr(bound, "sockets", ()):
             port = sock.getsockname()[1]
-    models = service.models()
+    models = services.catalog.models()
     default = models[0].ref if models else "none"
     if settings.auth_enabled:
         auth = f"on ({len(settings.api_keys)} API key(s), {len(settings.basic_auth)} Basic user(s))"

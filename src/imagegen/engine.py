@@ -34,9 +34,19 @@ from imagegen.loading import (
     pipeline_class,
     resolve,
 )
-from imagegen.metadata import ETA_DDIM_KEY, Infotext, format_infotext, format_number
+from imagegen.metadata import Infotext, format_infotext, format_number
+from imagegen.options import EngineOptions, Offload
 from imagegen.requests import MAX_SEED, GenerationRequest, GenerationResult, Limits
-from imagegen.samplers import build_scheduler, parse_sampler, sampler_for_scheduler
+from imagegen.rules import check_models, effective_eta
+from imagegen.samplers import (
+    SamplerChoice,
+    build_scheduler,
+    diffusers_base,
+    eta_rule,
+    parse_sampler,
+    resolve_eta,
+    sampler_for_scheduler,
+)
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -124,22 +134,29 @@ class Engine:
         limits: Limits | None = None,
         max_loaded: int = 2,
         allow_pickle: bool = False,
-        offload: str = "none",
+        offload: Offload | str = Offload.NONE,
         vae_slicing: bool = False,
         vae_tiling: bool = False,
     ) -> None:
-        if offload not in ("none", "model", "sequential"):
-            raise InvalidRequest("offload", f"must be none, model or sequential, got {offload!r}")
-        if max_loaded < 1:
-            raise InvalidRequest("max_loaded", f"must be at least 1, got {max_loaded}")
+        # EngineOptions checks them (offload, max_loaded): the same rules as the CLI's and the server's.
+        self.options = EngineOptions(
+            device=device,
+            dtype=dtype,
+            models_dir=Path(models_dir) if models_dir else None,
+            allow_pickle=allow_pickle,
+            offload=Offload.parse(offload),
+            vae_slicing=vae_slicing,
+            vae_tiling=vae_tiling,
+            max_loaded=max_loaded,
+        )
         self.device = select_device(device)
         self.dtype = select_dtype(dtype, self.device)
         self.default_model = default_model
-        self.models_dir = Path(models_dir) if models_dir else None
+        self.models_dir = self.options.models_dir
         self.limits = limits or Limits()
         self.max_loaded = max_loaded
         self.allow_pickle = allow_pickle
-        self.offload = offload
+        self.offload = self.options.offload.value
         self.vae_slicing = vae_slicing
         self.vae_tiling = vae_tiling
         self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
@@ -270,17 +287,10 @@ class Engine:
 
     def _load_refiner(self, request: GenerationRequest, base: LoadedModel) -> LoadedModel | None:
         if request.refiner is None:
+            check_models(request, base.info, None)
             return None
-        if base.info.family is not Family.SDXL:
-            raise InvalidRequest(
-                "refiner",
-                f"a refiner continues an SDXL base's latents, but {base.info.ref} is {base.info.family.value}",
-            )
-        refiner_info = self.resolve(request.refiner)
-        if refiner_info.family is not Family.SDXL_REFINER:
-            raise InvalidRequest(
-                "refiner", f"{refiner_info.ref} is a {refiner_info.family.value} model, not an SDXL refiner"
-            )
+        # Checked before the refiner is loaded: a wrong pairing costs no load.
+        check_models(request, base.info, self.resolve(request.refiner))
         return self.load(request.refiner, base=base)
 
     def _effective(
@@ -288,12 +298,6 @@ class Engine:
     ) -> tuple[GenerationRequest, Image | None]:
         defaults = base.info.defaults
         init_image = request.init_image
-        if base.info.family is Family.SDXL_REFINER and init_image is None:
-            raise InvalidRequest(
-                "model",
-                f"{base.info.ref} is an SDXL refiner, which only refines images: give an init image, "
-                "or use it as the refiner of an SDXL base",
-            )
         width, height = request.width, request.height
         if init_image is not None:
             # Image-to-image keeps the input's size unless a size is asked for (then the input is resized to it).
@@ -316,13 +320,14 @@ class Engine:
             guidance_scale=defaults.guidance_scale if request.guidance_scale is None else request.guidance_scale,
             seed=request.seed if request.seed != -1 else secrets.randbelow(MAX_SEED - request.num_images + 2),
             init_image=init_image,
+            eta=effective_eta(request, base.info, refiner.info if refiner else None),
         )
         self.limits.check(effective)
         # Record the sampler actually used, so the infotext can reproduce the image with any default changed later.
         scheduler = build_scheduler(
             parse_sampler(request.sampler, request.schedule_type), base.pipeline.scheduler.config
         )
-        name, schedule = sampler_for_scheduler(type(scheduler).__name__, scheduler.config)
+        name, schedule = sampler_for_scheduler(diffusers_base(type(scheduler)).__name__, scheduler.config)
         effective = dataclasses.replace(effective, sampler=name, schedule_type=schedule.value)
         return effective, init_image
 
@@ -364,7 +369,7 @@ class Engine:
         cls = pipeline_class(base.info.family, img2img=img2img)
         # DPM++ SDE draws its Brownian noise from its own seed, not the generator: one seed per image, too.
         noise_seed = [request.seed + i for i in range(request.num_images)]
-        scheduler = build_scheduler(choice, base.pipeline.scheduler.config, noise_seed=noise_seed)
+        scheduler = build_scheduler(choice, base.pipeline.scheduler.config, noise_seed=noise_seed, eta=request.eta)
         pipe = derive_pipeline(cls, base.pipeline, scheduler=scheduler)
         kwargs: dict[str, Any] = {
             "prompt": request.prompt,
@@ -385,8 +390,7 @@ class Engine:
             kwargs.update(width=request.width, height=request.height)
         if refiner is not None:
             kwargs["denoising_end"] = request.denoising_end
-        if request.eta is not None:
-            kwargs["eta"] = request.eta  # DDIM only (GenerationRequest checks); diffusers' default is 0
+        kwargs.update(_eta_argument(choice, base, request.eta))
         t0 = time.perf_counter()
         latents = pipe(**kwargs).images
         timings["denoise"] = time.perf_counter() - t0
@@ -394,10 +398,13 @@ class Engine:
         # 2. Refiner: continues from denoising_start on the same latents (ensemble of expert denoisers).
         if refiner is not None:
             t0 = time.perf_counter()
+            refiner_eta = resolve_eta(request.eta, choice, refiner.pipeline.scheduler.config, sampler="")
             refine = derive_pipeline(
                 pipeline_class(Family.SDXL_REFINER),
                 refiner.pipeline,
-                scheduler=build_scheduler(choice, refiner.pipeline.scheduler.config, noise_seed=noise_seed),
+                scheduler=build_scheduler(
+                    choice, refiner.pipeline.scheduler.config, noise_seed=noise_seed, eta=refiner_eta
+                ),
             )
             latents = refine(
                 prompt=request.prompt,
@@ -410,7 +417,7 @@ class Engine:
                 generator=generators,
                 output_type="latent",
                 callback_on_step_end=counter.callback("refiner"),
-                **({"eta": request.eta} if request.eta is not None else {}),
+                **_eta_argument(choice, refiner, refiner_eta),
             ).images
             timings["refine"] = time.perf_counter() - t0
 
@@ -424,6 +431,11 @@ class Engine:
         self, request: GenerationRequest, model: ModelInfo, refiner: LoadedModel | None, seed: int
     ) -> Infotext:
         """The A1111 infotext of one image of an effective request."""
+        extra = {}
+        rule = eta_rule(parse_sampler(request.sampler, request.schedule_type), model.scheduler_config)
+        if rule is not None and request.eta is not None and request.eta != rule.default:
+            # As A1111: "Eta DDIM" / "Eta", only when not the sampler's default.
+            extra[rule.infotext_key] = format_number(float(request.eta))
         return Infotext(
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
@@ -440,9 +452,14 @@ class Engine:
             refiner=refiner.info.title if refiner else None,
             refiner_switch_at=request.denoising_end if refiner else None,
             version=VERSION,
-            # A1111 writes DDIM's eta only when it differs from its default, 0, under this key.
-            extra={ETA_DDIM_KEY: format_number(float(request.eta))} if request.eta else {},
+            extra=extra,
         )
+
+
+def _eta_argument(choice: SamplerChoice | None, model: LoadedModel, eta: float | None) -> dict[str, float]:
+    """``{"eta": eta}`` for a pipeline whose sampler takes eta as a call argument (DDIM), else nothing."""
+    rule = eta_rule(choice, model.pipeline.scheduler.config)
+    return {"eta": eta} if rule is not None and rule.pipeline_argument and eta is not None else {}
 
 
 @dataclass(kw_only=True)

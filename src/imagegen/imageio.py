@@ -11,6 +11,7 @@ import binascii
 import io
 import warnings
 from pathlib import Path
+from types import MappingProxyType
 
 from PIL import Image, UnidentifiedImageError
 
@@ -104,4 +105,41 @@ def encode_png(image: Image.Image, infotext: str | None = None) -> bytes:
         image.save(buffer, format="PNG")
     else:
         write_image(image, infotext, buffer, format="PNG")
+    return buffer.getvalue()
+
+
+#: Output formats by the names clients use (A1111's ``samples_format``, OpenAI's ``output_format``).
+_OUTPUT_FORMATS = MappingProxyType({"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"})
+
+
+def encode_image(
+    png: bytes, infotext: str | None, *, format: str = "png", quality: int | None = None, lossless: bool = False
+) -> bytes:
+    """A result PNG (imagegen's own file, so trusted) as PNG, JPEG or WebP, with ``infotext`` embedded where A1111
+    puts it, or without any when ``infotext`` is None. ``quality`` (1-100) applies to JPEG and lossy WebP.
+
+    A JPEG's EXIF block holds at most 64 KiB: an infotext that does not fit is left out of the JPEG (the PNG behind
+    the image URL keeps it), rather than failing the request."""
+    from imagegen.metadata import metadata_save_options
+
+    kind = _OUTPUT_FORMATS.get(format.lower())
+    if kind is None:
+        raise InvalidRequest("format", f"must be one of {', '.join(_OUTPUT_FORMATS)}, got {format!r}")
+    if kind == "PNG" and infotext is not None:
+        return png  # the stored PNG already carries it
+    with Image.open(io.BytesIO(png)) as image:
+        pixels = image.convert("RGB") if kind == "JPEG" else image.copy()
+    pixels.info.clear()  # no text chunk carried over unless asked for
+    save: dict[str, object] = {}
+    if infotext is not None:
+        try:
+            save.update(metadata_save_options(infotext, kind))
+        except InvalidRequest:
+            save = {}
+    if kind in ("JPEG", "WEBP") and quality is not None:
+        save["quality"] = max(1, min(100, quality))
+    if kind == "WEBP" and lossless:
+        save["lossless"] = True
+    buffer = io.BytesIO()
+    pixels.save(buffer, format=kind, **save)
     return buffer.getvalue()

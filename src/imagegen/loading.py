@@ -21,9 +21,10 @@ import json
 import os
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from imagegen.errors import ModelLoadError, ModelNotFound, UnsafeModelFile
@@ -80,6 +81,8 @@ class ModelInfo:
     defaults: ModelDefaults
     hash: str | None = None
     """A1111's "Model hash" (first 10 hex digits of the file's SHA-256) for single files, the commit for hub models."""
+    scheduler_config: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    """The model's own ``scheduler_config.json`` (its sampler when a request names none), read without diffusers."""
 
     @property
     def title(self) -> str:
@@ -276,18 +279,23 @@ def _defaults_for(family: Family, folder: Path) -> ModelDefaults:
 def _identify_folder(folder: Path, *, ref: str, kind: str) -> ModelInfo:
     index = _read_json(folder / "model_index.json")
     family = _family_of_folder(folder, index)
-    scheduler = folder / "scheduler" / "scheduler_config.json"
-    prediction = _read_json(scheduler).get("prediction_type", "epsilon") if scheduler.is_file() else "epsilon"
+    scheduler = _scheduler_config(folder)
     commit = folder.name if kind == "hub" and re.fullmatch(r"[0-9a-f]{40}", folder.name) else None
     return ModelInfo(
         ref=ref,
         kind=kind,
         path=folder,
         family=family,
-        prediction_type=str(prediction),
+        prediction_type=str(scheduler.get("prediction_type", "epsilon")),
         defaults=_defaults_for(family, folder),
         hash=commit[:10] if commit else None,
+        scheduler_config=MappingProxyType(scheduler),
     )
+
+
+def _scheduler_config(folder: Path) -> dict[str, Any]:
+    path = folder / "scheduler" / "scheduler_config.json"
+    return _read_json(path) if path.is_file() else {}
 
 
 def _single_file_keys(path: Path) -> dict[str, list[int]]:
@@ -360,19 +368,17 @@ def _identify_single_file(path: Path, *, ref: str, allow_pickle: bool) -> ModelI
         raise ModelLoadError(f"{path} is not a model file: expected .safetensors (or a folder with model_index.json)")
     # A pickle's keys can't be read without unpickling it; it is assumed SD 1.x and diffusers re-detects on load.
     family = family_of_checkpoint(_single_file_keys(path)) if suffix == ".safetensors" else Family.SD1
-    config = _sidecar_config(path)
-    prediction = "v_prediction" if family is Family.SD2 else "epsilon"
-    defaults = _defaults_for(family, config or _bundled_config(family))
-    if config and (config / "scheduler" / "scheduler_config.json").is_file():
-        prediction = str(_read_json(config / "scheduler" / "scheduler_config.json").get("prediction_type", prediction))
+    config = _sidecar_config(path) or _bundled_config(family)
+    scheduler = _scheduler_config(config)
     return ModelInfo(
         ref=ref,
         kind="single_file",
         path=path,
         family=family,
-        prediction_type=prediction,
-        defaults=defaults,
+        prediction_type=str(scheduler.get("prediction_type", "epsilon")),
+        defaults=_defaults_for(family, config),
         hash=file_sha256(path)[:10],
+        scheduler_config=MappingProxyType(scheduler),
     )
 
 

@@ -84,8 +84,6 @@ _CANONICAL_ORDER = (
     "Refiner switch at",
 )
 _VERSION_KEY = "Version"
-#: A1111's key for DDIM's eta (it writes it, as an extra, only when eta is not 0, A1111's default for DDIM).
-ETA_DDIM_KEY = "Eta DDIM"
 
 # Infotext field -> infotext key, per value kind. Size (width, height) is handled on its own.
 _INT_FIELDS = MappingProxyType({"steps": "Steps", "seed": "Seed"})
@@ -485,32 +483,68 @@ def read_infotext(image: Image.Image | str | os.PathLike[str] | BinaryIO) -> str
         raise InvalidRequest("image", f"not a readable PNG, JPEG or WebP image: {error}") from error
 
 
+def infotext_values(info: Infotext) -> dict[str, Any]:
+    """Every ``key: value`` of an infotext, typed where the key is known (``Steps`` an int, ``CFG scale`` a float),
+    ``Size`` as A1111's parser gives it (``Size-1``, ``Size-2``), other keys as text."""
+    values: dict[str, Any] = {}
+    for name, key in (*_INT_FIELDS.items(), *_FLOAT_FIELDS.items(), *_STR_FIELDS.items()):
+        value = getattr(info, name)
+        if value is not None:
+            values[key] = value
+    if info.width is not None:
+        values["Size-1"], values["Size-2"] = info.width, info.height
+    values.update(info.extra)
+    return values
+
+
 def request_fields_from_infotext(text: str) -> dict[str, Any]:
     """Keyword arguments for :class:`~imagegen.requests.GenerationRequest` that regenerate the image an infotext
-    describes. A refiner title ``name [hash]`` becomes its name; ``Denoising strength`` becomes ``strength`` (the
-    caller must supply the init image, which an infotext cannot carry)."""
+    describes, by the infotext keys of :data:`imagegen.fields.FIELDS`. A refiner title ``name [hash]`` becomes its
+    name; ``Denoising strength`` becomes ``strength`` (the caller must supply the init image, which an infotext
+    cannot carry); eta is read under the key A1111 writes for its sampler (``Eta DDIM`` for DDIM, else ``Eta``)."""
+    from imagegen.fields import FIELDS
+
     info = parse_infotext(text)
+    values = infotext_values(info)
     fields: dict[str, Any] = {"prompt": info.prompt, "negative_prompt": info.negative_prompt}
-    pairs = {
-        "seed": info.seed,
-        "num_inference_steps": info.steps,
-        "guidance_scale": info.cfg_scale,
-        "width": info.width,
-        "height": info.height,
-        "sampler": info.sampler,
-        "schedule_type": info.schedule_type,
-        "model": info.model,
-        "strength": info.denoising_strength,
-        "denoising_end": info.refiner_switch_at,
-    }
-    fields.update({key: value for key, value in pairs.items() if value is not None})
-    eta = _float_or_none(info.extra.get(ETA_DDIM_KEY))
-    if eta is not None and info.sampler == "DDIM":
-        fields["eta"] = eta
-    if info.refiner:
-        name, _, rest = info.refiner.rpartition(" [")
-        fields["refiner"] = name if name and rest.endswith("]") else info.refiner
+    for spec in FIELDS:
+        key = _eta_key(info.sampler) if spec.field == "eta" else spec.infotext
+        value = _typed(values.get(key), spec.kind) if key else None
+        if value is not None:
+            fields[spec.field] = value
+    if "refiner" in fields:
+        name, _, rest = str(fields["refiner"]).rpartition(" [")
+        fields["refiner"] = name if name and rest.endswith("]") else fields["refiner"]
     return fields
+
+
+def _eta_key(sampler: str | None) -> str | None:
+    """The infotext key of eta for ``sampler`` (None: the sampler has no eta, or is not one imagegen knows)."""
+    from imagegen.samplers import eta_rule, parse_sampler
+
+    try:
+        rule = eta_rule(parse_sampler(sampler), {})
+    except InvalidRequest:
+        return None
+    return rule.infotext_key if rule is not None else None
+
+
+def _typed(value: Any, kind: type) -> Any:
+    """``value`` as ``kind`` (a text value is parsed), or None when it is missing or does not read as one."""
+    if value is None or isinstance(value, kind):
+        return value
+    if kind is float and isinstance(value, int):
+        return float(value)
+    if not isinstance(value, str):
+        return None
+    if kind is str:
+        return value
+    if kind is bool:
+        return {"True": True, "False": False}.get(value.strip())
+    number = _float_or_none(value)
+    if number is None or (kind is int and not _INT_RE.fullmatch(value.strip())):
+        return None
+    return kind(number)
 
 
 def _float_or_none(text: str | None) -> float | None:

@@ -21,16 +21,12 @@ from imagegen.errors import InvalidRequest
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from imagegen.samplers import SamplerChoice
-
 #: Seeds are stored in PNG metadata and passed to ``torch.Generator.manual_seed``; A1111 uses 32-bit seeds.
 MAX_SEED = 2**32 - 1
 #: Hard ceiling on steps whatever the operator allows: the schedulers are trained on 1000 timesteps.
 MAX_STEPS = 1000
 #: Hard ceiling on images per request whatever the operator allows.
 MAX_IMAGES = 1000
-#: The diffusers scheduler whose ``step`` takes ``eta`` (the only one :class:`GenerationRequest` passes it to).
-DDIM_SCHEDULER = "DDIMScheduler"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,8 +116,9 @@ class GenerationRequest:
     * ``seed`` -1 picks a random seed; image *i* of a batch uses ``seed + i`` and can be regenerated alone.
     * ``init_image`` switches to image-to-image; ``strength`` is the fraction of steps re-run on it.
     * ``refiner`` (SDXL) runs the base to ``denoising_end`` and the refiner from there on the same latents.
-    * ``eta`` is DDIM's noise scale (diffusers' ``eta``): ``None``/0 is deterministic DDIM, 1 adds DDPM-like fresh
-      noise each step. Only the DDIM sampler has it, so it needs ``sampler="DDIM"``.
+    * ``eta`` is A1111's noise scale of the samplers that add noise: DDIM's (default 0, deterministic), the ancestral
+      and SDE samplers' (default 1; 0 removes their fresh noise). ``None`` is the sampler's default; for a sampler
+      without noise eta changes nothing and is dropped (``result.effective.eta`` is ``None``).
     """
 
     prompt: str = ""
@@ -168,17 +165,14 @@ class GenerationRequest:
         if self.init_image is not None and not hasattr(self.init_image, "size"):
             raise InvalidRequest("init_image", f"must be a PIL image, got {type(self.init_image).__name__}")
         # Sampler names are checked here (pure Python), so a typo fails before any model work.
-        from imagegen.samplers import parse_sampler
+        from imagegen.samplers import parse_sampler, resolve_eta
 
         choice = parse_sampler(self.sampler, self.schedule_type)
         if self.eta is not None:
             _check_float("eta", self.eta, 0.0, 1.0)
-            # Other schedulers ignore eta silently; a value that changes nothing must not look honoured.
-            if not uses_eta(choice):
-                raise InvalidRequest(
-                    "eta",
-                    f"only the DDIM sampler uses eta: set sampler 'DDIM' or leave eta unset (sampler {self.sampler!r})",
-                )
+            if choice is not None and not choice.uses_model_scheduler:
+                # A named sampler's eta rule needs no model; the model's own sampler is checked in imagegen.rules.
+                resolve_eta(self.eta, choice, {}, sampler=choice.name)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,8 +196,3 @@ class GenerationResult:
         from imagegen.metadata import save_images
 
         return save_images(self.images, self.infotexts, self.seeds, folder)
-
-
-def uses_eta(choice: SamplerChoice | None) -> bool:
-    """Whether a parsed sampler (``parse_sampler``'s result, None for the model's own) takes DDIM's ``eta``."""
-    return choice is not None and choice.scheduler_class == DDIM_SCHEDULER

@@ -41,9 +41,11 @@ if TYPE_CHECKING:
     from diffusers import SchedulerMixin
 
 __all__ = [
+    "EtaRule",
     "SamplerChoice",
     "ScheduleType",
     "build_scheduler",
+    "eta_rule",
     "list_samplers",
     "list_schedule_types",
     "parse_sampler",
@@ -448,6 +450,83 @@ def parse_sampler(sampler: str | None, schedule_type: str | None = None) -> Samp
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# eta: A1111's noise scale of the samplers that add noise (pure Python).
+
+
+@dataclass(frozen=True, kw_only=True)
+class EtaRule:
+    """How a sampler takes A1111's ``eta``: its default, the values imagegen can honour, the infotext key.
+
+    A1111 scales the fresh noise of DDIM (its ``eta_ddim``, default 0) and of the ancestral and SDE samplers (its
+    ``eta_ancestral``, default 1: 0 means no ancestral noise) by a request's eta; samplers without noise ignore it.
+    """
+
+    default: float
+    #: The values honoured; empty: any value in [0, 1].
+    only: tuple[float, ...] = ()
+    #: What A1111 writes into the infotext when eta is not the default.
+    infotext_key: str = "Eta"
+    #: True when eta is an argument of the pipeline call (diffusers passes it to DDIM's step), not of the scheduler.
+    pipeline_argument: bool = False
+
+    def check(self, eta: float, sampler: str) -> None:
+        """Raise :class:`InvalidRequest` (field ``eta``) for a value this sampler cannot honour."""
+        if self.only and eta not in self.only:
+            allowed = " or ".join(format(value, "g") for value in self.only)
+            raise InvalidRequest(
+                "eta",
+                f"sampler {sampler!r} can run with eta {allowed} only (diffusers has no other noise scale for it), "
+                f"got {eta!r}",
+            )
+
+
+#: DDIM: any eta, passed to diffusers' DDIM step (A1111's default 0 is deterministic DDIM).
+_DDIM_ETA = EtaRule(default=0.0, infotext_key="Eta DDIM", pipeline_argument=True)
+#: Euler a: any eta (k-diffusion's get_ancestral_step, imagegen.schedulers.EulerAncestralScheduler).
+_ANCESTRAL_ETA = EtaRule(default=1.0)
+#: 1 is diffusers' sampler; 0 is exactly its deterministic twin (DPM2 a -> DPM2, SDE-DPM-Solver++ -> DPM-Solver++).
+#: DPM++ 2S a also takes both: diffusers' version adds no noise at all (the ≈ in the sampler table).
+_ZERO_OR_ONE = EtaRule(default=1.0, only=(0.0, 1.0))
+#: DPM++ SDE: diffusers' step has no noise scale; only A1111's default.
+_ONE = EtaRule(default=1.0, only=(1.0,))
+_SDE_ALGORITHMS = frozenset({"sde-dpmsolver++", "sde-dpmsolver"})
+
+
+def eta_rule(choice: SamplerChoice | None, model_scheduler_config: Mapping[str, object]) -> EtaRule | None:
+    """How the sampler a request runs takes eta; ``None`` for a sampler without noise (eta is then a no-op).
+
+    ``choice`` is :func:`parse_sampler`'s result; ``None`` or a schedule-type-only choice means the model's own
+    scheduler, described by its config (``_class_name``, ``algorithm_type``)."""
+    if choice is not None and not choice.uses_model_scheduler:
+        class_name, options, name = choice.scheduler_class, choice.options, choice.name
+    else:
+        class_name, options, name = str(model_scheduler_config.get("_class_name") or ""), model_scheduler_config, ""
+    if class_name == "DDIMScheduler":
+        return _DDIM_ETA
+    if class_name == "EulerAncestralDiscreteScheduler":
+        return _ANCESTRAL_ETA
+    if class_name == "KDPM2AncestralDiscreteScheduler" or name == "DPM++ 2S a":
+        return _ZERO_OR_ONE
+    if class_name == "DPMSolverMultistepScheduler" and options.get("algorithm_type") in _SDE_ALGORITHMS:
+        return _ZERO_OR_ONE
+    if class_name == "DPMSolverSDEScheduler":
+        return _ONE
+    return None
+
+
+def resolve_eta(
+    eta: float | None, choice: SamplerChoice | None, model_scheduler_config: Mapping[str, object], *, sampler: str
+) -> float | None:
+    """The eta a request runs with: ``None`` when the sampler has no noise to scale (a no-op, accepted silently),
+    else ``eta`` itself once checked against what the sampler can honour (:class:`InvalidRequest` naming ``eta``)."""
+    rule = eta_rule(choice, model_scheduler_config)
+    if rule is None or eta is None:
+        return None
+    rule.check(eta, sampler)
+    return eta
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Building (imports diffusers).
 
 
@@ -504,11 +583,13 @@ def build_scheduler(
     model_scheduler_config: Mapping[str, object],
     *,
     noise_seed: int | Sequence[int] | None = None,
+    eta: float | None = None,
 ) -> SchedulerMixin:
     """A fresh scheduler for one request, from the model's own scheduler config plus the choice's settings.
 
     ``noise_seed`` seeds the Brownian-tree noise of ``DPMSolverSDEScheduler`` (DPM++ SDE), which does not draw from
     the pipeline's torch generator: without it that sampler is not reproducible. A list gives one tree per image.
+    ``eta`` (checked by :func:`resolve_eta`) sets the ancestral samplers' noise scale; DDIM's goes to the pipeline.
     """
     # 1. Which class: the choice's, or the model's own.
     model_class = str(model_scheduler_config.get("_class_name") or "")
@@ -541,9 +622,51 @@ def build_scheduler(
         overrides.update(_schedule_overrides(choice.schedule_type, support))
     if noise_seed is not None and "noise_sampler_seed" in _init_parameters(cls):
         overrides["noise_sampler_seed"] = noise_seed if isinstance(noise_seed, int) else list(noise_seed)
+    if "clip_sample" in _init_parameters(cls) and "clip_sample" not in model_scheduler_config:
+        # DDIM's and DDPM's default (True) clips x_0 to [-1, 1]: right for pixels, ruinous for latents, which reach
+        # about ±4. Every latent model's config that means it says so; one that is silent is a latent model too.
+        overrides["clip_sample"] = False
 
-    # 3. from_config keeps the model's betas, prediction_type, steps_offset, ... and applies the overrides.
-    return cls.from_config(dict(model_scheduler_config), **overrides)
+    # 3. eta, and the diffusers classes imagegen replaces (imagegen.schedulers).
+    cls, ancestral_eta = _noise_variant(cls, choice, model_scheduler_config, overrides, eta)
+
+    # 4. from_config keeps the model's betas, prediction_type, steps_offset, ... and applies the overrides.
+    scheduler = cls.from_config(dict(model_scheduler_config), **overrides)
+    if ancestral_eta is not None:
+        scheduler.eta = ancestral_eta
+    return scheduler
+
+
+def _noise_variant(
+    cls: type[SchedulerMixin],
+    choice: SamplerChoice | None,
+    model_scheduler_config: Mapping[str, object],
+    overrides: dict[str, object],
+    eta: float | None,
+) -> tuple[type[SchedulerMixin], float | None]:
+    """The class to build for ``eta`` (plus the Euler a eta to set on it), updating ``overrides`` in place."""
+    from diffusers import KDPM2DiscreteScheduler
+
+    from imagegen.schedulers import EulerAncestralScheduler, UniPCScheduler
+
+    if issubclass(cls, diffusers_base(UniPCScheduler)):
+        return UniPCScheduler, None
+    rule = eta_rule(choice, model_scheduler_config)
+    if eta is None or rule is None or eta == rule.default or rule.pipeline_argument:
+        return cls, None
+    if issubclass(cls, diffusers_base(EulerAncestralScheduler)):
+        return EulerAncestralScheduler, eta
+    if cls.__name__ == "KDPM2AncestralDiscreteScheduler":
+        return KDPM2DiscreteScheduler, None  # eta 0: DPM2 a without its ancestral noise is DPM2
+    algorithm = overrides.get("algorithm_type", model_scheduler_config.get("algorithm_type"))
+    if algorithm in _SDE_ALGORITHMS:
+        overrides["algorithm_type"] = str(algorithm).removeprefix("sde-")  # eta 0: the same solver without noise
+    return cls, None
+
+
+def diffusers_base(cls: type) -> type:
+    """The diffusers class ``cls`` is (or derives from): imagegen's replacements keep their diffusers name."""
+    return next(c for c in cls.__mro__ if c.__module__.startswith("diffusers."))
 
 
 # --------------------------------------------------------------------------------------------------------------------

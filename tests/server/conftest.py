@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from imagegen.options import EngineOptions
 from imagegen.server.app import create_app
 from imagegen.server.settings import ServerSettings
 from support.server_harness import FAKE_FACTORY, TESTS_DIR, ServerProcess, wait_ready, write_fake_model
@@ -44,7 +45,7 @@ def _tests_on_worker_path(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def settings(tmp_path: Path, fake_models_dir: Path) -> ServerSettings:
     return ServerSettings(
-        models_dir=fake_models_dir,
+        engine=EngineOptions(models_dir=fake_models_dir),
         default_model="fake-sd1",
         data_dir=tmp_path / "data",
         engine_factory=FAKE_FACTORY,

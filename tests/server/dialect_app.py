@@ -1,4 +1,4 @@
-"""A running imagegen app for the A1111 / OpenAI dialect tests: the real JobService and worker process, a fake engine.
+"""A running imagegen app for the A1111 / OpenAI dialect tests: the real services and worker process, a fake engine.
 
 The served models are configs-only copies of the bundled SD 1.5 and SDXL reference configs (no weights: the fake
 engine never loads them), shrunk to 64x64 / 4 steps defaults through ``imagegen.json`` so every image is cheap.
@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import imagegen
+from imagegen.options import EngineOptions
 from imagegen.requests import Limits
 from imagegen.server.app import create_app
 from imagegen.server.settings import ServerSettings
@@ -58,7 +59,7 @@ def dialect_client(root: Path, *, limits: Limits | None = None, max_queue: int =
     """A started app (worker process running the fake engine) and an unauthenticated client for it."""
     settings = ServerSettings(
         host="127.0.0.1",
-        models_dir=make_models(root),
+        engine=EngineOptions(models_dir=make_models(root)),
         default_model="fake-sd15",
         data_dir=root / "data",
         api_keys=(API_KEY,),
@@ -79,11 +80,11 @@ def dialect_client(root: Path, *, limits: Limits | None = None, max_queue: int =
 
 
 def record_submit_threads(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Wrap the app's ``service.submit``; the list gets, per call, whether it ran on the event loop's thread."""
+    """Wrap the app's ``queue.submit``; the list gets, per call, whether it ran on the event loop's thread."""
     import asyncio
 
-    service = client.app.state.service
-    original = service.submit
+    queue = client.app.state.services.queue
+    original = queue.submit
     on_loop: list[bool] = []
 
     def submit(*args: object, **kwargs: object) -> object:
@@ -94,5 +95,5 @@ def record_submit_threads(client: TestClient, monkeypatch: pytest.MonkeyPatch) -
             on_loop.append(False)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(service, "submit", submit)
+    monkeypatch.setattr(queue, "submit", submit)
     return on_loop

@@ -1,4 +1,4 @@
-"""A started app whose JobService reads a clock the test controls: URL expiry and retention without sleeping."""
+"""A started app whose services read a clock the test controls: URL expiry and retention without sleeping."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from contextlib import closing, contextmanager
 from fastapi.testclient import TestClient
 
 from imagegen.server.app import create_app
-from imagegen.server.service import JobService
+from imagegen.server.services import Services
 from imagegen.server.settings import ServerSettings
 from support.server_harness import wait_ready
 
@@ -31,15 +31,16 @@ class FakeClock:
 @contextmanager
 def running_app(settings: ServerSettings, *, clock: Callable[[], float] = time.time) -> Iterator[TestClient]:
     """The app with real worker processes (the fake engine), ready; stopped on exit."""
-    service = JobService(settings, clock=clock)
+    services = Services(settings, clock=clock)
     # A loopback base URL: a server without keys refuses other Host headers (TestClient's default is "testserver").
-    with TestClient(create_app(settings, service=service), base_url="http://127.0.0.1") as client:
+    with TestClient(create_app(settings, services=services), base_url="http://127.0.0.1") as client:
         wait_ready(client.get)
         yield client
 
 
-def service_of(client: TestClient) -> JobService:
-    return client.app.state.service
+def service_of(client: TestClient) -> Services:
+    services: Services = client.app.state.services
+    return services
 
 
 def backdate(settings: ServerSettings, job_ids: Iterable[str], seconds: float) -> None:

@@ -6,6 +6,7 @@ import base64
 import dataclasses
 import io
 import json
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -15,20 +16,22 @@ from dialect_app import API_KEY, BASIC, MAX_BODY_BYTES, dialect_client, fill_que
 from PIL import Image
 
 from imagegen.errors import InvalidRequest
+from imagegen.loading import Family, ModelDefaults, ModelInfo
 from imagegen.metadata import Infotext, format_infotext, read_infotext
-from imagegen.server.errors import ErrorInfo, error_info
-from imagegen.server.jobs import Job, JobStatus
-from imagegen.server.routes.a1111 import (
+from imagegen.requests import GenerationRequest
+from imagegen.server.dialects.a1111.routes import render_a1111_error
+from imagegen.server.dialects.a1111.schemas import A1111Img2ImgRequest, A1111Txt2ImgRequest
+from imagegen.server.dialects.a1111.translate import (
     apply_infotext,
     check_supported,
     infotext_parameters,
     png_info,
-    render_a1111_error,
     resolve_sampler,
-    to_generation_request,
+    translate,
 )
-from imagegen.server.routes.dialect_support import job_exception
-from imagegen.server.schemas_a1111 import A1111Img2ImgRequest, A1111Txt2ImgRequest
+from imagegen.server.dialects.core import job_exception, renamed_fields
+from imagegen.server.errors import ErrorInfo, error_info
+from imagegen.server.jobs.model import Job, JobStatus
 from support.malformed_png import declaring, ztxt_bomb
 from support.server_harness import wait_job
 
@@ -96,11 +99,52 @@ def _b64(data: bytes) -> str:
 # Pure conversion.
 
 
+def _model(ref: str, family: Family = Family.SD1, scheduler: str = "EulerDiscreteScheduler") -> ModelInfo:
+    defaults = ModelDefaults(width=64, height=64, num_inference_steps=20, guidance_scale=7.0)
+    return ModelInfo(
+        ref=ref,
+        kind="folder",
+        path=Path(ref),
+        family=family,
+        prediction_type="epsilon",
+        defaults=defaults,
+        scheduler_config={"_class_name": scheduler},
+    )
+
+
+class FakeCatalog:
+    """The served models as translate() sees them: "m" (the default, SD 1), "ddim-model" and the refiner "r"."""
+
+    def __init__(self) -> None:
+        self.served = {
+            "m": _model("m"),
+            "ddim-model": _model("ddim-model", scheduler="DDIMScheduler"),
+            "r": _model("r", Family.SDXL_REFINER),
+        }
+
+    def default(self) -> ModelInfo:
+        return self.served["m"]
+
+    def find(self, text: str, *, field: str) -> ModelInfo:
+        if text not in self.served:
+            raise InvalidRequest(field, f"unknown model {text!r}")
+        return self.served[text]
+
+
+def to_generation_request(body, *, image: Image.Image | None = None, options: dict | None = None) -> GenerationRequest:
+    """What the dialect core would build from ``body`` (errors named as the core names them)."""
+    img2img = isinstance(body, A1111Img2ImgRequest)
+    translation = translate(body, catalog=FakeCatalog(), stored_options=options or {}, img2img=img2img)
+    submission = translation.submission
+    with renamed_fields(submission.names, prefix=submission.prefixes):
+        return GenerationRequest(**submission.fields, **({"init_image": image} if image is not None else {}))
+
+
 def test_batch_size_times_n_iter_images_and_field_mapping() -> None:
     body = A1111Txt2ImgRequest(
         prompt="p", negative_prompt="n", seed=7, steps=12, cfg_scale=5.5, width=64, height=128, batch_size=2, n_iter=3
     )
-    request = to_generation_request(body, model="m")
+    request = to_generation_request(body)
     assert request.num_images == 6
     assert (request.seed, request.num_inference_steps, request.guidance_scale) == (7, 12, 5.5)
     assert (request.width, request.height, request.model, request.prompt, request.negative_prompt) == (
@@ -172,14 +216,36 @@ def test_invalid_values_name_the_a1111_field(fields: dict, name: str) -> None:
 
 def test_img2img_strength_default_and_refiner_switch() -> None:
     image = Image.new("RGB", (64, 64))
-    body = A1111Img2ImgRequest(init_images=["x"], refiner_switch_at=0.7)
-    request = to_generation_request(body, init_image=image, refiner="r")
+    body = A1111Img2ImgRequest(init_images=["x"], refiner_checkpoint="r", refiner_switch_at=0.7)
+    request = to_generation_request(body, image=image)
     assert request.strength == 0.75
     assert request.init_image is image
     assert (request.refiner, request.denoising_end) == ("r", 0.7)
     with pytest.raises(InvalidRequest) as info:
-        to_generation_request(A1111Img2ImgRequest(denoising_strength=0), init_image=image)
+        to_generation_request(A1111Img2ImgRequest(init_images=["x"], denoising_strength=0), image=image)
     assert info.value.field == "denoising_strength"
+    with pytest.raises(InvalidRequest) as info:
+        to_generation_request(A1111Img2ImgRequest())
+    assert info.value.field == "init_images"
+
+
+def test_img2img_fix_steps_runs_the_requested_steps_on_the_image() -> None:
+    image = Image.new("RGB", (64, 64))
+    body = A1111Img2ImgRequest(init_images=["x"], steps=10, denoising_strength=0.5)
+    assert to_generation_request(body, image=image).num_inference_steps == 10
+    fixed = to_generation_request(body, image=image, options={"img2img_fix_steps": True})
+    assert fixed.num_inference_steps == 20  # diffusers then runs 20 * 0.5 = 10 steps on the image
+    unset = A1111Img2ImgRequest(
+        init_images=["x"], denoising_strength=0.25, override_settings={"img2img_fix_steps": True}
+    )
+    assert to_generation_request(unset, image=image).num_inference_steps == 80  # the model's 20 steps / 0.25
+    with pytest.raises(InvalidRequest) as info:
+        to_generation_request(
+            A1111Img2ImgRequest(init_images=["x"], steps=800, denoising_strength=0.5),
+            options={"img2img_fix_steps": True},
+        )
+    assert info.value.field == "steps"
+    assert "img2img_fix_steps" in info.value.message
 
 
 def test_null_means_not_sent() -> None:
@@ -225,9 +291,9 @@ def test_job_failures_map_to_the_status_of_their_error(status, code, message, ht
 
 def test_webuiapi_defaults_are_accepted() -> None:
     body = A1111Txt2ImgRequest(**WEBUIAPI_TXT2IMG)
-    check_supported(body, options={})
+    check_supported(body)
     request = to_generation_request(body)
-    assert (request.sampler, request.seed) == ("Euler a", 1234)
+    assert (request.sampler, request.seed, request.eta) == ("Euler a", 1234, 1.0)
 
 
 @pytest.mark.parametrize(
@@ -243,18 +309,17 @@ def test_webuiapi_defaults_are_accepted() -> None:
         ({"script_name": "x/y/z plot"}, "script_name"),
         ({"s_churn": 0.5}, "s_churn"),
         ({"s_noise": 1.003}, "s_noise"),
-        ({"override_settings": {"CLIP_stop_at_last_layers": 2}}, "override_settings.CLIP_stop_at_last_layers"),
     ],
 )
 def test_unsupported_non_default_values_are_refused_by_name(fields: dict, name: str) -> None:
     with pytest.raises(InvalidRequest) as info:
-        check_supported(A1111Txt2ImgRequest(**fields), options={})
+        check_supported(A1111Txt2ImgRequest(**fields))
     assert info.value.field == name
-    assert "not supported" in info.value.message or "cannot be applied" in info.value.message
+    assert "not supported" in info.value.message
 
 
 def test_img2img_only_fields() -> None:
-    check_supported(A1111Img2ImgRequest(mask_blur=8, inpainting_fill=1, image_cfg_scale=1.5), options={})
+    check_supported(A1111Img2ImgRequest(mask_blur=8, inpainting_fill=1, image_cfg_scale=1.5))
     for fields, name in (
         ({"mask": "abc"}, "mask"),
         ({"resize_mode": 1}, "resize_mode"),
@@ -262,37 +327,71 @@ def test_img2img_only_fields() -> None:
         ({"initial_noise_multiplier": 0.9}, "initial_noise_multiplier"),
     ):
         with pytest.raises(InvalidRequest) as info:
-            check_supported(A1111Img2ImgRequest(**fields), options={})
+            check_supported(A1111Img2ImgRequest(**fields))
         assert info.value.field == name
     with pytest.raises(InvalidRequest, match="inpainting"):
-        check_supported(A1111Img2ImgRequest(mask="abc"), options={})
+        check_supported(A1111Img2ImgRequest(mask="abc"))
 
 
-def test_override_settings_at_neutral_or_current_values_pass() -> None:
+@pytest.mark.parametrize(
+    ("overrides", "name", "fragment"),
+    [
+        ({"CLIP_stop_at_last_layers": 2}, "override_settings.CLIP_stop_at_last_layers", "prompt language"),
+        ({"eta_noise_seed_delta": 31337}, "override_settings.eta_noise_seed_delta", "seed"),
+        ({"sd_vae": "vae-ft-mse.safetensors"}, "override_settings.sd_vae", "own VAE"),
+        ({"no_such_option": 1}, "override_settings.no_such_option", "unknown option"),
+        ({"samples_format": "gif"}, "override_settings.samples_format", "png, jpg, jpeg, webp"),
+        ({"eta_ddim": 2}, "override_settings.eta_ddim", "between 0 and 1"),
+        ({"send_seed": "yes"}, "override_settings.send_seed", "boolean"),
+        ({"sd_model_checkpoint": "../../etc/passwd"}, "override_settings.sd_model_checkpoint", "unknown model"),
+    ],
+)
+def test_override_settings_that_cannot_be_honoured_are_refused_by_name(overrides, name, fragment) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        to_generation_request(A1111Txt2ImgRequest(override_settings=overrides))
+    assert info.value.field == name
+    assert fragment in info.value.message
+
+
+def test_override_settings_at_neutral_values_or_without_image_effect_pass() -> None:
     body = A1111Txt2ImgRequest(
         override_settings={
             "sd_vae": "Automatic",
             "CLIP_stop_at_last_layers": 1,
-            "my_option": 3,
-            "sd_model_checkpoint": "x",
+            "eta_noise_seed_delta": 0,
+            "send_seed": False,
+            "outdir_samples": "/somewhere",
+            "sd_model_checkpoint": "ddim-model",
         }
     )
-    check_supported(body, options={"my_option": 3})
-    with pytest.raises(InvalidRequest):
-        check_supported(body, options={"my_option": 4})
+    assert to_generation_request(body).model == "ddim-model"
 
 
-def test_eta_is_passed_to_ddim_and_honoured_only_at_a1111_defaults_elsewhere() -> None:
-    assert to_generation_request(A1111Txt2ImgRequest(sampler_name="Euler a", eta=1.0)).eta is None
+def test_eta_is_a1111s_for_every_sampler_with_noise_and_ignored_without() -> None:
+    assert to_generation_request(A1111Txt2ImgRequest(sampler_name="Euler a", eta=1.0)).eta == 1.0
+    # The A1111 API tests' payload: Euler a with eta 0, i.e. without ancestral noise.
+    assert to_generation_request(A1111Txt2ImgRequest(sampler_name="Euler a", eta=0)).eta == 0.0
     assert to_generation_request(A1111Txt2ImgRequest(sampler_name="Euler", eta=0.4)).eta is None  # A1111 ignores it
+    assert to_generation_request(A1111Txt2ImgRequest(sampler_name="UniPC", eta=0)).eta is None
     # DDIM takes any eta in [0, 1]: webuiapi's default 1.0 (A1111 applies it to DDIM too) and fractions alike.
     assert to_generation_request(A1111Txt2ImgRequest(**{**WEBUIAPI_TXT2IMG, "sampler_name": "DDIM"})).eta == 1.0
     assert to_generation_request(A1111Txt2ImgRequest(sampler_name="DDIM", eta=0.3)).eta == 0.3
-    assert to_generation_request(A1111Txt2ImgRequest(sampler_name="DDIM")).eta is None
-    for sampler, eta in (("Euler a", 0.5), ("DDIM", 1.5), ("DDIM", -0.1)):
+    # Unset: the option A1111 reads for the sampler (eta_ddim 0, eta_ancestral 1 by default).
+    assert to_generation_request(A1111Txt2ImgRequest(sampler_name="DDIM")).eta == 0.0
+    assert to_generation_request(A1111Txt2ImgRequest(sampler_name="Euler a")).eta == 1.0
+    assert to_generation_request(A1111Txt2ImgRequest(sampler_name="Euler a"), options={"eta_ancestral": 0.5}).eta == 0.5
+    # No sampler named: the model's own (the default model's Euler has no eta; ddim-model's DDIM has).
+    assert to_generation_request(A1111Txt2ImgRequest(eta=0.7)).eta is None
+    ddim = A1111Txt2ImgRequest(eta=0.7, override_settings={"sd_model_checkpoint": "ddim-model"})
+    assert to_generation_request(ddim).eta == 0.7
+    for sampler, eta in (("DPM++ SDE", 0.5), ("DPM2 a", 0.5), ("DDIM", 1.5), ("DDIM", -0.1)):
         with pytest.raises(InvalidRequest) as info:
             to_generation_request(A1111Txt2ImgRequest(sampler_name=sampler, eta=eta))
         assert info.value.field == "eta"
+    # An option's eta that the sampler cannot take names the option.
+    with pytest.raises(InvalidRequest) as info:
+        to_generation_request(A1111Txt2ImgRequest(sampler_name="DPM++ SDE"), options={"eta_ancestral": 0.5})
+    assert info.value.field == "eta_ancestral"
 
 
 @pytest.mark.parametrize("prompt", ["a cat <lora:detail:0.8>", "<lyco:style:1>, a dog", "x <hypernet:anime:0.5>"])
@@ -356,7 +455,7 @@ def test_infotext_eta_ddim_fills_eta_for_ddim_only() -> None:
     assert apply_infotext(A1111Txt2ImgRequest(infotext=infotext, eta=0.1))[0].eta == 0.1
     other, _ = apply_infotext(A1111Txt2ImgRequest(infotext=infotext, sampler_name="Euler a"))
     assert other.eta is None
-    assert to_generation_request(other).eta is None
+    assert to_generation_request(other).eta == 1.0  # Euler a's own default, not DDIM's 0.4
 
 
 def test_png_info_and_parameters() -> None:
@@ -451,6 +550,124 @@ def test_webuiapi_ddim_with_its_default_eta_runs_with_that_eta(client) -> None:
     job_id = json.loads(response.json()["info"])["job_id"]
     job = client.get(f"/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {API_KEY}"}).json()
     assert (job["request"]["sampler"], job["request"]["eta"]) == ("DDIM", 1.0)
+
+
+#: The body of stable-diffusion-webui's own API tests (test/test_txt2img.py): every field explicit, at its no-op value.
+A1111_TEST_TXT2IMG = {
+    "batch_size": 1,
+    "cfg_scale": 7,
+    "denoising_strength": 0,
+    "enable_hr": False,
+    "eta": 0,
+    "firstphase_height": 0,
+    "firstphase_width": 0,
+    "height": 64,
+    "n_iter": 1,
+    "negative_prompt": "",
+    "prompt": "example prompt",
+    "restore_faces": False,
+    "s_churn": 0,
+    "s_noise": 1,
+    "s_tmax": 0,
+    "s_tmin": 0,
+    "sampler_index": "Euler a",
+    "seed": -1,
+    "seed_resize_from_h": -1,
+    "seed_resize_from_w": -1,
+    "steps": 3,
+    "styles": [],
+    "subseed": -1,
+    "subseed_strength": 0,
+    "tiling": False,
+    "width": 64,
+}
+
+
+@pytest.mark.parametrize("sampler", ["Euler a", "Euler", "DPM++ 2M", "DPM++ 2M SDE", "PLMS", "DDIM", "UniPC", "LCM"])
+def test_the_webuis_own_api_test_payloads_are_accepted(client, sampler: str) -> None:
+    response = client.post("/sdapi/v1/txt2img", json={**A1111_TEST_TXT2IMG, "sampler_index": sampler})
+    assert response.status_code == 200, response.text
+    job_id = json.loads(response.json()["info"])["job_id"]
+    job = client.get(f"/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {API_KEY}"}).json()
+    # eta 0 is honoured where the sampler has noise (no ancestral noise; DDIM's default), dropped where it has none.
+    expected_eta = 0.0 if sampler in ("Euler a", "DPM++ 2M SDE", "DDIM") else None
+    assert (job["request"]["sampler"], job["request"]["eta"]) == (sampler, expected_eta)
+    img2img = {
+        **A1111_TEST_TXT2IMG,
+        "sampler_index": sampler,
+        "denoising_strength": 0.75,
+        "include_init_images": False,
+        "init_images": [_b64(_png((64, 64)))],
+        "inpaint_full_res": False,
+        "inpaint_full_res_padding": 0,
+        "inpainting_fill": 0,
+        "inpainting_mask_invert": False,
+        "mask": None,
+        "mask_blur": 4,
+        "override_settings": {},
+        "resize_mode": 0,
+    }
+    response = client.post("/sdapi/v1/img2img", json=img2img)
+    assert response.status_code == 200, response.text
+
+
+def test_options_list_known_keys_refuse_unknown_ones_and_write_all_or_nothing(client) -> None:
+    options = client.get("/sdapi/v1/options").json()
+    # Keys A1111 clients read before writing, at A1111's defaults.
+    assert (options["send_seed"], options["jpeg_quality"], options["img2img_fix_steps"]) == (True, 80, False)
+    assert (options["CLIP_stop_at_last_layers"], options["eta_noise_seed_delta"]) == (1, 0)
+    # The webui's own test_options_write: flip send_seed, read it back.
+    assert client.post("/sdapi/v1/options", json={"send_seed": False}).status_code == 200
+    assert client.get("/sdapi/v1/options").json()["send_seed"] is False
+    try:
+        _assert_a1111_error(client.post("/sdapi/v1/options", json={"send_seed": True, "foo_bar": 3}), 422, "foo_bar")
+        assert client.get("/sdapi/v1/options").json()["send_seed"] is False  # nothing of a refused write is kept
+        _assert_a1111_error(
+            client.post("/sdapi/v1/options", json={"CLIP_stop_at_last_layers": 2}), 422, "CLIP_stop_at_last_layers"
+        )
+        _assert_a1111_error(client.post("/sdapi/v1/options", json={"jpeg_quality": 0}), 422, "jpeg_quality")
+        _assert_a1111_error(client.post("/sdapi/v1/options", json={"sd_checkpoint_hash": "f00"}), 422)
+        # Writing back everything that was read is accepted (some clients do exactly that).
+        everything = client.get("/sdapi/v1/options").json()
+        assert client.post("/sdapi/v1/options", json=everything).status_code == 200
+        assert "foo_bar" not in client.get("/sdapi/v1/options").json()
+    finally:
+        client.post("/sdapi/v1/options", json={"send_seed": True})
+
+
+def test_response_image_options_are_honoured(client) -> None:
+    try:
+        assert client.post("/sdapi/v1/options", json={"samples_format": "jpg", "jpeg_quality": 90}).status_code == 200
+        body = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "seed": 5}).json()
+        with Image.open(io.BytesIO(base64.b64decode(body["images"][0]))) as image:
+            assert image.format == "JPEG"
+            assert read_infotext(image) == json.loads(body["info"])["infotexts"][0]
+        # One request's override, without keeping it.
+        webp = {"prompt": "x", "override_settings": {"samples_format": "webp"}}
+        with Image.open(
+            io.BytesIO(base64.b64decode(client.post("/sdapi/v1/txt2img", json=webp).json()["images"][0]))
+        ) as image:
+            assert image.format == "WEBP"
+        assert (
+            client.post("/sdapi/v1/options", json={"samples_format": "png", "enable_pnginfo": False}).status_code == 200
+        )
+        body = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "seed": 5}).json()
+        with Image.open(io.BytesIO(base64.b64decode(body["images"][0]))) as image:
+            assert image.format == "PNG"
+            assert read_infotext(image) is None
+    finally:
+        client.post("/sdapi/v1/options", json={"samples_format": "png", "jpeg_quality": 80, "enable_pnginfo": True})
+
+
+def test_options_survive_a_restart(tmp_path: Path) -> None:
+    with dialect_client(tmp_path) as first:
+        first.headers.update(AUTH)
+        assert first.post("/sdapi/v1/options", json={"send_size": False, "eta_ancestral": 0.5}).status_code == 200
+    shutil.rmtree(tmp_path / "models")  # dialect_client writes the models again; the data directory stays
+    with dialect_client(tmp_path) as second:
+        second.headers.update(AUTH)
+        options = second.get("/sdapi/v1/options").json()
+        assert (options["send_size"], options["eta_ancestral"]) == (False, 0.5)
 
 
 def test_txt2img_send_images_false(client) -> None:

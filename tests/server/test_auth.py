@@ -166,11 +166,11 @@ def test_signed_url_exception_is_decided_before_routing_too(tmp_path):
     from fastapi.testclient import TestClient
 
     from imagegen.server.app import create_app
-    from imagegen.server.signing import URLSigner
+    from imagegen.server.jobs.urls import URLSigner
 
     app = create_app(ServerSettings(data_dir=tmp_path, api_keys=(KEY,)))
     signer = URLSigner(b"k" * 32, ttl=60)
-    app.state.service._url_signer = signer  # the lifespan would load the key; nothing else is needed here
+    app.state.services._urls = signer  # the lifespan would load the key; nothing else is needed here
     client = TestClient(app, raise_server_exceptions=False)
     query = signer.sign("generations").query
     assert client.post(f"/v1/images/generations?{query}", json={"prompt": "x"}).status_code == 401

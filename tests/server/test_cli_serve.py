@@ -53,7 +53,7 @@ def _assert_serve_exits_2(monkeypatch, capsys, tmp_path, argv, message):
 
 
 def test_serving_nothing_is_a_usage_error(monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr("imagegen.server.service.builtin_models", lambda: {})
+    monkeypatch.setattr("imagegen.server.catalog.builtin_models", lambda: {})
     with pytest.raises(SystemExit) as exit_:
         main(["serve", "--data-dir", str(tmp_path / "data"), "--models-dir", str(tmp_path / "empty")])
     assert exit_.value.code == 2

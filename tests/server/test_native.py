@@ -174,8 +174,9 @@ def test_native_errors_carry_openai_type_and_param(client):
 
 def test_an_image_deleted_after_its_lookup_is_a_native_404(client, monkeypatch, tmp_path):
     # Retention may delete the file between the route's lookup and the send.
-    service = client.app.state.service
-    monkeypatch.setattr(service, "image_path", lambda name: tmp_path / "deleted-meanwhile.png")
+    monkeypatch.setattr(
+        "imagegen.server.dialects.native.routes.result_image_path", lambda settings, name: tmp_path / "gone.png"
+    )
     response = client.get(f"/v1/images/{'0' * 32}-0.png")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"

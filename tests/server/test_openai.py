@@ -13,16 +13,18 @@ from PIL import Image
 
 from imagegen.errors import InvalidRequest
 from imagegen.metadata import read_infotext
-from imagegen.server.errors import ErrorInfo
-from imagegen.server.routes.openai import (
-    build_request,
+from imagegen.requests import GenerationRequest
+from imagegen.server.dialects.core import renamed_fields
+from imagegen.server.dialects.openai.routes import (
     check_ignored,
     is_openai_model,
     output_options,
     parse_n,
     parse_size,
     render_openai_error,
+    submission,
 )
+from imagegen.server.errors import ErrorInfo
 from support.malformed_png import declaring, ztxt_bomb
 
 BEARER = {"Authorization": f"Bearer {API_KEY}"}
@@ -60,10 +62,20 @@ def test_parse_size_refuses_garbage(size: str) -> None:
     assert info.value.field == "size"
 
 
+def _request(**kwargs: object) -> GenerationRequest:
+    """The request the dialect core builds from an OpenAI call (without decoding its image)."""
+    call = submission(**kwargs)
+    with renamed_fields(call.names, prefix=call.prefixes):
+        return GenerationRequest(**call.fields)
+
+
 def test_size_must_be_a_multiple_of_8_named_size() -> None:
     with pytest.raises(InvalidRequest) as info:
-        build_request(prompt="x", n=1, size="100x64", model=None)
+        _request(prompt="x", n=1, size="100x64", model=None)
     assert info.value.field == "size"
+    with pytest.raises(InvalidRequest) as info:
+        _request(prompt="x", n=1, size=None, model=None, init_image=b"png", strength=1.5)
+    assert info.value.field == "strength"
 
 
 def test_n_bounds() -> None:
@@ -115,16 +127,14 @@ def test_ignored_parameters_are_still_checked() -> None:
         assert info.value.field == name
 
 
-def test_build_request_img2img_uses_the_fitted_size_when_auto() -> None:
-    image = Image.new("RGB", (300, 200))
-    request = build_request(
-        prompt="p", n=2, size=None, model="m", init_image=image, strength=0.6, limits_fit=(296, 200)
-    )
-    assert (request.width, request.height, request.num_images, request.strength) == (296, 200, 2, 0.6)
-    explicit = build_request(
-        prompt="p", n=1, size="64x64", model=None, init_image=image, strength=0.6, limits_fit=(8, 8)
-    )
-    assert (explicit.width, explicit.height) == (64, 64)
+def test_an_edit_leaves_auto_size_to_the_core_and_keeps_an_explicit_one() -> None:
+    call = submission(prompt="p", n=2, size=None, model="m", seed=3, init_image=b"png", strength=0.6)
+    assert call.init_image == b"png"
+    assert (call.fields["width"], call.fields["height"]) == (None, None)  # the core fits the input's size
+    assert (call.fields["num_images"], call.fields["strength"], call.fields["seed"]) == (2, 0.6, 3)
+    assert call.names["num_images"] == "n"
+    explicit = _request(prompt="p", n=1, size="64x64", model=None)
+    assert (explicit.width, explicit.height, explicit.seed) == (64, 64, -1)
 
 
 def test_error_renderer_shape() -> None:

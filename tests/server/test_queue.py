@@ -96,14 +96,14 @@ def _sse(text):
 def test_events_come_in_order_and_end_with_the_job(client):
     blocker = _blocker(client)
     job = client.post("/v1/jobs", json={"prompt": f"watched {SLOW}", "num_inference_steps": 5}).json()
-    service = client.app.state.service
+    queue = client.app.state.services.queue
 
     async def collect():
         events = []
-        async for event in service.events(job["id"]):
+        async for event in queue.events(job["id"]):
             events.append((event.event, event.job))
             if event.event == "queued":
-                service.cancel(blocker)  # only now may the watched job start
+                queue.cancel(blocker)  # only now may the watched job start
         return events
 
     events = asyncio.run(collect())
@@ -226,9 +226,10 @@ def test_api_process_never_imports_the_generation_stack(tmp_path, fake_models_di
 import sys
 from fastapi.testclient import TestClient
 from imagegen.server.app import create_app
+from imagegen.options import EngineOptions
 from imagegen.server.settings import ServerSettings
 from support.server_harness import wait_job, wait_ready
-settings = ServerSettings(models_dir={str(fake_models_dir)!r}, default_model="fake-sd1",
+settings = ServerSettings(engine=EngineOptions(models_dir={str(fake_models_dir)!r}), default_model="fake-sd1",
                           data_dir={str(tmp_path / "data")!r}, engine_factory="support.fake_engine:create")
 with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
     wait_ready(client.get)
@@ -246,11 +247,11 @@ print(sorted(m for m in ("torch", "diffusers", "transformers") if m in sys.modul
 def test_an_idle_event_stream_gets_keepalives(client):
     blocker = _blocker(client)
     job = client.post("/v1/jobs", json={"prompt": "waiting"}).json()
-    service = client.app.state.service
+    queue = client.app.state.services.queue
 
     async def first_events():
         names = []
-        async for event in service.events(job["id"], keepalive=0.1):
+        async for event in queue.events(job["id"], keepalive=0.1):
             names.append(event.event)
             if len(names) == 3:
                 return names

@@ -7,13 +7,16 @@ import io
 from PIL import Image
 
 from imagegen.metadata import parse_infotext, read_infotext
+from imagegen.options import EngineOptions
 from imagegen.server.settings import DEFAULT_ENGINE_FACTORY
 from support.server_harness import wait_job
 
 
 def test_real_engine_generates_reproducibly_and_cancels(make_client, tiny_models):
     model = str(tiny_models["sd1"])
-    client = make_client(models=(model,), default_model=model, engine_factory=DEFAULT_ENGINE_FACTORY, device="cpu")
+    client = make_client(
+        models=(model,), default_model=model, engine_factory=DEFAULT_ENGINE_FACTORY, engine=EngineOptions(device="cpu")
+    )
     served = client.get("/v1/models").json()["data"]
     assert served[0]["family"] == "sd1"
     assert (served[0]["width"], served[0]["height"]) == (64, 64)

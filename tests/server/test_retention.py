@@ -18,10 +18,10 @@ from service_app import FakeClock, backdate, running_app, service_of
 
 from imagegen.cli import _serve_settings, build_parser, main
 from imagegen.errors import InvalidRequest
-from imagegen.server.jobs import JobStatus
-from imagegen.server.service import STRAY_FILE_GRACE_SECONDS, RetentionReport
+from imagegen.server.jobs.model import JobStatus
+from imagegen.server.jobs.retention import STRAY_FILE_GRACE_SECONDS, RetentionReport
+from imagegen.server.jobs.store import Insert, JobStore
 from imagegen.server.settings import ServerSettings
-from imagegen.server.store import Insert, JobStore
 from support.server_harness import WAIT, wait_job
 
 DAY = 86400.0
@@ -175,7 +175,7 @@ def test_sweep_removes_old_ended_jobs_with_files_and_keys_and_keeps_the_rest(sta
     assert all(path.is_file() for path in old_files + recent_files)
 
     with _logged("imagegen.server") as records:
-        report = service_of(client).remove_expired()
+        report = service_of(client).retention.remove_expired()
 
     assert sorted(report.jobs) == sorted([old["id"], failed["id"]])
     assert (report.files, report.stray_files) == (2, 3)
@@ -211,10 +211,10 @@ def test_files_left_by_a_sweep_cut_short_go_with_the_next_one(start, settings):
     assert [j.id for j in service.store.delete_finished(before=float("inf"))] == [job["id"]]
     assert client.get(f"/v1/jobs/{job['id']}").status_code == 404
     # Young files without a row may belong to a job being submitted right now: kept for the grace period.
-    assert service.remove_expired() == RetentionReport()
+    assert service.retention.remove_expired() == RetentionReport()
     assert all(path.is_file() for path in files)
     clock.advance(STRAY_FILE_GRACE_SECONDS + 1)
-    assert service.remove_expired() == RetentionReport(stray_files=2)
+    assert service.retention.remove_expired() == RetentionReport(stray_files=2)
     assert not any(path.exists() for path in files)
 
 
@@ -234,7 +234,7 @@ def test_keep_results_zero_keeps_everything(make_client, settings):
     backdate(settings, [job["id"]], 1000 * DAY)
     old_stray = _old_file(settings.images_dir / f"{uuid.uuid4().hex}-0.png")
     assert "imagegen-retention" not in {thread.name for thread in threading.enumerate()}
-    assert service_of(client).remove_expired() == RetentionReport()
+    assert service_of(client).retention.remove_expired() == RetentionReport()
     assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "succeeded"
     assert old_stray.exists()
 

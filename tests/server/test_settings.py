@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -69,7 +70,7 @@ def test_error_info_statuses_and_headers():
 
 
 def test_worker_environment_drops_imagegen_secrets():
-    from imagegen.server.service import worker_environment
+    from imagegen.server.jobs.supervisor import worker_environment
 
     environ = {
         "PATH": "/usr/bin",
@@ -94,7 +95,8 @@ def test_spawned_workers_do_not_inherit_the_api_keys_variable(monkeypatch, tmp_p
     import subprocess
     from types import SimpleNamespace
 
-    from imagegen.server import service as service_module
+    from imagegen.server.jobs import supervisor as supervisor_module
+    from imagegen.server.jobs.store import JobStore
 
     monkeypatch.setenv("IMAGEGEN_API_KEYS", "sk-from-the-environment")
     monkeypatch.setenv("IMAGEGEN_HOME", str(tmp_path / "home"))
@@ -106,9 +108,12 @@ def test_spawned_workers_do_not_inherit_the_api_keys_variable(monkeypatch, tmp_p
             self.pid = 0
             self.stdin = None
 
-    monkeypatch.setattr(service_module, "subprocess", SimpleNamespace(Popen=FakePopen, PIPE=subprocess.PIPE))
-    service = service_module.JobService(ServerSettings(data_dir=tmp_path, api_keys=("sk-from-the-environment",)))
-    service._spawn(service_module._Slot(index=0))
+    monkeypatch.setattr(supervisor_module, "subprocess", SimpleNamespace(Popen=FakePopen, PIPE=subprocess.PIPE))
+    settings = ServerSettings(data_dir=tmp_path, api_keys=("sk-from-the-environment",))
+    supervisor = supervisor_module.WorkerSupervisor(
+        settings, JobStore(tmp_path / "jobs.sqlite3"), default_model=lambda: None, draining=threading.Event()
+    )
+    supervisor._spawn(supervisor_module._Slot(index=0))
     [env] = environments
     assert "IMAGEGEN_API_KEYS" not in env
     assert not any("sk-from-the-environment" in value for value in env.values())
@@ -128,23 +133,22 @@ def test_short_retention_with_long_url_ttl_is_warned_about(tmp_path, capsys):
     assert "--keep-results 0.5 h" in warning
     assert "--url-ttl 7200 s" in warning
     assert "404" in warning
-    _banner(short, SimpleNamespace(models=list), object())
+    _banner(short, SimpleNamespace(catalog=SimpleNamespace(models=list)), object())
     assert f"warning: {warning}" in capsys.readouterr().err
 
 
-def test_server_modules_hold_no_mutable_module_state():
-    """COMMON.md: constants are tuples, frozensets or MappingProxyType, never a dict/list/set a caller could change."""
+def test_runtime_modules_hold_no_mutable_module_state():
+    """Constants are tuples, frozensets or MappingProxyType, never a dict/list/set a caller could change: every
+    module of the runtime package (server, dialects and jobs included)."""
     import importlib
     import pkgutil
 
-    import imagegen.server
-    import imagegen.server.routes
+    import imagegen
 
     found = []
-    for package in (imagegen.server, imagegen.server.routes):
-        for info in pkgutil.iter_modules(package.__path__):
-            module = importlib.import_module(f"{package.__name__}.{info.name}")
-            for name, value in vars(module).items():
-                if not name.startswith("__") and type(value) in (dict, list, set, bytearray):
-                    found.append(f"{module.__name__}.{name}")
+    for info in pkgutil.walk_packages(imagegen.__path__, prefix="imagegen."):
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            if not name.startswith("__") and type(value) in (dict, list, set, bytearray):
+                found.append(f"{module.__name__}.{name}")
     assert found == []

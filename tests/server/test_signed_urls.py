@@ -19,8 +19,8 @@ from imagegen.cli import _serve_settings, build_parser, main
 from imagegen.errors import InvalidRequest
 from imagegen.server.auth import PUBLIC_PATHS, SIGNED_PATHS
 from imagegen.server.errors import URLExpired, URLSignatureInvalid
+from imagegen.server.jobs.urls import KEY_BYTES, URLKeyError, URLSigner, load_or_create_key
 from imagegen.server.settings import ServerSettings
-from imagegen.server.signing import KEY_BYTES, URLKeyError, URLSigner, load_or_create_key
 from support.server_harness import wait_job
 
 KEY = "sk-signed-urls-0123456789"
@@ -139,7 +139,7 @@ def test_only_the_image_route_accepts_a_signature(secured):
     """The one explicit exception to 'every route needs credentials' (test_auth): a valid signature for the path's
     own value opens no other route."""
     assert SIGNED_PATHS == ("/v1/images/{name}",)
-    signed = service_of(secured).url_signer.sign("x").query
+    signed = service_of(secured).urls.sign("x").query
     routes = []
     for route in secured.app.routes:
         contexts = route.effective_route_contexts() if hasattr(route, "effective_route_contexts") else [route]

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from imagegen.server.jobs import JobStatus
-from imagegen.server.store import Insert, JobStore, StoreVersionMismatch
+from imagegen.server.jobs.model import JobStatus
+from imagegen.server.jobs.store import Insert, JobStore, StoreVersionMismatch
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from imagegen.samplers import (
     SamplerChoice,
     ScheduleType,
     build_scheduler,
+    diffusers_base,
     list_samplers,
     list_schedule_types,
     parse_sampler,
@@ -377,7 +378,8 @@ def test_build_every_sampler_and_schedule_type(built, model, name, schedule_type
     choice = parse_sampler(name, schedule_type.value)
     scheduler, built_config = built(model, name, schedule_type)
 
-    assert type(scheduler).__name__ == choice.scheduler_class
+    # imagegen.schedulers replaces a class only where A1111's sampler differs (UniPC's last step): same diffusers name.
+    assert diffusers_base(type(scheduler)).__name__ == choice.scheduler_class
     # The model's training schedule and parameterisation survive the class change.
     assert built_config["prediction_type"] == config.get("prediction_type", "epsilon")
     assert built_config["beta_schedule"] == "scaled_linear"
@@ -395,7 +397,7 @@ def test_build_every_sampler_and_schedule_type(built, model, name, schedule_type
     assert len(scheduler.timesteps) >= 20
 
     # Round trip: the reverse mapping names the same sampler and schedule type ...
-    got_name, got_type = sampler_for_scheduler(type(scheduler).__name__, built_config)
+    got_name, got_type = sampler_for_scheduler(diffusers_base(type(scheduler)).__name__, built_config)
     assert got_name == name
     if schedule_type is not A:
         assert got_type is schedule_type
@@ -517,3 +519,36 @@ def test_list_schedule_types_has_a1111_shape():
     karras = next(t for t in types if t["name"] == "karras")
     assert karras["default_rho"] == 7.0
     assert next(t for t in types if t["name"] == "sgm_uniform")["aliases"] == ["SGMUniform"]
+
+
+@pytest.mark.parametrize("name", ["DDIM", "DDPM"])
+def test_latent_models_never_clip_x0_unless_their_config_says_so(name):
+    # DDIM's and DDPM's own default clips the predicted x_0 to [-1, 1], which ruins latents (they reach about ±4).
+    silent = {"_class_name": "EulerDiscreteScheduler", "prediction_type": "epsilon"}
+    assert build_scheduler(parse_sampler(name), silent).config.clip_sample is False
+    assert build_scheduler(parse_sampler(name), {**silent, "clip_sample": True}).config.clip_sample is True
+    # A class without the setting gets none.
+    assert "clip_sample" not in build_scheduler(parse_sampler("Euler"), silent).config
+
+
+def test_unipc_last_step_to_sigma_zero_is_the_denoised_sample_not_nan():
+    import torch
+
+    config = {"_class_name": "EulerDiscreteScheduler", "prediction_type": "epsilon", "final_sigmas_type": "zero"}
+    ours = build_scheduler(parse_sampler("UniPC"), config)
+    stock = diffusers.UniPCMultistepScheduler.from_config(ours.config)
+    for scheduler in (ours, stock):
+        scheduler.set_timesteps(4)
+    assert float(ours.sigmas[-1]) == 0.0
+    sample = ours_sample = torch.linspace(-3.0, 3.0, 16).reshape(1, 4, 2, 2)
+    for index, t in enumerate(ours.timesteps):
+        eps = torch.tanh(sample) * 0.5  # any smooth "model"
+        ours_sample = ours.step(eps, t, sample).prev_sample
+        stock_sample = stock.step(eps, t, sample).prev_sample
+        if index < len(ours.timesteps) - 1:
+            assert torch.equal(ours_sample, stock_sample)  # identical to diffusers until the last step
+            sample = ours_sample
+    # diffusers' B(h) = h with h = inf computes inf * 0; the step's limit is the denoised prediction itself.
+    assert not torch.isfinite(stock_sample).all()
+    assert torch.isfinite(ours_sample).all()
+    assert torch.allclose(ours_sample, ours.model_outputs[-1])

@@ -3,8 +3,6 @@ image-to-image recolouring of a generated image — written as PNGs (with infote
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,18 +93,3 @@ def contact_sheet(tiles: list[Tile], *, scale: int = 3, columns: int = 3) -> Ima
         lines.append(line)
         draw.multiline_text((x, y + cell_h + 2), "\n".join(lines[:3]), fill="black", spacing=1)
     return sheet
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("outputs"), metavar="DIR", help="output folder")
-    parser.add_argument("--seed", type=int, default=1, help="seed of every gallery image (default 1)")
-    parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, mps")
-
-
-def run(args: argparse.Namespace) -> int:
-    from imagegen.engine import Engine
-
-    engine = Engine(device=args.device)
-    _, sheet = make_gallery(engine, args.out, seed=args.seed, log=lambda line: print(line, file=sys.stderr))
-    print(sheet)
-    return 0

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from imagegen import __version__
 from imagegen.server.auth import AuthenticationMiddleware, Authenticator, LoopbackHostMiddleware, authenticate
 from imagegen.server.errors import PayloadTooLarge, install_error_handlers
-from imagegen.server.service import JobService
+from imagegen.server.services import Services
 from imagegen.server.settings import ServerSettings
 
 access_logger = logging.getLogger("imagegen.access")
@@ -115,18 +115,18 @@ class AccessLogMiddleware:
             )
 
 
-def create_app(settings: ServerSettings, *, service: JobService | None = None) -> FastAPI:
-    """The service's ASGI app. ``service`` replaces the default :class:`JobService` (tests)."""
-    job_service = service if service is not None else JobService(settings)
+def create_app(settings: ServerSettings, *, services: Services | None = None) -> FastAPI:
+    """The service's ASGI app. ``services`` replaces the default :class:`Services` (tests move its clock)."""
+    running = services if services is not None else Services(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Resolving models and spawning workers block: keep the event loop free while they run.
-        await run_in_threadpool(job_service.start)
+        await run_in_threadpool(running.start)
         try:
             yield
         finally:
-            await run_in_threadpool(job_service.stop)
+            await run_in_threadpool(running.stop)
 
     app = FastAPI(
         title="imagegen",
@@ -136,8 +136,8 @@ def create_app(settings: ServerSettings, *, service: JobService | None = None) -
         dependencies=[Depends(authenticate)],
     )
     app.state.settings = settings
-    app.state.service = job_service
-    authenticator = Authenticator(settings, url_signer=lambda: job_service.url_signer)
+    app.state.services = running
+    authenticator = Authenticator(settings, url_signer=lambda: running.urls)
     app.state.authenticator = authenticator
     install_error_handlers(app)
     # Outermost last: access log -> Host check (auth off only) -> authentication (before routing, so no body is read
@@ -148,12 +148,14 @@ def create_app(settings: ServerSettings, *, service: JobService | None = None) -
         app.add_middleware(LoopbackHostMiddleware)
     app.add_middleware(AccessLogMiddleware)
 
-    from imagegen.server.routes import a1111, native, openai
+    from imagegen.server.dialects.a1111 import routes as a1111
+    from imagegen.server.dialects.native import routes as native
+    from imagegen.server.dialects.openai import routes as openai
 
     app.include_router(native.router)
     app.include_router(a1111.router)
     app.include_router(openai.router)
     # Each dialect renders errors on its own paths in its own shape (imagegen.server.errors.register_dialect_errors).
-    a1111.install_a1111_error_handling(app)
-    openai.install_openai_error_handling(app)
+    a1111.install_a1111(app, settings)
+    openai.install_openai(app)
     return app

@@ -11,7 +11,7 @@ Only :data:`PUBLIC_PATHS` are open: liveness/readiness probes (they reveal no da
 With no key configured (allowed on loopback only, see :class:`ServerSettings`), everything is open.
 
 The one exception is :data:`SIGNED_PATHS`, the result image route: a request there carrying a URL signature
-(``?expires=...&sig=...``, see :mod:`imagegen.server.signing`) is judged by the signature alone, for the image named
+(``?expires=...&sig=...``, see :mod:`imagegen.server.jobs.urls`) is judged by the signature alone, for the image named
 in the path: valid and unexpired → served without credentials; altered, for another image or expired → 403, whatever
 credentials came with it. Without a signature, the usual rule applies.
 
@@ -33,8 +33,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imagegen.errors import ImagegenError
 from imagegen.server.errors import MisdirectedHost, Unauthorized, render_error
+from imagegen.server.jobs.urls import EXPIRES_PARAM, SIGNATURE_PARAM, URLSigner
 from imagegen.server.settings import ServerSettings, is_loopback
-from imagegen.server.signing import EXPIRES_PARAM, SIGNATURE_PARAM, URLSigner
 
 PUBLIC_PATHS = ("/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
 #: Paths that accept HTTP Basic (A1111 clients send it).

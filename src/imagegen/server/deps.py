@@ -1,17 +1,36 @@
-"""FastAPI dependencies shared by every router: the service and the settings of the running app."""
+"""FastAPI dependencies shared by every router, as ``Annotated`` aliases: a handler asks for ``queue: Queue``."""
 
 from __future__ import annotations
 
-from fastapi import Request
+from typing import Annotated
 
-from imagegen.server.service import JobService
+from fastapi import Depends, Request
+
+from imagegen.server.catalog import ModelCatalog
+from imagegen.server.jobs.queue import JobQueue
+from imagegen.server.services import Services
 from imagegen.server.settings import ServerSettings
 
 
-def get_service(request: Request) -> JobService:
-    """The app's :class:`JobService` (started by the app's lifespan)."""
-    return request.app.state.service
+def get_services(request: Request) -> Services:
+    """The app's :class:`Services` (started by the app's lifespan)."""
+    services: Services = request.app.state.services
+    return services
+
+
+def get_queue(request: Request) -> JobQueue:
+    return get_services(request).queue
+
+
+def get_catalog(request: Request) -> ModelCatalog:
+    return get_services(request).catalog
 
 
 def get_settings(request: Request) -> ServerSettings:
-    return request.app.state.settings
+    return get_services(request).settings
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+Queue = Annotated[JobQueue, Depends(get_queue)]
+Catalog = Annotated[ModelCatalog, Depends(get_catalog)]
+Settings = Annotated[ServerSettings, Depends(get_settings)]

@@ -6,18 +6,20 @@ import ipaddress
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from imagegen.errors import InvalidRequest
+from imagegen.options import EngineOptions
 from imagegen.requests import Limits
 
 #: Loopback names accepted without authentication (besides any address in 127.0.0.0/8 or ::1).
 LOOPBACK_NAMES = ("localhost",)
-DEFAULT_ENGINE_FACTORY = "imagegen.server.worker:default_engine"
+DEFAULT_ENGINE_FACTORY = "imagegen.server.jobs.worker:default_engine"
 _NOT_FOR_WORKERS = ("api_keys", "basic_auth", "host", "port")
 #: Longest ``url_ttl``: a signed URL works without credentials, so it must not live for ever, and its ``expires`` must
-#: stay within the digits :class:`imagegen.server.signing.URLSigner` accepts back.
+#: stay within the digits :class:`imagegen.server.jobs.urls.URLSigner` accepts back.
 MAX_URL_TTL = 7 * 24 * 3600
 
 
@@ -49,7 +51,8 @@ class ServerSettings:
     models: tuple[str, ...] = ()
     #: The model used when a request names none (default: the first of ``models``, else the demo model).
     default_model: str | None = None
-    models_dir: Path | None = None
+    #: How the workers' engines run (device, dtype, memory savers) and where named models live.
+    engine: EngineOptions = field(default_factory=EngineOptions)
     data_dir: Path = field(default_factory=default_data_dir)
     #: Bearer keys (any of them is accepted; also as the password of HTTP Basic auth on /sdapi).
     api_keys: tuple[str, ...] = ()
@@ -64,9 +67,6 @@ class ServerSettings:
     max_body_bytes: int = 45 * 1024 * 1024
     #: ``module:callable`` building the engine inside the worker (tests swap in a fake).
     engine_factory: str = DEFAULT_ENGINE_FACTORY
-    device: str | None = None
-    dtype: str | None = None
-    allow_pickle: bool = False
     #: How many times a job whose worker died is run again before it fails.
     job_retries: int = 1
     #: Seconds between progress writes to the store (every step would be a write per step per job).
@@ -87,8 +87,6 @@ class ServerSettings:
     def __post_init__(self) -> None:
         # Accept str paths and lists from library callers; store Paths and tuples (the dataclass is frozen).
         object.__setattr__(self, "data_dir", Path(self.data_dir))
-        if self.models_dir is not None:
-            object.__setattr__(self, "models_dir", Path(self.models_dir))
         for name in ("models", "api_keys"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "basic_auth", tuple(tuple(pair) for pair in self.basic_auth))
@@ -125,6 +123,11 @@ class ServerSettings:
                 f"refusing to listen on {self.host} without authentication: anyone who can reach it could use it. "
                 "Pass --api-key KEY (or IMAGEGEN_API_KEYS), or bind to 127.0.0.1",
             )
+
+    @property
+    def models_dir(self) -> Path | None:
+        """The folder of served models (the engine's models directory)."""
+        return self.engine.models_dir
 
     @property
     def auth_enabled(self) -> bool:
@@ -165,15 +168,16 @@ class ServerSettings:
         # host/port are left out too: a worker serves no HTTP, and its defaults (loopback) pass the auth check.
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_FOR_WORKERS}
         data["limits"] = asdict(self.limits)
+        data["engine"] = asdict(self.engine)
         return json.dumps(data, default=_json_default)
 
     @classmethod
     def from_worker_json(cls, text: str) -> ServerSettings:
         data: dict[str, Any] = json.loads(text)
         data["limits"] = Limits(**data["limits"])
+        data["engine"] = EngineOptions(**data["engine"])
         data["models"] = tuple(data["models"])
         data["data_dir"] = Path(data["data_dir"])
-        data["models_dir"] = Path(data["models_dir"]) if data["models_dir"] else None
         return cls(**data)
 
 
@@ -183,6 +187,6 @@ def _number(value: object) -> bool:
 
 
 def _json_default(value: object) -> object:
-    if isinstance(value, Path):
-        return str(value)
+    if isinstance(value, (Path, Enum)):
+        return str(value.value if isinstance(value, Enum) else value)
     raise TypeError(f"cannot serialise {type(value).__name__}")

@@ -1,9 +1,10 @@
 """The worker process: owns the engine and its loaded models, claims jobs from the store and runs them.
 
-Started by the API process's supervisor as ``python -m imagegen.server.worker WORKER_ID``. The first line on stdin is
-the settings (JSON, without secrets); the pipe then stays open as a control channel: ``wake`` (a job was queued),
-``drain`` (finish the running job, then exit). End of file means the API process is gone: the worker exits at once,
-and the job it was running is re-queued or failed by whoever starts next (the store never trusts a dead worker).
+Started by the API process's supervisor as ``python -m imagegen.server.jobs.worker WORKER_ID``. The first line on
+stdin is the settings (JSON, without secrets); the pipe then stays open as a control channel: ``wake`` (a job was
+queued), ``drain`` (finish the running job, then exit). End of file means the API process is gone: the worker exits
+at once, and the job it was running is re-queued or failed by whoever starts next (the store never trusts a dead
+worker).
 
 The engine comes from ``settings.engine_factory`` (``module:callable`` taking the settings), so tests can run the
 whole service with a fake engine. Generation never runs in the API process.
@@ -23,33 +24,41 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from imagegen.errors import Cancelled, ImagegenError
-from imagegen.server.jobs import Job, JobStatus, request_from_record
+from imagegen.requests import GenerationRequest, GenerationResult
+from imagegen.server.jobs.model import Job, JobStatus, request_from_record
+from imagegen.server.jobs.store import JobStore
 from imagegen.server.settings import ServerSettings
-from imagegen.server.store import JobStore
 
 logger = logging.getLogger("imagegen.worker")
+
+
+class ProgressLike(Protocol):
+    """What the worker reads from a progress event (:class:`imagegen.engine.ProgressEvent` or a test fake's)."""
+
+    @property
+    def step(self) -> int: ...
+
+    @property
+    def total(self) -> int: ...
 
 
 class EngineLike(Protocol):
     """What a worker needs from an engine (:class:`imagegen.engine.Engine` or a test fake)."""
 
-    def load(self, ref: str | None = None) -> Any: ...
+    def load(self, ref: str | None = None) -> object: ...
 
-    def generate(self, request: Any, *, progress: Any = None, cancel: threading.Event | None = None) -> Any: ...
+    def generate(
+        self,
+        request: GenerationRequest,
+        *,
+        progress: Callable[[ProgressLike], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> GenerationResult: ...
 
 
 def default_engine(settings: ServerSettings) -> EngineLike:
-    """The real engine on the configured device (imports torch and diffusers: only ever called in a worker)."""
-    from imagegen.engine import Engine
-
-    return Engine(
-        default_model=settings.default_model,
-        models_dir=settings.models_dir,
-        device=settings.device,
-        dtype=settings.dtype,
-        limits=settings.limits,
-        allow_pickle=settings.allow_pickle,
-    )
+    """The real engine with the configured options (imports torch and diffusers: only ever called in a worker)."""
+    return settings.engine.engine(default_model=settings.default_model, limits=settings.limits)
 
 
 def load_factory(spec: str) -> Callable[[ServerSettings], EngineLike]:
@@ -115,10 +124,10 @@ class Worker:
             "job %s", status.value if held else "finished after it was taken away", extra={**log, "seconds": seconds}
         )
 
-    def _progress(self, job: Job, cancel: threading.Event) -> Callable[[Any], None]:
+    def _progress(self, job: Job, cancel: threading.Event) -> Callable[[ProgressLike], None]:
         last = 0.0
 
-        def on_step(event: Any) -> None:
+        def on_step(event: ProgressLike) -> None:
             nonlocal last
             now = time.monotonic()
             # Throttled: a write per step would dominate fast steps; the last step is always written.
@@ -131,7 +140,7 @@ class Worker:
 
         return on_step
 
-    def _save(self, job: Job, result: Any) -> dict[str, Any]:
+    def _save(self, job: Job, result: GenerationResult) -> dict[str, Any]:
         from imagegen.metadata import write_image
 
         folder = self.settings.images_dir

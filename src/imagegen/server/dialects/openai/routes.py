@@ -32,37 +32,24 @@ Mapping decisions (also in the README's "Serving" section):
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from imagegen.errors import InvalidRequest
-from imagegen.metadata import metadata_save_options
-from imagegen.requests import GenerationRequest
-from imagegen.server.deps import get_service
-from imagegen.server.errors import ErrorInfo, error_type, register_dialect_errors
-from imagegen.server.jobs import Job, JobStatus
-from imagegen.server.routes.dialect_support import (
-    b64,
-    decode_input_image,
-    find_model,
-    fit_size,
-    job_exception,
-    read_result_image,
-    renamed_fields,
-    service_limits,
-    status_value,
-)
-from imagegen.server.schemas_openai import (
+from imagegen.fields import dialect_names
+from imagegen.imageio import encode_image
+from imagegen.server.catalog import ModelCatalog
+from imagegen.server.deps import ServicesDep
+from imagegen.server.dialects import core
+from imagegen.server.dialects.openai.schemas import (
     BACKGROUNDS,
     EDIT_TEXT_FIELDS,
     INPUT_FIDELITIES,
@@ -73,14 +60,17 @@ from imagegen.server.schemas_openai import (
     RESPONSE_FORMATS,
     STYLES,
     VARIATION_TEXT_FIELDS,
+    OpenAIImage,
     OpenAIImageGenerationRequest,
     OpenAIImagesResponse,
 )
+from imagegen.server.errors import ErrorInfo, error_type, register_dialect_errors
+from imagegen.server.jobs.model import Job
+from imagegen.server.jobs.queue import JobQueue
+from imagegen.server.jobs.urls import URLSigner
+from imagegen.server.services import Services
 
-if TYPE_CHECKING:
-    from imagegen.server.service import JobService
-
-__all__ = ["install_openai_error_handling", "render_openai_error", "router"]
+__all__ = ["install_openai", "render_openai_error", "router", "submission"]
 
 router = APIRouter(prefix="/v1/images", tags=["OpenAI compatible"])
 
@@ -88,18 +78,13 @@ router = APIRouter(prefix="/v1/images", tags=["OpenAI compatible"])
 PATHS = ("/v1/images/generations", "/v1/images/edits", "/v1/images/variations")
 #: OpenAI model names that mean "the server's default model".
 OPENAI_MODEL_PREFIXES = ("dall-e", "gpt-image")
+#: The ``dialect`` of the jobs these routes submit.
+DIALECT = "openai"
 EDIT_STRENGTH = 0.75
 VARIATION_STRENGTH = 0.6
 
 #: GenerationRequest field -> the OpenAI parameter it comes from (for ``param`` in errors).
-FIELD_NAMES: Mapping[str, str] = MappingProxyType(
-    {
-        "width": "size",
-        "height": "size",
-        "num_images": "n",
-        "init_image": "image",
-    }
-)
+FIELD_NAMES: Mapping[str, str] = dialect_names("openai")
 _SIZE = re.compile(r"\s*(\d{1,6})\s*[xX×]\s*(\d{1,6})\s*")
 _MAX_FORM_FILES = 8
 _MAX_FORM_FIELDS = 64
@@ -124,7 +109,7 @@ def render_openai_error(request: Request, info: ErrorInfo) -> Response:
     return JSONResponse(content, status_code=status, headers=dict(info.headers))
 
 
-def install_openai_error_handling(app: FastAPI) -> None:
+def install_openai(app: FastAPI) -> None:
     """Make the app's error handlers answer the OpenAI paths in OpenAI's shape (called by ``create_app``)."""
     register_dialect_errors(app, PATHS, render_openai_error)
 
@@ -214,14 +199,14 @@ def check_ignored(
         raise InvalidRequest("partial_images", "partial images need streaming, which is not supported; send 0")
 
 
-def model_ref(service: JobService, model: str | None) -> str | None:
-    """The configured model an OpenAI ``model`` names (None: the server's default)."""
+def model_ref(catalog: ModelCatalog, model: str | None) -> str | None:
+    """The served model an OpenAI ``model`` names (None: the server's default)."""
     if is_openai_model(model):
         return None
-    return find_model(service, str(model), field="model").ref
+    return catalog.find(str(model), field="model").ref
 
 
-def build_request(
+def submission(
     *,
     prompt: str,
     n: int,
@@ -229,15 +214,13 @@ def build_request(
     model: str | None,
     seed: int | None = None,
     negative_prompt: str | None = None,
-    init_image: Image.Image | None = None,
+    init_image: bytes | None = None,
     strength: float | None = None,
-    limits_fit: tuple[int, int] | None = None,
-) -> GenerationRequest:
-    """The GenerationRequest of an OpenAI call; ``limits_fit`` is the size to use when ``size`` is auto (img2img)."""
+) -> core.Submission:
+    """What an OpenAI call asks the dialect core for; ``size`` auto (or omitted) is the model's native size, or for
+    edits and variations the input image's, scaled into the limits (the core fits it)."""
     width, height = parse_size(size)
-    if width is None and limits_fit is not None:
-        width, height = limits_fit
-    kwargs: dict[str, Any] = {
+    fields: dict[str, object] = {
         "prompt": prompt,
         "negative_prompt": negative_prompt or "",
         "seed": -1 if seed is None else seed,
@@ -246,62 +229,37 @@ def build_request(
         "num_images": n,
         "model": model,
     }
-    if init_image is not None:
-        kwargs["init_image"] = init_image
-        kwargs["strength"] = strength
-    with renamed_fields(FIELD_NAMES):
-        return GenerationRequest(**kwargs)
+    if init_image is not None and strength is not None:
+        fields["strength"] = strength
+    return core.Submission(fields=fields, init_image=init_image, names=FIELD_NAMES, dialect=DIALECT)
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # Results.
 
 
-def _encode(png: bytes, infotext: str | None, options: OutputOptions) -> bytes:
-    """The result in the requested format, with the infotext embedded (re-encodes our own PNG, a trusted file)."""
-    if options.output_format == "png":
-        return png
-    kind = options.output_format.upper()
-    with Image.open(io.BytesIO(png)) as image:
-        rgb = image.convert("RGB")
-    buffer = io.BytesIO()
-    save: dict[str, Any] = {}
-    if infotext:
-        try:
-            save.update(metadata_save_options(infotext, kind))
-        except InvalidRequest:
-            # A JPEG's EXIF block holds at most 64 KiB: a huge prompt does not fit. The image is still worth
-            # returning; the PNG behind /v1/images/{name} keeps the whole infotext.
-            save = {}
-    if options.output_compression is not None:
-        save["quality"] = max(1, options.output_compression)
-    rgb.save(buffer, format=kind, **save)
-    return buffer.getvalue()
-
-
-def images_response(service: JobService, job: Job, options: OutputOptions, *, base_url: str) -> dict[str, Any]:
+def images_response(
+    queue: JobQueue, urls: URLSigner, job: Job, options: OutputOptions, *, base_url: str
+) -> OpenAIImagesResponse:
     """OpenAI's ``{"created", "data": [...]}`` for a succeeded job (reads files: call off the event loop)."""
-    data: list[dict[str, Any]] = []
+    data: list[OpenAIImage] = []
     for index, name in enumerate(job.images):
         if options.response_format == "url":
-            data.append({"url": f"{base_url}/v1/images/{name}?{service.url_signer.sign(name).query}"})
+            data.append(OpenAIImage(url=f"{base_url}/v1/images/{name}?{urls.sign(name).query}"))
             continue
         infotext = job.infotexts[index] if index < len(job.infotexts) else None
-        data.append({"b64_json": b64(_encode(read_result_image(service, name), infotext, options))})
-    return {"created": int(job.created_at), "data": data}
+        png = core.read_result_image(queue, name)
+        encoded = encode_image(png, infotext, format=options.output_format, quality=options.output_compression)
+        data.append(OpenAIImage(b64_json=core.b64(encoded)))
+    return OpenAIImagesResponse(created=int(job.created_at), data=data)
 
 
-async def _run(request: Request, generation: GenerationRequest, options: OutputOptions) -> dict[str, Any]:
-    service = get_service(request)
-    with renamed_fields(FIELD_NAMES):
-        # Off the event loop: submit saves the init image as PNG, hashes its pixels and writes to SQLite.
-        job = await run_in_threadpool(service.submit, generation, dialect="openai")
-    job = await service.wait(job.id)
-    if status_value(job) != JobStatus.SUCCEEDED.value:
-        with renamed_fields(FIELD_NAMES):
-            raise job_exception(job)
+async def _run(
+    request: Request, services: Services, call: core.Submission, options: OutputOptions
+) -> OpenAIImagesResponse:
+    job = await core.run(services.queue, services.settings.limits, call)
     base_url = str(request.base_url).rstrip("/")
-    return await run_in_threadpool(images_response, service, job, options, base_url=base_url)
+    return await run_in_threadpool(images_response, services.queue, services.urls, job, options, base_url=base_url)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -397,9 +355,10 @@ def _multipart_doc(fields: Sequence[str], required: Sequence[str]) -> dict[str, 
 
 
 @router.post("/generations", response_model=OpenAIImagesResponse, response_model_exclude_none=True)
-async def generations(request: Request, body: OpenAIImageGenerationRequest) -> dict[str, Any]:
+async def generations(
+    request: Request, services: ServicesDep, body: OpenAIImageGenerationRequest
+) -> OpenAIImagesResponse:
     """Text to image (OpenAI ``images.generate``)."""
-    service = get_service(request)
     check_ignored(
         quality=body.quality,
         style=body.style,
@@ -414,15 +373,15 @@ async def generations(request: Request, body: OpenAIImageGenerationRequest) -> d
         output_compression=body.output_compression,
         background=body.background,
     )
-    generation = build_request(
+    call = submission(
         prompt=body.prompt,
         n=parse_n(body.n),
         size=body.size,
-        model=model_ref(service, body.model),
+        model=model_ref(services.catalog, body.model),
         seed=body.seed,
         negative_prompt=body.negative_prompt,
     )
-    return await _run(request, generation, options)
+    return await _run(request, services, call, options)
 
 
 @router.post(
@@ -431,11 +390,10 @@ async def generations(request: Request, body: OpenAIImageGenerationRequest) -> d
     response_model_exclude_none=True,
     openapi_extra=_multipart_doc(EDIT_TEXT_FIELDS, ["prompt"]),
 )
-async def edits(request: Request) -> dict[str, Any]:
+async def edits(request: Request, services: ServicesDep) -> OpenAIImagesResponse:
     """Image to image with a prompt (OpenAI ``images.edit``); a mask is refused until inpainting exists."""
-    service = get_service(request)
-    limits = service_limits(service)
-    form = await _read_form(request, text_fields=EDIT_TEXT_FIELDS, mask_allowed=True, max_bytes=limits.max_input_bytes)
+    max_bytes = services.settings.limits.max_input_bytes
+    form = await _read_form(request, text_fields=EDIT_TEXT_FIELDS, mask_allowed=True, max_bytes=max_bytes)
     if form.has_mask:
         raise InvalidRequest(
             "mask",
@@ -446,7 +404,7 @@ async def edits(request: Request) -> dict[str, Any]:
     if prompt is None or not prompt.strip():
         raise InvalidRequest("prompt", "is required: say what the edited image should show")
     return await _image_to_image(
-        request, service, form, prompt=prompt, default_strength=EDIT_STRENGTH, text_fields=EDIT_TEXT_FIELDS
+        request, services, form, prompt=prompt, default_strength=EDIT_STRENGTH, text_fields=EDIT_TEXT_FIELDS
     )
 
 
@@ -456,27 +414,24 @@ async def edits(request: Request) -> dict[str, Any]:
     response_model_exclude_none=True,
     openapi_extra=_multipart_doc(VARIATION_TEXT_FIELDS, []),
 )
-async def variations(request: Request) -> dict[str, Any]:
+async def variations(request: Request, services: ServicesDep) -> OpenAIImagesResponse:
     """Variations of an image (OpenAI ``images.create_variation``): image to image with an empty prompt."""
-    service = get_service(request)
-    limits = service_limits(service)
-    form = await _read_form(
-        request, text_fields=VARIATION_TEXT_FIELDS, mask_allowed=False, max_bytes=limits.max_input_bytes
-    )
+    max_bytes = services.settings.limits.max_input_bytes
+    form = await _read_form(request, text_fields=VARIATION_TEXT_FIELDS, mask_allowed=False, max_bytes=max_bytes)
     return await _image_to_image(
-        request, service, form, prompt="", default_strength=VARIATION_STRENGTH, text_fields=VARIATION_TEXT_FIELDS
+        request, services, form, prompt="", default_strength=VARIATION_STRENGTH, text_fields=VARIATION_TEXT_FIELDS
     )
 
 
 async def _image_to_image(
     request: Request,
-    service: JobService,
+    services: Services,
     form: _Form,
     *,
     prompt: str,
     default_strength: float,
     text_fields: Sequence[str],
-) -> dict[str, Any]:
+) -> OpenAIImagesResponse:
     model = _text(form, "model")
     check_ignored(
         quality=_text(form, "quality"),
@@ -492,27 +447,15 @@ async def _image_to_image(
         output_compression=_int(form, "output_compression"),
         background=_text(form, "background"),
     )
-    n = parse_n(_int(form, "n"))
     strength = _float(form, "strength")
-    ref = model_ref(service, model)
-    limits = service_limits(service)
-    size = _text(form, "size")
-    seed = _int(form, "seed")
-    negative_prompt = _text(form, "negative_prompt") if "negative_prompt" in text_fields else None
-    # Every cheap check (size, n, limits) before the image is decoded.
-    preview = build_request(prompt=prompt, n=n, size=size, model=ref, seed=seed, negative_prompt=negative_prompt)
-    with renamed_fields(FIELD_NAMES):
-        limits.check(preview)
-    image = await run_in_threadpool(decode_input_image, _one_image(form), field="image", limits=limits)
-    generation = build_request(
+    call = submission(
         prompt=prompt,
-        n=n,
-        size=size,
-        model=ref,
-        seed=seed,
-        negative_prompt=negative_prompt,
-        init_image=image,
+        n=parse_n(_int(form, "n")),
+        size=_text(form, "size"),
+        model=model_ref(services.catalog, model),
+        seed=_int(form, "seed"),
+        negative_prompt=_text(form, "negative_prompt") if "negative_prompt" in text_fields else None,
+        init_image=_one_image(form),
         strength=default_strength if strength is None else strength,
-        limits_fit=fit_size(*image.size, limits),
     )
-    return await _run(request, generation, options)
+    return await _run(request, services, call, options)

@@ -21,7 +21,7 @@ from types import MappingProxyType
 from typing import Any
 
 from imagegen.errors import ImagegenError
-from imagegen.server.jobs import Job, JobStatus
+from imagegen.server.jobs.model import Job, JobStatus
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (

@@ -4,7 +4,7 @@ Every field A1111's ``StableDiffusionTxt2ImgProcessingAPI`` / ``...Img2ImgProces
 A1111's default, so clients that send all of them (the ``webuiapi`` package does) are accepted. Unknown keys are
 ignored, as A1111 ignores them. Which fields imagegen honours, which it ignores only at their default (any other
 value is a 422 naming the field), and which have no effect in A1111 either, is decided in
-:mod:`imagegen.server.routes.a1111`.
+:mod:`imagegen.server.dialects.a1111.translate`.
 
 Deliberate default changes, all toward "the model's own setting": ``steps``, ``cfg_scale``, ``width``, ``height``,
 ``sampler_name`` and ``sampler_index`` default to ``None`` (A1111: 50, 7, 512, 512, None, "Euler"), which means the

@@ -1,4 +1,4 @@
-"""Jobs as the API and the worker see them, and the request <-> JSON record conversion both sides share."""
+"""What a job is, as the API and the workers both see it, and the request <-> JSON record conversion they share."""
 
 from __future__ import annotations
 
@@ -73,16 +73,19 @@ class JobEvent:
     job: Job
 
 
+#: Request fields that may differ between the jobs of one denoising batch: each image has its own prompt and seed.
+PER_IMAGE_FIELDS = frozenset({"prompt", "negative_prompt", "seed", "num_images"})
+
+
 def batch_key(record: Mapping[str, Any]) -> str:
-    """Jobs that could share one denoising batch: same models, size, steps, sampler (and eta) and guidance, no init
-    image."""
+    """Jobs that could share one denoising batch: every request field equal but the per-image ones, no init image.
+
+    Derived from the record rather than listed, so a new request field can never let two incompatible jobs share a
+    batch."""
     if record.get("init_image"):
         return ""
-    keys = ("model", "refiner", "width", "height", "num_inference_steps", "sampler", "schedule_type", "guidance_scale")
-    if record.get("eta") is not None:
-        # eta is one argument of the whole pipeline call; appended only when set, so older keys stay comparable.
-        keys = (*keys, "eta")
-    return json.dumps([record.get(k) for k in keys])
+    shared = {name: value for name, value in record.items() if name not in PER_IMAGE_FIELDS}
+    return json.dumps(shared, sort_keys=True, default=str)
 
 
 def request_record(request: GenerationRequest, *, init_image_name: str | None = None) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """Pydantic models of the OpenAI Images API (``/v1/images/generations`` JSON body and every images response).
 
 The multipart bodies of ``/v1/images/edits`` and ``/v1/images/variations`` are parsed by hand in
-:mod:`imagegen.server.routes.openai` (they may carry ``image`` or ``image[]``); their fields are listed here so the
-route and its OpenAPI description agree.
+:mod:`imagegen.server.dialects.openai.routes` (they may carry ``image`` or ``image[]``); their fields are listed here
+so the route and its OpenAPI description agree.
 """
 
 from __future__ import annotations

@@ -1,0 +1,183 @@
+"""Every request field's name at every front door, in one table.
+
+A :class:`~imagegen.requests.GenerationRequest` field is called ``num_inference_steps`` in the library and the native
+API, ``--steps`` on the command line, ``steps`` by A1111 clients and ``Steps`` in the infotext. Error messages name
+the field the way the user sent it, and the infotext is written and read with the same keys, by reading this table;
+the CLI builds its flags and the native API its schema from it. A new request field is one row here (plus its
+validation in :mod:`imagegen.requests` and its effect in the engine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Literal
+
+__all__ = ["FIELDS", "Dialect", "FieldNames", "dialect_names", "field_names"]
+
+Dialect = Literal["native", "cli", "a1111", "openai"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class FieldNames:
+    """One request field: its name per front door (``None``: that door does not take it) and what it means."""
+
+    #: The :class:`GenerationRequest` attribute, which is also the native API's JSON key.
+    field: str
+    #: Its type as the CLI and JSON carry it (the init image travels as a path or base64 text).
+    kind: type[int] | type[float] | type[str] | type[bool]
+    #: One line for ``--help`` and the native API's schema.
+    help: str
+    cli: str | None = None
+    a1111: str | None = None
+    openai: str | None = None
+    #: The A1111 infotext key (``Size-1``/``Size-2`` are the two halves of ``Size``, as A1111's parser names them).
+    infotext: str | None = None
+
+
+FIELDS: tuple[FieldNames, ...] = (
+    FieldNames(field="prompt", kind=str, help="what to draw", cli="PROMPT", a1111="prompt", openai="prompt"),
+    FieldNames(
+        field="negative_prompt",
+        kind=str,
+        help="what not to draw",
+        cli="--negative",
+        a1111="negative_prompt",
+        openai="negative_prompt",
+    ),
+    FieldNames(
+        field="seed",
+        kind=int,
+        help="-1 picks a random seed; image i of a batch uses seed + i",
+        cli="--seed",
+        a1111="seed",
+        openai="seed",
+        infotext="Seed",
+    ),
+    FieldNames(
+        field="num_inference_steps",
+        kind=int,
+        help="denoising steps (default: the model's)",
+        cli="--steps",
+        a1111="steps",
+        infotext="Steps",
+    ),
+    FieldNames(
+        field="guidance_scale",
+        kind=float,
+        help="classifier-free guidance scale (default: the model's)",
+        cli="--cfg",
+        a1111="cfg_scale",
+        infotext="CFG scale",
+    ),
+    FieldNames(
+        field="width",
+        kind=int,
+        help="image width, a multiple of 8 (default: the model's native size)",
+        cli="--size",
+        a1111="width",
+        openai="size",
+        infotext="Size-1",
+    ),
+    FieldNames(
+        field="height",
+        kind=int,
+        help="image height, a multiple of 8 (default: the model's native size)",
+        cli="--size",
+        a1111="height",
+        openai="size",
+        infotext="Size-2",
+    ),
+    FieldNames(
+        field="num_images",
+        kind=int,
+        help="images in the batch",
+        cli="-n/--num-images",
+        a1111="batch_size",
+        openai="n",
+    ),
+    FieldNames(
+        field="sampler",
+        kind=str,
+        help="A1111 name ('DPM++ 2M', 'Euler a', 'DPM++ 2M Karras') or diffusers class (default: the model's own)",
+        cli="--sampler",
+        a1111="sampler_name",
+        infotext="Sampler",
+    ),
+    FieldNames(
+        field="schedule_type",
+        kind=str,
+        help="Automatic, Uniform, Karras, Exponential, Beta, SGM Uniform",
+        cli="--schedule-type",
+        a1111="scheduler",
+        infotext="Schedule type",
+    ),
+    FieldNames(
+        field="init_image",
+        kind=str,
+        help="image-to-image input (a file on the CLI; base64 or a data: URI over HTTP)",
+        cli="--init-image",
+        a1111="init_images",
+        openai="image",
+    ),
+    FieldNames(
+        field="strength",
+        kind=float,
+        help="image-to-image: the fraction of the steps re-run on the input, in (0, 1]",
+        cli="--strength",
+        a1111="denoising_strength",
+        openai="strength",
+        infotext="Denoising strength",
+    ),
+    FieldNames(
+        field="model",
+        kind=str,
+        help="the model (default: the default model)",
+        cli="--model",
+        a1111="override_settings.sd_model_checkpoint",
+        openai="model",
+        infotext="Model",
+    ),
+    FieldNames(
+        field="refiner",
+        kind=str,
+        help="an SDXL refiner that continues the base's latents",
+        cli="--refiner",
+        a1111="refiner_checkpoint",
+        infotext="Refiner",
+    ),
+    FieldNames(
+        field="denoising_end",
+        kind=float,
+        help="where the SDXL base hands over to the refiner, in (0, 1)",
+        cli="--refiner-switch",
+        a1111="refiner_switch_at",
+        infotext="Refiner switch at",
+    ),
+    FieldNames(
+        field="eta",
+        kind=float,
+        help="noise scale of DDIM (default 0) and of the ancestral/SDE samplers (default 1; 0 = no fresh noise)",
+        cli="--eta",
+        a1111="eta",
+        infotext="Eta",
+    ),
+)
+
+_BY_FIELD: Mapping[str, FieldNames] = MappingProxyType({spec.field: spec for spec in FIELDS})
+
+
+def field_names(field: str) -> FieldNames | None:
+    """The row of a request field, or ``None`` for a name that is not one (``body``, ``Idempotency-Key``, ...)."""
+    return _BY_FIELD.get(field)
+
+
+def dialect_names(dialect: Dialect) -> Mapping[str, str]:
+    """Request field -> the name ``dialect`` gives it (only the fields it takes)."""
+    names: dict[str, str] = {}
+    for spec in FIELDS:
+        name = spec.field if dialect == "native" else getattr(spec, dialect)
+        if name is not None:
+            names[spec.field] = name
+    return MappingProxyType(names)

@@ -1,0 +1,82 @@
+"""How an engine runs: device, precision, memory savers, where named models live. One frozen value that the CLI
+(``generate``, ``demo``, ``serve``), the server's workers and library callers build an
+:class:`~imagegen.engine.Engine` from, so every front door offers the same knobs. Importing it loads no torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from imagegen.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from imagegen.engine import Engine
+    from imagegen.requests import Limits
+
+__all__ = ["EngineOptions", "Offload"]
+
+
+class Offload(str, Enum):
+    """Where the weights wait between uses (accelerate's CPU offload), trading speed for device memory."""
+
+    NONE = "none"
+    #: Whole models move to the device when used (a small slowdown, large saving).
+    MODEL = "model"
+    #: Layer by layer (slow, smallest footprint).
+    SEQUENTIAL = "sequential"
+
+    @classmethod
+    def parse(cls, value: object) -> Offload:
+        """``value`` (an Offload or its name) as an Offload; :class:`InvalidRequest` naming ``offload`` otherwise."""
+        try:
+            return cls(value)
+        except ValueError:
+            valid = ", ".join(o.value for o in cls)
+            raise InvalidRequest("offload", f"must be one of {valid}, got {value!r}") from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineOptions:
+    """Everything about *how* to run that is not part of a request. ``None`` device/dtype mean ``auto``."""
+
+    device: str | None = None
+    dtype: str | None = None
+    #: Folder of models referenced by name (default ``$IMAGEGEN_MODELS_DIR``).
+    models_dir: Path | None = None
+    #: Load pickle checkpoints (``.ckpt``, ``.bin``), which can run code.
+    allow_pickle: bool = False
+    offload: Offload = Offload.NONE
+    #: Decode a batch one image at a time.
+    vae_slicing: bool = False
+    #: Decode large images in tiles.
+    vae_tiling: bool = False
+    #: Pipelines kept loaded (least recently used evicted).
+    max_loaded: int = 2
+
+    def __post_init__(self) -> None:
+        # Library callers may pass the name ("model"); store the enum.
+        object.__setattr__(self, "offload", Offload.parse(self.offload))
+        if self.models_dir is not None:
+            object.__setattr__(self, "models_dir", Path(self.models_dir))
+        if not isinstance(self.max_loaded, int) or isinstance(self.max_loaded, bool) or self.max_loaded < 1:
+            raise InvalidRequest("max_loaded", f"must be an integer of at least 1, got {self.max_loaded!r}")
+
+    def engine(self, *, default_model: str | None = None, limits: Limits | None = None) -> Engine:
+        """An :class:`~imagegen.engine.Engine` with these options (imports torch)."""
+        from imagegen.engine import Engine
+
+        return Engine(
+            default_model=default_model,
+            models_dir=self.models_dir,
+            device=self.device,
+            dtype=self.dtype,
+            limits=limits,
+            max_loaded=self.max_loaded,
+            allow_pickle=self.allow_pickle,
+            offload=self.offload.value,
+            vae_slicing=self.vae_slicing,
+            vae_tiling=self.vae_tiling,
+        )

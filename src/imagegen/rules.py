@@ -1,0 +1,55 @@
+"""The request rules that depend on the model: one place, used by the service (before queueing, from the served models'
+files) and by the engine (after loading), so both refuse the same requests with the same words.
+
+:class:`~imagegen.requests.GenerationRequest` checks what needs no model (ranges, names); these need to know what the
+model *is*: its family (a refiner continues only an SDXL base; a refiner alone only refines an image) and its own
+scheduler (what ``eta`` means when a request names no sampler). Pure Python: no torch, no diffusers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from imagegen.errors import InvalidRequest
+from imagegen.loading import Family
+from imagegen.samplers import parse_sampler, resolve_eta
+
+if TYPE_CHECKING:
+    from imagegen.loading import ModelInfo
+    from imagegen.requests import GenerationRequest
+    from imagegen.samplers import SamplerChoice
+
+__all__ = ["check_models", "effective_eta"]
+
+
+def check_models(request: GenerationRequest, base: ModelInfo, refiner: ModelInfo | None) -> None:
+    """Raise :class:`InvalidRequest` when the models cannot run ``request`` together (field ``model``/``refiner``)."""
+    if base.family is Family.SDXL_REFINER and request.init_image is None:
+        raise InvalidRequest(
+            "model",
+            f"{base.ref} is an SDXL refiner, which only refines images: give an init image, "
+            "or use it as the refiner of an SDXL base",
+        )
+    if refiner is None:
+        return
+    if base.family is not Family.SDXL:
+        raise InvalidRequest(
+            "refiner", f"a refiner continues an SDXL base's latents, but {base.ref} is {base.family.value}"
+        )
+    if refiner.family is not Family.SDXL_REFINER:
+        raise InvalidRequest("refiner", f"{refiner.ref} is a {refiner.family.value} model, not an SDXL refiner")
+
+
+def effective_eta(request: GenerationRequest, base: ModelInfo, refiner: ModelInfo | None = None) -> float | None:
+    """The eta ``request`` runs with on ``base``: ``None`` when its sampler adds no noise (eta is then a no-op, accepted
+    silently, as in A1111), else the checked value (:class:`InvalidRequest` naming ``eta``). The refiner runs the same
+    sampler (or its own scheduler when none is named), so its eta is checked too."""
+    choice = parse_sampler(request.sampler, request.schedule_type)
+    if refiner is not None:
+        _model_eta(request, choice, refiner)
+    return _model_eta(request, choice, base)
+
+
+def _model_eta(request: GenerationRequest, choice: SamplerChoice | None, model: ModelInfo) -> float | None:
+    own = f"{model.ref}'s own sampler ({model.scheduler_config.get('_class_name', 'unknown')})"
+    return resolve_eta(request.eta, choice, model.scheduler_config, sampler=request.sampler or own)

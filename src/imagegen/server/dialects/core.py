@@ -1,0 +1,204 @@
+"""The one dialect core: check → decode → fit → request → submit → wait → errors, the same for every HTTP dialect.
+
+A dialect (:mod:`.native`, :mod:`.a1111`, :mod:`.openai`) turns its body into :class:`Submission` — request fields
+under :class:`~imagegen.requests.GenerationRequest`'s names, the input image still encoded, and its own name for each
+field (from :data:`imagegen.fields.FIELDS`) — and calls :func:`submit` (native: answer 202 at once) or :func:`run`
+(A1111, OpenAI: block until the job ends). Errors come out as :class:`~imagegen.errors.InvalidRequest` naming the
+field the way the dialect's client sent it; each dialect renders them in its own shape.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+from starlette.concurrency import run_in_threadpool
+
+from imagegen.errors import (
+    Cancelled,
+    GenerationFailed,
+    ImagegenError,
+    InvalidRequest,
+    ModelLoadError,
+    ModelNotFound,
+    ResourceExhausted,
+    UnsafeModelFile,
+)
+from imagegen.imageio import decode_base64, decode_image
+from imagegen.requests import GenerationRequest, Limits
+from imagegen.server.errors import JobNotFound
+from imagegen.server.jobs.model import Job, JobStatus
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from imagegen.server.jobs.queue import JobQueue
+
+__all__ = [
+    "JobFailed",
+    "Submission",
+    "b64",
+    "decode_input_image",
+    "fit_size",
+    "job_exception",
+    "read_result_image",
+    "renamed_fields",
+    "run",
+    "submit",
+]
+
+#: The exception a failed job's recorded error code stands for, so it gets the same status as when raised directly.
+_JOB_ERRORS: Mapping[str, type[ImagegenError]] = MappingProxyType(
+    {cls.code: cls for cls in (ModelNotFound, UnsafeModelFile, ModelLoadError, GenerationFailed, ResourceExhausted)}
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Submission:
+    """A dialect's request, translated: what the core needs to check, decode, fit and queue it."""
+
+    #: :class:`GenerationRequest` keyword arguments, without ``init_image``.
+    fields: Mapping[str, object]
+    #: The input image as the client sent it (base64 / data URI text, or file bytes); ``None`` for text-to-image.
+    init_image: str | bytes | None = None
+    #: The dialect's name of each request field, for errors (``num_inference_steps`` -> ``steps``).
+    names: Mapping[str, str] = field(default_factory=dict)
+    #: Words put in front of a renamed field's message (``n_iter × batch_size images: ``).
+    prefixes: Mapping[str, str] = field(default_factory=dict)
+    #: ``dialect`` of the job (``/interrupt`` of A1111 only touches A1111's jobs).
+    dialect: str = "native"
+    idempotency_key: str | None = None
+
+
+async def submit(queue: JobQueue, limits: Limits, submission: Submission) -> Job:
+    """Check, decode, fit, build and queue a submission; the queued job (or the earlier one of the same
+    Idempotency-Key)."""
+    with renamed_fields(submission.names, prefix=submission.prefixes):
+        # 1. Check: every field rule and the operator's limits on the request without its image, so a bad step count
+        #    is refused before megabytes of base64 are decoded.
+        preview = GenerationRequest(**submission.fields)  # type: ignore[arg-type]  # checked by GenerationRequest
+        limits.check(preview)
+        fields = dict(submission.fields)
+        if submission.init_image is not None:
+            image_field = submission.names.get("init_image", "init_image")
+            # 2. Decode the input image under the size limits (off the event loop: decoding is CPU work).
+            image = await run_in_threadpool(decode_input_image, submission.init_image, field=image_field, limits=limits)
+            # 3. Fit: no size asked for keeps the input's, scaled down into the limits if it is larger.
+            if preview.width is None and preview.height is None:
+                fields["width"], fields["height"] = fit_size(*image.size, limits)
+            fields["init_image"] = image
+        # 4. The request, 5. queued (off the event loop: saving the init image, hashing, SQLite).
+        request = GenerationRequest(**fields)  # type: ignore[arg-type]
+        return await run_in_threadpool(
+            queue.submit, request, dialect=submission.dialect, idempotency_key=submission.idempotency_key
+        )
+
+
+async def run(queue: JobQueue, limits: Limits, submission: Submission) -> Job:
+    """:func:`submit`, then 6. wait for the job to end and 7. raise its error if it did not succeed."""
+    job = await submit(queue, limits, submission)
+    job = await queue.wait(job.id)
+    if job.status is not JobStatus.SUCCEEDED:
+        with renamed_fields(submission.names, prefix=submission.prefixes):
+            raise job_exception(job)
+    return job
+
+
+class JobFailed(ImagegenError):
+    """A job failed with an error code that has no exception class here (``worker_lost``, ``internal_error``)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def job_exception(job: Job) -> ImagegenError:
+    """The error a job that did not succeed ended with, as an exception the app's error handlers render."""
+    if job.status is JobStatus.CANCELLED:
+        return Cancelled(
+            job.error_message or "the job was cancelled (interrupted) before it finished; no image was made"
+        )
+    code = job.error_code or "generation_failed"
+    message = job.error_message or f"the job ended with status {job.status.value}"
+    if code == InvalidRequest.code:
+        # Recorded as str(InvalidRequest): "field: message".
+        name, sep, rest = message.partition(": ")
+        return InvalidRequest(name, rest) if sep else InvalidRequest("request", message)
+    cls = _JOB_ERRORS.get(code)
+    return cls(message) if cls is not None else JobFailed(code, message)
+
+
+@contextmanager
+def renamed_fields(names: Mapping[str, str], *, prefix: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Re-raise :class:`InvalidRequest` with the dialect's name of the field (``num_inference_steps`` -> ``steps``).
+
+    ``prefix`` adds words in front of a renamed field's message, e.g. to say that ``batch_size`` counts
+    ``n_iter × batch_size`` images."""
+    try:
+        yield
+    except InvalidRequest as exc:
+        name = names.get(exc.field)
+        if name is None or name == exc.field:
+            raise
+        lead = (prefix or {}).get(exc.field, "")
+        raise InvalidRequest(name, f"{lead}{exc.message}") from None
+
+
+def decode_input_image(data: str | bytes, *, field: str, limits: Limits) -> Image:
+    """Decode an untrusted image (base64 / data URI text, or raw bytes) under the configured limits.
+
+    The encoded length is checked before base64 decoding and the declared pixel count before pixel decoding, so
+    neither a huge string nor a decompression bomb costs memory."""
+    if isinstance(data, str):
+        text = data.strip()
+        if not text:
+            raise InvalidRequest(field, "is empty: send a base64-encoded PNG, JPEG or WebP image")
+        # 4 base64 characters carry 3 bytes; a data: header adds a few characters more.
+        if (len(text) - 64) * 3 // 4 > limits.max_input_bytes:
+            raise InvalidRequest(field, f"must be at most {limits.max_input_bytes} bytes once decoded")
+        raw = decode_base64(text, field=field)
+    else:
+        raw = data
+    return decode_image(raw, field=field, max_pixels=limits.max_input_pixels, max_bytes=limits.max_input_bytes)
+
+
+def fit_size(width: int, height: int, limits: Limits) -> tuple[int, int]:
+    """The largest size with ``width:height``'s aspect, multiples of 8, within the output limits.
+
+    An image-to-image request without a size keeps the input's size; a large photo would then ask for more pixels
+    than the operator allows, so it is scaled down here instead of failing."""
+    scale = min(
+        1.0,
+        limits.max_width / width,
+        limits.max_height / height,
+        math.sqrt(limits.max_pixels / (width * height)),
+    )
+    return max(8, int(width * scale) // 8 * 8), max(8, int(height * scale) // 8 * 8)
+
+
+def read_result_image(queue: JobQueue, name: str) -> bytes:
+    """The PNG bytes (with infotext) of a job's result image; :class:`JobNotFound` when it is gone (retention)."""
+    return read_image_file(lambda: queue.image_path(name), name)
+
+
+def read_image_file(find: Callable[[], Path | None], name: str) -> bytes:
+    """The bytes of the result image ``find`` locates; :class:`JobNotFound` when it is gone."""
+    path = find()
+    try:
+        # Read now rather than streamed later: retention may delete the file at any moment, and a file gone between
+        # the lookup and the send must be a 404, not a 500 in the middle of a response.
+        if path is not None:
+            return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    raise JobNotFound(f"no image {name[:100]!r}")
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")

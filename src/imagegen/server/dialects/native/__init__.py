@@ -1,0 +1,1 @@
+"""imagegen's own asynchronous job API: schemas and routes."""

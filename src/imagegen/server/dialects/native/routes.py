@@ -1,0 +1,283 @@
+"""imagegen's own API: asynchronous jobs, their events and images, the served models, health.
+
+``POST /v1/jobs`` answers 202 at once with the job; ``GET /v1/jobs/{id}`` and the Server-Sent Events of
+``GET /v1/jobs/{id}/events`` follow it; ``DELETE /v1/jobs/{id}`` cancels it. Errors are
+``{"error": {"code", "message", "field", "type", "param"}}`` (``type`` and ``param`` for OpenAI SDK clients).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from types import MappingProxyType
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from imagegen.errors import InvalidRequest
+from imagegen.loading import ModelInfo
+from imagegen.server.deps import Catalog, ServicesDep, Settings
+from imagegen.server.dialects import core
+from imagegen.server.dialects.native.schemas import (
+    ErrorOut,
+    JobCreate,
+    JobList,
+    JobOut,
+    ModelList,
+    ModelOut,
+    ReadinessOut,
+    WorkerOut,
+)
+from imagegen.server.errors import JobNotFound
+from imagegen.server.jobs.model import Job, JobStatus
+from imagegen.server.jobs.queue import JobQueue, result_image_path
+from imagegen.server.services import Services
+
+router = APIRouter()
+#: Seconds of silence after which an event stream gets a comment line (idle proxies close streams after ~60 s).
+KEEPALIVE_SECONDS = 15.0
+#: Largest ``offset`` of ``GET /v1/jobs``: SQLite binds 64-bit integers only, so a huge one must be a 422, not a 500.
+MAX_LIST_OFFSET = 10**9
+
+#: What each error status of the native routes means (the OpenAPI description).
+_ERRORS = MappingProxyType(
+    {
+        400: "a bad value; error.field names it",
+        401: "missing or wrong API key",
+        403: "image URL signature expired (error.code url_expired) or invalid (invalid_signature)",
+        404: "no such job or image",
+        409: "Idempotency-Key reused with another body",
+        413: "body over the size limit",
+        421: "the Host header is not a loopback name (servers without authentication only)",
+        422: "malformed body or unknown field",
+        429: "queue full; see Retry-After",
+        503: "shutting down; see Retry-After",
+    }
+)
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for a route: 401, 421 and ``statuses``, each a fresh dict (FastAPI may keep what it
+    gets)."""
+    return {status: {"model": ErrorOut, "description": _ERRORS[status]} for status in (401, 421, *statuses)}
+
+
+def image_url(request: Request, name: str, services: Services) -> str:
+    """Absolute signed URL of a result image (``GET /v1/images/{name}?expires=...&sig=...``), valid for
+    ``url_ttl`` seconds without credentials."""
+    return f"{request.url_for('get_image', name=name)}?{services.urls.sign(name).query}"
+
+
+def job_out(job: Job, request: Request, services: Services) -> JobOut:
+    """The native representation of a job."""
+    public_request = {k: v for k, v in job.request.items() if k != "init_image"}
+    public_request["init_image"] = bool(job.request.get("init_image"))
+    queue: JobQueue = services.queue
+    return JobOut.model_validate(
+        {
+            "id": job.id,
+            "status": job.status,
+            "dialect": job.dialect,
+            "model": job.model,
+            "created_at": job.created_at,
+            "started_at": job.started_at,
+            "finished_at": job.finished_at,
+            "progress": round(job.progress, 4),
+            "step": job.step,
+            "total_steps": job.total_steps,
+            "queue_position": queue.queue_position(job.id) if job.status is JobStatus.QUEUED else None,
+            "attempts": job.attempts,
+            "cancel_requested": job.cancel_requested,
+            "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
+            "images": [image_url(request, name, services) for name in job.images],
+            "seeds": list(job.seeds),
+            "infotexts": list(job.infotexts),
+            "warnings": list(job.warnings),
+            "timings": dict(job.timings),
+            "request": public_request,
+        }
+    )
+
+
+@router.post(
+    "/v1/jobs",
+    status_code=202,
+    tags=["jobs"],
+    summary="Submit a job",
+    response_model=JobOut,
+    responses=_errors(400, 409, 413, 422, 429, 503),
+)
+async def create_job(
+    body: JobCreate,
+    request: Request,
+    response: Response,
+    services: ServicesDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JobOut:
+    """Validate and enqueue; 202 with the job. The same ``Idempotency-Key`` and body return the same job; the same
+    key with another body is 409. A full queue is 429 with ``Retry-After``."""
+    fields = body.model_dump()
+    submission = core.Submission(
+        fields={k: v for k, v in fields.items() if k != "init_image"},
+        init_image=fields["init_image"],
+        dialect="native",
+        idempotency_key=idempotency_key,
+    )
+    job = await core.submit(services.queue, services.settings.limits, submission)
+    response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
+    return job_out(job, request, services)
+
+
+@router.get(
+    "/v1/jobs", tags=["jobs"], summary="List jobs, newest first", response_model=JobList, responses=_errors(422)
+)
+def list_jobs(
+    request: Request,
+    services: ServicesDep,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0, le=MAX_LIST_OFFSET)] = 0,
+) -> JobList:
+    jobs = services.queue.list(status=status, limit=limit, offset=offset)
+    total = services.queue.count(status=status)
+    return JobList(
+        data=[job_out(job, request, services) for job in jobs],
+        total=total,
+        limit=limit,
+        offset=offset,
+        has_more=offset + len(jobs) < total,
+    )
+
+
+@router.get(
+    "/v1/jobs/{job_id}",
+    tags=["jobs"],
+    summary="A job's status, progress, timings, errors and images",
+    response_model=JobOut,
+    responses=_errors(404),
+)
+def get_job(job_id: str, request: Request, services: ServicesDep) -> JobOut:
+    return job_out(services.queue.require(job_id), request, services)
+
+
+@router.delete(
+    "/v1/jobs/{job_id}", tags=["jobs"], summary="Cancel a job", response_model=JobOut, responses=_errors(404)
+)
+def cancel_job(job_id: str, request: Request, services: ServicesDep) -> JobOut:
+    """A queued job is cancelled at once; a running one stops within a step and ends ``cancelled``.
+    Cancelling an ended job changes nothing."""
+    return job_out(services.queue.cancel(job_id), request, services)
+
+
+@router.get(
+    "/v1/jobs/{job_id}/events",
+    tags=["jobs"],
+    summary="Server-Sent Events of a job",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}, **_errors(404)},
+)
+def job_events(job_id: str, request: Request, services: ServicesDep) -> StreamingResponse:
+    """``queued``, ``started``, ``progress`` (with ``step``/``total_steps``), then ``done``, ``failed`` or
+    ``cancelled``; the stream ends with the job. Each event's data is the job, as ``GET /v1/jobs/{id}`` returns it."""
+    services.queue.require(job_id)
+
+    async def stream() -> AsyncIterator[str]:
+        number = 0
+        async for event in services.queue.events(job_id, keepalive=KEEPALIVE_SECONDS):
+            if event.event == "keepalive":
+                yield ": keepalive\n\n"  # an SSE comment: clients ignore it, proxies see traffic
+                continue
+            number += 1
+            data = json.dumps(job_out(event.job, request, services).model_dump(mode="json"), ensure_ascii=False)
+            yield f"id: {number}\nevent: {event.event}\ndata: {data}\n\n"
+
+    return StreamingResponse(
+        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+
+
+@router.get(
+    "/v1/images/{name}",
+    tags=["images"],
+    summary="A result PNG (with its A1111 infotext)",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, **_errors(403, 404)},
+)
+def get_image(
+    name: str,
+    settings: Settings,
+    expires: Annotated[str | None, Query(description="signed URLs: expiry, unix seconds")] = None,
+    sig: Annotated[str | None, Query(description="signed URLs: HMAC-SHA256 of the name and expiry, hex")] = None,
+) -> Response:
+    """The PNG. With the API key, or without it through a signed URL (as in a job's ``images``) until it expires.
+    ``expires`` and ``sig`` are checked by the app-wide authentication (:data:`imagegen.server.auth.SIGNED_PATHS`)
+    before this runs; an expired one is 403 ``url_expired``, an altered one 403 ``invalid_signature``."""
+    data = core.read_image_file(lambda: result_image_path(settings, name), name)
+    # Names are unique per job and never rewritten once a job has succeeded.
+    return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})
+
+
+def model_out(info: ModelInfo) -> ModelOut:
+    try:
+        created = int(info.path.stat().st_mtime)
+    except OSError:
+        created = 0
+    owner = info.ref.split("/", 1)[0] if info.kind == "hub" else "imagegen" if info.kind == "builtin" else "local"
+    return ModelOut(
+        id=info.ref,
+        created=created,
+        owned_by=owner,
+        family=info.family.value,
+        width=info.defaults.width,
+        height=info.defaults.height,
+    )
+
+
+@router.get(
+    "/v1/models",
+    tags=["models"],
+    summary="The models this server serves (OpenAI's list shape)",
+    response_model=ModelList,
+    responses=_errors(),
+)
+def list_models(catalog: Catalog) -> ModelList:
+    return ModelList(data=[model_out(info) for info in catalog.models()])
+
+
+@router.get(
+    "/v1/models/{model_id:path}",
+    tags=["models"],
+    summary="One served model (OpenAI's model shape)",
+    response_model=ModelOut,
+    responses=_errors(404),
+)
+def get_model(model_id: str, catalog: Catalog) -> ModelOut:
+    """By id (hub ids contain a slash), A1111 title or name without extension; only served models exist here."""
+    try:
+        return model_out(catalog.resolve(model_id))
+    except InvalidRequest:
+        raise JobNotFound(f"no served model {model_id[:200]!r}; see GET /v1/models") from None
+
+
+@router.get("/healthz", tags=["health"], summary="Liveness: the API process answers")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    tags=["health"],
+    summary="Readiness: a worker is up with the default model loaded",
+    response_model=ReadinessOut,
+    responses={503: {"model": ReadinessOut, "description": "not ready (reason says why)"}},
+)
+def readyz(services: ServicesDep) -> JSONResponse:
+    reason = services.readiness()
+    workers = (
+        [WorkerOut(index=w.index, alive=w.alive, state=w.state) for w in services.supervisor.workers()]
+        if (reason != "not_running")
+        else []
+    )
+    body = ReadinessOut(ready=reason == "ready", reason=reason, workers=workers)
+    return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)

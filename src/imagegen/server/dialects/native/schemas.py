@@ -1,0 +1,132 @@
+"""The native job API's request and response models.
+
+:data:`JobCreate` is built from :data:`imagegen.fields.FIELDS` and the defaults of
+:class:`~imagegen.requests.GenerationRequest`: the native API takes exactly the library's fields, under the same
+names, so a new request field appears here (and in ``/docs``) without being written twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from imagegen.fields import FIELDS
+from imagegen.requests import GenerationRequest
+from imagegen.server.jobs.model import JobStatus
+
+__all__ = ["ErrorOut", "JobCreate", "JobList", "JobOut", "ModelList", "ModelOut"]
+
+_EXAMPLES = (
+    MappingProxyType({"prompt": "a lighthouse at dawn, oil painting", "seed": 1234, "num_inference_steps": 30}),
+    MappingProxyType({"prompt": "the same, at night", "init_image": "data:image/png;base64,...", "strength": 0.6}),
+)
+
+
+def _job_create_model() -> type[BaseModel]:
+    """``JobCreate``: one optional-or-defaulted property per request field, unknown fields refused."""
+    defaults = {f.name: f.default for f in dataclasses.fields(GenerationRequest)}
+    properties: dict[str, Any] = {}
+    for spec in FIELDS:
+        default = defaults[spec.field]
+        annotation = spec.kind if default is not None else spec.kind | None
+        properties[spec.field] = (annotation, Field(default, description=spec.help))
+    model: type[BaseModel] = create_model(
+        "JobCreate",
+        __config__=ConfigDict(extra="forbid", json_schema_extra={"examples": [dict(example) for example in _EXAMPLES]}),
+        __doc__="A text-to-image or image-to-image job. Names follow diffusers; unset values take the model's "
+        "defaults. init_image is base64 or a data: URI (PNG, JPEG, WebP).",
+        **properties,
+    )
+    return model
+
+
+if TYPE_CHECKING:
+    # Type checkers see a plain model; FastAPI sees the real one (its fields come from FIELDS).
+    JobCreate: TypeAlias = BaseModel
+else:
+    JobCreate = _job_create_model()
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable machine-readable code, e.g. invalid_request, queue_full, not_found")
+    message: str
+    field: str | None = Field(None, description="the request field at fault, when there is one")
+    type: str = Field(
+        description="OpenAI's error type (invalid_request_error, requests, server_error), for OpenAI SDK clients"
+    )
+    param: str | None = Field(None, description="the same as field, under OpenAI's name")
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+class JobErrorOut(BaseModel):
+    code: str = Field(description="out_of_memory, worker_lost, timeout, model_load_error, internal_error, ...")
+    message: str | None
+
+
+class JobOut(BaseModel):
+    id: str
+    object: Literal["job"] = "job"
+    status: JobStatus
+    dialect: str = Field(description="native, a1111 or openai: every dialect shares one queue")
+    model: str | None
+    created_at: float = Field(description="unix seconds")
+    started_at: float | None
+    finished_at: float | None
+    progress: float = Field(ge=0.0, le=1.0)
+    step: int
+    total_steps: int
+    queue_position: int | None = Field(description="0 = next to run; null unless queued")
+    attempts: int = Field(description="times a worker started it (a job whose worker died runs again once)")
+    cancel_requested: bool
+    error: JobErrorOut | None
+    images: list[str] = Field(
+        description="signed URLs of the result PNGs (with their A1111 infotext): fetchable without the API key until "
+        "they expire; each read of the job gives fresh ones"
+    )
+    seeds: list[int]
+    infotexts: list[str]
+    warnings: list[str]
+    timings: dict[str, float] = Field(description="seconds per phase: load, denoise, refine, decode, total")
+    request: dict[str, Any] = Field(description="what was asked, with the model resolved (init_image: present?)")
+
+
+class JobList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[JobOut]
+    total: int
+    limit: int
+    offset: int
+    has_more: bool
+
+
+class ModelOut(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    family: str = Field(description="sd1, sd2, sdxl or sdxl-refiner")
+    width: int = Field(description="native width")
+    height: int = Field(description="native height")
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelOut]
+
+
+class WorkerOut(BaseModel):
+    index: int
+    alive: bool
+    state: str = Field(description="starting, ready, error, stopped or down")
+
+
+class ReadinessOut(BaseModel):
+    ready: bool
+    reason: str = Field(description="ready, draining, not_running, model_not_loadable, worker_starting, no_worker")
+    workers: list[WorkerOut]

@@ -1,0 +1,1 @@
+"""The OpenAI /v1/images dialect: schemas and routes."""

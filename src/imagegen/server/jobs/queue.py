@@ -1,0 +1,248 @@
+"""The API side of the job queue: submit, read, cancel, wait for and follow jobs. It never generates.
+
+:meth:`JobQueue.submit` checks a request against the operator's limits and the served models (the same model rules
+as the engine, :mod:`imagegen.rules`), saves its init image and inserts the job in one transaction with the queue
+bound and the Idempotency-Key check. Workers (:mod:`imagegen.server.jobs.worker`) claim it from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import re
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from types import MappingProxyType
+
+from imagegen.errors import InvalidRequest
+from imagegen.requests import GenerationRequest
+from imagegen.rules import check_models, effective_eta
+from imagegen.server.catalog import ModelCatalog
+from imagegen.server.errors import IdempotencyConflict, JobNotFound, QueueFull, ServiceUnavailable
+from imagegen.server.jobs.model import Job, JobEvent, JobStatus, batch_key, request_digest, request_record
+from imagegen.server.jobs.store import Insert, JobStore
+from imagegen.server.settings import ServerSettings
+
+__all__ = ["IMAGE_NAME", "JobQueue", "result_image_path"]
+
+#: A result image's file name: ``<job id>-<index>.png``.
+IMAGE_NAME = re.compile(r"[0-9a-f]{32}-[0-9]{1,4}\.png")
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+#: SSE event name of each terminal status.
+_END_EVENT = MappingProxyType(
+    {JobStatus.SUCCEEDED: "done", JobStatus.FAILED: "failed", JobStatus.CANCELLED: "cancelled"}
+)
+
+
+class JobQueue:
+    """Submit, read and cancel jobs in the store. ``wake`` tells idle workers a job is waiting; ``draining`` is set
+    while the server shuts down (new work gets 503), and ``drained`` says whether the workers have all stopped."""
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        store: JobStore,
+        catalog: ModelCatalog,
+        *,
+        wake: Callable[[], None],
+        draining: threading.Event,
+        drained: Callable[[], bool],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.catalog = catalog
+        self._wake = wake
+        self._draining = draining
+        self._drained = drained
+
+    # Submitting ------------------------------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        request: GenerationRequest,
+        *,
+        dialect: str = "native",
+        idempotency_key: str | None = None,
+        body_digest: str | None = None,
+    ) -> Job:
+        """Check ``request`` against the limits and the served models, then enqueue it (no model work here).
+
+        Raises :class:`InvalidRequest`, :class:`QueueFull` (429), :class:`IdempotencyConflict` (409) and
+        :class:`ServiceUnavailable` (503, while draining). The same ``idempotency_key`` with the same request (or
+        ``body_digest``) returns the job created the first time."""
+        if self._draining.is_set():
+            raise ServiceUnavailable("the server is shutting down and accepts no new jobs; retry shortly")
+        if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+            raise InvalidRequest("Idempotency-Key", "must be 1 to 255 printable ASCII characters without spaces")
+        # 1. The limits, the served models and the rules that depend on them.
+        limits = self.settings.limits
+        limits.check(request)
+        base = self.catalog.resolve(request.model)
+        refiner = self.catalog.resolve(request.refiner) if request.refiner is not None else None
+        check_models(request, base, refiner)
+        effective_eta(request, base, refiner)
+        if request.init_image is None:
+            # The model's native size is used when none is given; it must be within the limits too.
+            limits.check(
+                dataclasses.replace(
+                    request,
+                    width=request.width or base.defaults.width,
+                    height=request.height or base.defaults.height,
+                )
+            )
+        request = dataclasses.replace(request, model=base.ref, refiner=refiner.ref if refiner else None)
+        # 2. The init image goes to a file; the record names it.
+        digest = body_digest or request_digest(request, dialect=dialect)
+        job_id = uuid.uuid4().hex
+        init_name = None
+        if request.init_image is not None:
+            init_name = f"{job_id}.png"
+            request.init_image.save(self.settings.inputs_dir / init_name, format="PNG")
+        record = request_record(request, init_image_name=init_name)
+        # 3. One transaction: idempotency, the queue bound, the insert.
+        outcome, job = self.store.insert(
+            job_id=job_id,
+            dialect=dialect,
+            model=base.ref,
+            request=record,
+            batch_key=batch_key(record),
+            max_queue=self.settings.max_queue,
+            idempotency_key=idempotency_key,
+            body_digest=digest,
+        )
+        if outcome is not Insert.CREATED and init_name is not None:
+            (self.settings.inputs_dir / init_name).unlink(missing_ok=True)
+        if outcome is Insert.FULL:
+            raise QueueFull(
+                f"the queue is full ({self.settings.max_queue} jobs waiting); retry later",
+                retry_after=self._retry_after(),
+            )
+        if outcome is Insert.CONFLICT:
+            raise IdempotencyConflict("this Idempotency-Key was already used with a different request")
+        if job is None:  # pragma: no cover - insert returns a job for CREATED and EXISTING
+            raise ServiceUnavailable("the job could not be stored")
+        if outcome is Insert.CREATED:
+            self._wake()
+        return job
+
+    def _retry_after(self) -> int:
+        """Seconds until a queue slot is likely free: a recent job's run time over the number of workers."""
+        durations = self.store.recent_durations()
+        typical = sum(durations) / len(durations) if durations else 10.0
+        return max(1, min(300, math.ceil(typical / self.settings.workers)))
+
+    # Reading ---------------------------------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        return self.store.get(job_id)
+
+    def require(self, job_id: str) -> Job:
+        """The job, or :class:`JobNotFound` (404)."""
+        job = self.store.get(job_id)
+        if job is None:
+            raise JobNotFound(f"no job {job_id[:100]!r}")
+        return job
+
+    def list(self, *, status: JobStatus | None = None, limit: int = 20, offset: int = 0) -> list[Job]:
+        return self.store.list(status=status, limit=limit, offset=offset)
+
+    def count(self, *, status: JobStatus | None = None) -> int:
+        return self.store.count(status)
+
+    def queue_position(self, job_id: str) -> int | None:
+        return self.store.queue_position(job_id)
+
+    def current(self) -> Job | None:
+        """The running job that started first (A1111 has one global job)."""
+        running = self.store.running()
+        return running[0] if running else None
+
+    def image_path(self, name: str) -> Path | None:
+        """A result image by file name (``<job id>-<index>.png`` only; anything else is not found)."""
+        return result_image_path(self.settings, name)
+
+    # Cancelling ------------------------------------------------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a queued job now, or ask its worker to stop a running one (it ends ``cancelled`` within a step).
+        Cancelling an ended job changes nothing. :class:`JobNotFound` for an unknown id."""
+        job = self.store.cancel(job_id)
+        if job is None:
+            raise JobNotFound(f"no job {job_id[:100]!r}")
+        if job.status is JobStatus.CANCELLED and job.request.get("init_image"):
+            (self.settings.inputs_dir / str(job.request["init_image"])).unlink(missing_ok=True)
+        return job
+
+    def interrupt(self, *, dialect: str) -> list[str]:
+        """Cancel the running jobs submitted through ``dialect``; returns their ids.
+
+        Only that dialect's jobs: an A1111 UI's Interrupt button must not stop a job another client submitted through
+        the native or OpenAI API. With several workers, every running job of the dialect is cancelled (A1111 has one
+        global job, so its clients expect "the running job" to stop)."""
+        cancelled = []
+        for job in self.store.running():
+            if job.dialect == dialect:
+                self.store.cancel(job.id)
+                cancelled.append(job.id)
+        return cancelled
+
+    # Waiting and following -------------------------------------------------------------------------------------------
+
+    async def wait(self, job_id: str) -> Job:
+        """The job once it has ended. :class:`ServiceUnavailable` if draining stranded it in the queue."""
+        while True:
+            job = self.require(job_id)
+            if job.terminal:
+                return job
+            if job.status is JobStatus.QUEUED and self._draining.is_set() and self._drained():
+                raise ServiceUnavailable("the server shut down before this job started; it runs after the restart")
+            await asyncio.sleep(self.settings.poll_interval)
+
+    async def events(self, job_id: str, *, keepalive: float | None = None) -> AsyncIterator[JobEvent]:
+        """``queued``, ``started``, ``progress`` (per observed step), then ``done``/``failed``/``cancelled``.
+
+        With ``keepalive``, a ``keepalive`` event comes whenever nothing else has for that many seconds (a long wait
+        in the queue), so that proxies do not close an idle stream."""
+        status: JobStatus | None = None
+        step = 0
+        started = False
+        last = time.monotonic()
+        while True:
+            job = self.get(job_id)
+            if job is None:
+                return
+            names = []
+            if job.status is JobStatus.QUEUED and status is not JobStatus.QUEUED:
+                step, started = 0, False  # a retried job starts over
+                names.append("queued")
+            elif job.status is JobStatus.RUNNING or (job.terminal and job.started_at is not None):
+                if not started:
+                    started = True
+                    names.append("started")
+                if job.status is JobStatus.RUNNING and job.step > step:
+                    step = job.step
+                    names.append("progress")
+            if job.terminal:
+                names.append(_END_EVENT[job.status])
+            if not names and keepalive is not None and time.monotonic() - last >= keepalive:
+                names.append("keepalive")
+            for name in names:
+                yield JobEvent(event=name, job=job)
+                last = time.monotonic()
+            if job.terminal:
+                return
+            status = job.status
+            await asyncio.sleep(self.settings.poll_interval)
+
+
+def result_image_path(settings: ServerSettings, name: str) -> Path | None:
+    """A result image by file name (``<job id>-<index>.png`` only; anything else is not found). Needs no running
+    queue: the files are in the data directory."""
+    if not isinstance(name, str) or not IMAGE_NAME.fullmatch(name):
+        return None
+    path = settings.images_dir / name
+    return path if path.is_file() else None
