@@ -259,7 +259,7 @@ def test_unknown_device_and_dtype_are_invalid_requests():
 @pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl-base"])
 def test_every_listed_sampler_runs_on_ordinary_models(engine, tiny_models, family):
     """Ordinary (epsilon SD1, v-prediction SD2, SDXL) schedules: no sampler ends in NaN (UniPC once did, at its last
-    step to sigma 0, on every model). The engine refuses a NaN image with GenerationFailed, so returning is the check."""
+    step to sigma 0, on every model). The engine refuses a NaN image with GenerationFailed: returning is the check."""
     from imagegen.samplers import list_samplers
 
     for sampler in (entry["name"] for entry in list_samplers()):
