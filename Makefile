@@ -24,9 +24,10 @@ install: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests tools bench examples
 	$(VENV)/bin/ruff format --check src tests tools bench examples
+	$(VENV)/bin/mypy
 
-test: $(STAMP)
-	$(VENV)/bin/ruff check src tests tools bench examples
+# Lint (ruff), static types (mypy, strict, on the runtime package src/imagegen) and the whole test suite.
+test: lint
 	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q
 
 # The built-in shapes model (shipped in the package), offline: txt2img, base + refiner, img2img into outputs/.

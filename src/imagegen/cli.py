@@ -20,9 +20,13 @@ from imagegen.options import EngineOptions, Offload
 from imagegen.requests import MAX_IMAGES, MAX_STEPS, GenerationRequest, GenerationResult, Limits
 
 if TYPE_CHECKING:
+    import socket
+    from types import FrameType
+
     import uvicorn
 
     from imagegen.engine import Engine, ProgressEvent
+    from imagegen.loading import ModelInfo
     from imagegen.server.services import Services
     from imagegen.server.settings import ServerSettings
 
@@ -372,7 +376,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(1, f"imagegen: {exc.code}: {exc}\n")
     except KeyboardInterrupt:
         parser.exit(130, "imagegen: interrupted\n")
-    return 0
 
 
 def _run_training_command(name: str, argv: list[str]) -> int:
@@ -394,7 +397,7 @@ def _run_training_command(name: str, argv: list[str]) -> int:
 # generate --------------------------------------------------------------------------------------------------------
 
 
-def _request_fields(args: argparse.Namespace, limits: Limits) -> dict[str, Any]:
+def _request_fields(args: argparse.Namespace, limits: Limits) -> dict[str, Any]:  # GenerationRequest's kwargs
     """Request fields from ``--from IMAGE`` (if given), overridden by the arguments the user typed."""
     from imagegen.imageio import read_image_file
     from imagegen.metadata import read_infotext, request_fields_from_infotext
@@ -505,7 +508,7 @@ def _serve_settings(args: argparse.Namespace) -> ServerSettings:
 
 def _serve_limits(args: argparse.Namespace) -> Limits:
     """The per-request limits from ``--max-*`` (each flag left out keeps :class:`Limits`' default)."""
-    changes: dict[str, Any] = {}
+    changes: dict[str, int] = {}
     if args.max_size is not None:
         changes["max_width"], changes["max_height"] = args.max_size
         # A smaller box lowers the pixel cap with it; a larger one raises it, so that WxH itself is allowed.
@@ -560,7 +563,7 @@ def _serve(args: argparse.Namespace) -> int:
     class DrainingServer(uvicorn.Server):
         draining = False
 
-        def handle_exit(self, sig: int, frame: Any) -> None:
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             # Not uvicorn's handler: it re-raises the signal after shutdown, and a drained server exits 0.
             if self.draining:
                 # Second signal: stop now. The normal shutdown still runs, so the workers are stopped and their
@@ -582,7 +585,7 @@ def _serve(args: argparse.Namespace) -> int:
 
             threading.Thread(target=exit_when_drained, name="drain", daemon=True).start()
 
-        async def startup(self, sockets: Any = None) -> None:
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
             if self.started:
                 _banner(settings, services, self)
@@ -673,7 +676,7 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_json(model: Any) -> dict[str, Any]:
+def _model_json(model: ModelInfo) -> dict[str, object]:
     return {
         "ref": model.ref,
         "family": model.family.value,

@@ -532,7 +532,8 @@ def decode_latents(pipe: DiffusionPipeline, latents: torch.Tensor) -> list[Image
         else:
             x = x / config.scaling_factor
         with torch.no_grad():
-            return module.decode(x, return_dict=False)[0]
+            decoded: torch.Tensor = module.decode(x, return_dict=False)[0]
+        return decoded
 
     image = run(vae.dtype)
     if not torch.isfinite(image).all():
@@ -542,4 +543,5 @@ def decode_latents(pipe: DiffusionPipeline, latents: torch.Tensor) -> list[Image
         image = run(torch.float32)
         if not torch.isfinite(image).all():
             raise GenerationFailed("the VAE produced NaN values in float16 and float32")
-    return pipe.image_processor.postprocess(image.float().cpu(), output_type="pil")
+    images: list[Image] = pipe.image_processor.postprocess(image.float().cpu(), output_type="pil")
+    return images

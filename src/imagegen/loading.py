@@ -389,11 +389,14 @@ def pipeline_class(family: Family, *, img2img: bool = False) -> type[DiffusionPi
     """The diffusers pipeline class for a family (never a remote/custom class: no code from model repos runs)."""
     import diffusers
 
+    cls: type[DiffusionPipeline]
     if family is Family.SDXL_REFINER:
-        return diffusers.StableDiffusionXLImg2ImgPipeline
-    if family is Family.SDXL:
-        return diffusers.StableDiffusionXLImg2ImgPipeline if img2img else diffusers.StableDiffusionXLPipeline
-    return diffusers.StableDiffusionImg2ImgPipeline if img2img else diffusers.StableDiffusionPipeline
+        cls = diffusers.StableDiffusionXLImg2ImgPipeline
+    elif family is Family.SDXL:
+        cls = diffusers.StableDiffusionXLImg2ImgPipeline if img2img else diffusers.StableDiffusionXLPipeline
+    else:
+        cls = diffusers.StableDiffusionImg2ImgPipeline if img2img else diffusers.StableDiffusionPipeline
+    return cls
 
 
 def reference_config_dir(family: Family) -> Path:

@@ -256,8 +256,9 @@ def format_infotext(info: Infotext) -> str:
         if value is not None:
             pairs.append((key, value))
     pairs.extend((key, value) for key, value in info.extra.items() if key not in _CANONICAL_ORDER)
-    if values[_VERSION_KEY] is not None:
-        pairs.append((_VERSION_KEY, values[_VERSION_KEY]))
+    version = values[_VERSION_KEY]
+    if version is not None:
+        pairs.append((_VERSION_KEY, version))
 
     parts = []
     if info.prompt:

@@ -422,6 +422,7 @@ def parse_sampler(sampler: str | None, schedule_type: str | None = None) -> Samp
             "or a diffusers scheduler class name such as 'DPMSolverMultistepScheduler'",
         )
     entry, implied = found
+    options: Mapping[str, object]
     if isinstance(entry, _Sampler):
         name, class_name, options = entry.name, entry.scheduler_class, dict(entry.options)
     else:
@@ -545,7 +546,8 @@ def _diffusers_class(class_name: str) -> type[SchedulerMixin] | None:
 
 
 def _init_parameters(cls: type) -> Mapping[str, inspect.Parameter]:
-    return inspect.signature(cls.__init__).parameters
+    # The class's own signature: its __init__'s parameters without self.
+    return inspect.signature(cls).parameters
 
 
 def _support(cls: type) -> _Support:
@@ -722,7 +724,7 @@ def _option_text(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def list_samplers() -> list[dict]:
+def list_samplers() -> list[dict[str, object]]:
     """The samplers in A1111's ``/sdapi/v1/samplers`` shape: ``[{"name", "aliases", "options"}]``.
 
     ``options`` values are strings (A1111 declares ``dict[str, str]``): the diffusers class, the schedule types it
@@ -742,7 +744,7 @@ def list_samplers() -> list[dict]:
     ]
 
 
-def list_schedule_types() -> list[dict]:
+def list_schedule_types() -> list[dict[str, object]]:
     """The schedule types in A1111's ``/sdapi/v1/schedulers`` shape."""
     return [
         {

@@ -29,12 +29,12 @@ def get_ancestral_step(
     return sigma_down, sigma_up
 
 
-class EulerAncestralScheduler(EulerAncestralDiscreteScheduler):
+class EulerAncestralScheduler(EulerAncestralDiscreteScheduler):  # type: ignore[misc]  # diffusers is untyped
     """diffusers' Euler a with A1111's ``eta`` (set after construction; 1.0 is diffusers' behaviour, bit for bit)."""
 
     eta: float = 1.0
 
-    def step(  # type: ignore[override]  # same signature; only the ancestral step's sigmas differ
+    def step(
         self,
         model_output: torch.Tensor,
         timestep: float | torch.Tensor,
@@ -72,7 +72,7 @@ class EulerAncestralScheduler(EulerAncestralDiscreteScheduler):
         return EulerAncestralDiscreteSchedulerOutput(prev_sample=prev_sample, pred_original_sample=denoised)
 
 
-class UniPCScheduler(UniPCMultistepScheduler):
+class UniPCScheduler(UniPCMultistepScheduler):  # type: ignore[misc]  # diffusers is untyped
     """diffusers' UniPC, except for a predictor step that ends at sigma 0.
 
     There diffusers computes ``x_t = x_t_ - alpha_t * B_h * pred_res`` with ``h = inf``: with A1111's variant "bh1"
@@ -81,14 +81,18 @@ class UniPCScheduler(UniPCMultistepScheduler):
     prediction, which this returns (A1111's own UniPC stops just above 0 and never meets the case).
     """
 
-    def multistep_uni_p_bh_update(  # type: ignore[override]  # called by step() with keywords only
+    def multistep_uni_p_bh_update(
         self, model_output: torch.Tensor, *args: object, sample: torch.Tensor, order: int, **kwargs: object
     ) -> torch.Tensor:
         """The predictor step; to sigma 0, the denoised sample."""
         if self.sigmas[self.step_index + 1] > 0 or self.solver_p:
-            return super().multistep_uni_p_bh_update(model_output, *args, sample=sample, order=order, **kwargs)
-        latest = self.model_outputs[-1]  # convert_model_output's result for this step
+            predicted: torch.Tensor = super().multistep_uni_p_bh_update(
+                model_output, *args, sample=sample, order=order, **kwargs
+            )
+            return predicted
+        latest: torch.Tensor = self.model_outputs[-1]  # convert_model_output's result for this step
         if self.predict_x0:
             return latest.to(sample.dtype)
         alpha_s, sigma_s = self._sigma_to_alpha_sigma_t(self.sigmas[self.step_index].to(sample.device))
-        return ((sample - sigma_s * latest) / alpha_s).to(sample.dtype)
+        denoised: torch.Tensor = (sample - sigma_s * latest) / alpha_s
+        return denoised.to(sample.dtype)

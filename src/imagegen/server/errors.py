@@ -223,7 +223,8 @@ def render_error(request: Request, exc: Exception) -> Response:
     if info.status >= 500:
         logger.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
     path = request.url.path
-    for prefixes, renderer in getattr(request.app.state, "error_renderers", ()):
+    renderers: tuple[tuple[tuple[str, ...], ErrorRenderer], ...] = getattr(request.app.state, "error_renderers", ())
+    for prefixes, renderer in renderers:
         if path.startswith(prefixes):
             return renderer(request, info)
     return native_error_response(info)

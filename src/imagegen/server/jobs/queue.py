@@ -147,8 +147,8 @@ class JobQueue:
             raise JobNotFound(f"no job {job_id[:100]!r}")
         return job
 
-    def list(self, *, status: JobStatus | None = None, limit: int = 20, offset: int = 0) -> list[Job]:
-        return self.store.list(status=status, limit=limit, offset=offset)
+    def list_jobs(self, *, status: JobStatus | None = None, limit: int = 20, offset: int = 0) -> list[Job]:
+        return self.store.list_jobs(status=status, limit=limit, offset=offset)
 
     def count(self, *, status: JobStatus | None = None) -> int:
         return self.store.count(status)

@@ -128,7 +128,8 @@ class JobStore:
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
         with self._lock:
-            return self._db.execute(sql, params).fetchone()
+            row: sqlite3.Row | None = self._db.execute(sql, params).fetchone()
+            return row
 
     def _all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -179,7 +180,7 @@ class JobStore:
         row = self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return _job(row) if row is not None else None
 
-    def list(self, *, status: JobStatus | None = None, limit: int = 20, offset: int = 0) -> list[Job]:
+    def list_jobs(self, *, status: JobStatus | None = None, limit: int = 20, offset: int = 0) -> list[Job]:
         """Newest first."""
         if status is None:
             rows = self._all("SELECT * FROM jobs ORDER BY seq DESC LIMIT ? OFFSET ?", (limit, offset))

@@ -64,7 +64,9 @@ def default_engine(settings: ServerSettings) -> EngineLike:
 def load_factory(spec: str) -> Callable[[ServerSettings], EngineLike]:
     """Import ``module:callable``."""
     module_name, _, attribute = spec.partition(":")
-    factory = getattr(importlib.import_module(module_name), attribute, None)
+    factory: Callable[[ServerSettings], EngineLike] | None = getattr(
+        importlib.import_module(module_name), attribute, None
+    )
     if not callable(factory):
         raise ImportError(f"engine factory {spec!r}: {attribute!r} is not a callable in {module_name}")
     return factory
@@ -80,6 +82,11 @@ class Worker:
         self.engine = engine
         self.wake = threading.Event()
         self.drain = threading.Event()
+
+    def stop(self) -> None:
+        """Finish the running job, then return from :meth:`serve` (``drain`` on the control pipe, or SIGTERM)."""
+        self.drain.set()
+        self.wake.set()
 
     def serve(self) -> None:
         idle_wait = max(self.settings.poll_interval * 5, 0.2)
@@ -168,8 +175,7 @@ def _control(worker: Worker) -> None:
         if command == "wake":
             worker.wake.set()
         elif command == "drain":
-            worker.drain.set()
-            worker.wake.set()
+            worker.stop()
     # The API process closed the pipe or died (kill -9 included): stop now. The store is crash-safe, and a job left
     # "running" is recovered by the next supervisor.
     logging.shutdown()
@@ -196,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C in a terminal reaches the whole process group, and service managers often send SIGTERM to every process
     # of the service: the API process decides when workers stop, so SIGINT is ignored and SIGTERM means "drain".
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda signum, frame: (worker.drain.set(), worker.wake.set()))
+    signal.signal(signal.SIGTERM, lambda signum, frame: worker.stop())
     threading.Thread(target=_control, args=(worker,), name="control", daemon=True).start()
     # Load the default model now: readiness means "a job can run", and the first job should not pay for loading.
     try:

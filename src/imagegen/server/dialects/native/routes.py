@@ -139,7 +139,7 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_LIST_OFFSET)] = 0,
 ) -> JobList:
-    jobs = services.queue.list(status=status, limit=limit, offset=offset)
+    jobs = services.queue.list_jobs(status=status, limit=limit, offset=offset)
     total = services.queue.count(status=status)
     return JobList(
         data=[job_out(job, request, services) for job in jobs],

@@ -8,10 +8,11 @@ names, so a new request field appears here (and in ``/docs``) without being writ
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, create_model
 
 from imagegen.fields import FIELDS
 from imagegen.requests import GenerationRequest
@@ -19,7 +20,7 @@ from imagegen.server.jobs.model import JobStatus
 
 __all__ = ["ErrorOut", "JobCreate", "JobList", "JobOut", "ModelList", "ModelOut"]
 
-_EXAMPLES = (
+_EXAMPLES: tuple[Mapping[str, JsonValue], ...] = (
     MappingProxyType({"prompt": "a lighthouse at dawn, oil painting", "seed": 1234, "num_inference_steps": 30}),
     MappingProxyType({"prompt": "the same, at night", "init_image": "data:image/png;base64,...", "strength": 0.6}),
 )
