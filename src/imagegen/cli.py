@@ -290,7 +290,10 @@ def _request_arguments(gen: argparse.ArgumentParser) -> None:
             continue
         flags = spec.cli.split("/")
         if spec.kind is bool:
-            gen.add_argument(*flags, dest=spec.field, action="store_true", default=None, help=spec.help)
+            # --flag / --no-flag: the second turns off what a --from image turned on.
+            gen.add_argument(
+                *flags, dest=spec.field, action=argparse.BooleanOptionalAction, default=None, help=spec.help
+            )
         else:
             metavar = "REF" if spec.field in ("model", "refiner") else _METAVARS[spec.kind]
             gen.add_argument(*flags, dest=spec.field, type=spec.kind, default=None, metavar=metavar, help=spec.help)

@@ -15,7 +15,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -25,6 +25,7 @@ import torch
 
 from imagegen import __version__
 from imagegen.errors import Cancelled, GenerationFailed, InvalidRequest, ResourceExhausted
+from imagegen.fields import FIELDS
 from imagegen.loading import (
     DEFAULT_MODEL,
     Family,
@@ -34,7 +35,7 @@ from imagegen.loading import (
     pipeline_class,
     resolve,
 )
-from imagegen.metadata import Infotext, format_infotext, format_number
+from imagegen.metadata import FIELD_KEYS, Infotext, extra_value, format_infotext, format_number
 from imagegen.options import EngineOptions, Offload
 from imagegen.requests import MAX_SEED, GenerationRequest, GenerationResult, Limits
 from imagegen.rules import check_models, effective_eta
@@ -53,6 +54,10 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
 VERSION = f"imagegen {__version__}"
+#: Each request field's default: a field at its default is not written into the infotext.
+_REQUEST_DEFAULTS: Mapping[str, object] = MappingProxyType(
+    {f.name: f.default for f in dataclasses.fields(GenerationRequest)}
+)
 _DTYPES = MappingProxyType(
     {
         "float32": torch.float32,
@@ -430,8 +435,15 @@ class Engine:
     def infotext(
         self, request: GenerationRequest, model: ModelInfo, refiner: LoadedModel | None, seed: int
     ) -> Infotext:
-        """The A1111 infotext of one image of an effective request."""
-        extra = {}
+        """The A1111 infotext of one image of an effective request: the keys :class:`Infotext` knows, then every other
+        field of :data:`imagegen.fields.FIELDS` that has an infotext key and a value other than its default."""
+        extra: dict[str, str] = {}
+        for spec in FIELDS:
+            if spec.infotext is None or spec.infotext in FIELD_KEYS or spec.field == "eta":
+                continue
+            value = extra_value(getattr(request, spec.field), _REQUEST_DEFAULTS[spec.field])
+            if value is not None:
+                extra[spec.infotext] = value
         rule = eta_rule(parse_sampler(request.sampler, request.schedule_type), model.scheduler_config)
         if rule is not None and request.eta is not None and request.eta != rule.default:
             # As A1111: "Eta DDIM" / "Eta", only when not the sampler's default.

@@ -484,6 +484,24 @@ def read_infotext(image: Image.Image | str | os.PathLike[str] | BinaryIO) -> str
         raise InvalidRequest("image", f"not a readable PNG, JPEG or WebP image: {error}") from error
 
 
+#: The keys an :class:`Infotext` stores in its own fields (the rest live in ``extra``).
+FIELD_KEYS: frozenset[str] = frozenset(
+    {*_INT_FIELDS.values(), *_FLOAT_FIELDS.values(), *_STR_FIELDS.values(), "Size", "Size-1", "Size-2"}
+)
+
+
+def extra_value(value: object, default: object) -> str | None:
+    """How A1111 writes a request value under its own infotext key, or None when it is not written: a value left at
+    its no-op default (``None``, ``False``, the field's default) says nothing and is left out."""
+    if value is None or value is False or value == default:
+        return None
+    if value is True:
+        return "True"
+    if isinstance(value, float):
+        return format_number(value)
+    return str(value)
+
+
 def infotext_values(info: Infotext) -> dict[str, Any]:
     """Every ``key: value`` of an infotext, typed where the key is known (``Steps`` an int, ``CFG scale`` a float),
     ``Size`` as A1111's parser gives it (``Size-1``, ``Size-2``), other keys as text."""

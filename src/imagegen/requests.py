@@ -154,7 +154,8 @@ class GenerationRequest:
             if value % 8:
                 raise InvalidRequest(name, f"must be a multiple of 8, got {value}")
         _check_int("num_images", self.num_images, 1, MAX_IMAGES)
-        if self.seed != -1 and self.seed + self.num_images - 1 > MAX_SEED:
+        # -1 (random) needs no exception: -1 + num_images - 1 is far below MAX_SEED.
+        if self.seed + self.num_images - 1 > MAX_SEED:
             raise InvalidRequest("seed", f"seed + num_images - 1 must be at most {MAX_SEED}, got {self.seed}")
         _check_float("strength", self.strength, 0.0, 1.0, low_open=True)
         _check_float("denoising_end", self.denoising_end, 0.0, 1.0, low_open=True, high_open=True)
