@@ -242,6 +242,35 @@ def test_memory_options_are_applied(tiny_models):
     assert len(result.images) == 2
 
 
+def test_engine_options_build_the_engine_they_describe(tiny_models):
+    from imagegen import Limits
+    from imagegen.options import EngineOptions, Offload
+
+    options = EngineOptions(
+        device="cpu",
+        dtype="bfloat16",
+        models_dir=tiny_models["sd1"].parent,
+        allow_pickle=True,
+        offload=Offload.NONE,
+        vae_slicing=True,
+        vae_tiling=False,
+        max_loaded=3,
+    )
+    limits = Limits(max_steps=5)
+    engine = options.engine(default_model="sd1", limits=limits)
+    assert engine.options == options
+    assert (engine.device.type, str(engine.dtype), engine.default_model, engine.limits) == (
+        "cpu",
+        "torch.bfloat16",
+        "sd1",
+        limits,
+    )
+    assert (engine.models_dir, engine.allow_pickle, engine.max_loaded) == (tiny_models["sd1"].parent, True, 3)
+    assert (engine.offload, engine.vae_slicing, engine.vae_tiling) == ("none", True, False)
+    # The default model is looked up by name in the models directory.
+    assert engine.resolve(None).path == tiny_models["sd1"]
+
+
 def test_unknown_device_and_dtype_are_invalid_requests():
     from imagegen.engine import Engine
 

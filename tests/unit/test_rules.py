@@ -1,0 +1,102 @@
+"""The model-dependent request rules (imagegen.rules) and the engine options (imagegen.options), without any model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from imagegen import GenerationRequest, InvalidRequest
+from imagegen.loading import Family, ModelDefaults, ModelInfo
+from imagegen.options import EngineOptions, Offload
+from imagegen.rules import check_models, effective_eta
+
+
+def _model(ref: str, family: Family, scheduler: dict | None = None) -> ModelInfo:
+    return ModelInfo(
+        ref=ref,
+        kind="folder",
+        path=Path(ref),
+        family=family,
+        prediction_type="epsilon",
+        defaults=ModelDefaults(width=64, height=64, num_inference_steps=20, guidance_scale=7.0),
+        scheduler_config=scheduler or {"_class_name": "EulerDiscreteScheduler"},
+    )
+
+
+SD1 = _model("sd1", Family.SD1)
+SDXL = _model("base", Family.SDXL)
+REFINER = _model("refiner", Family.SDXL_REFINER, {"_class_name": "DDIMScheduler"})
+IMAGE = Image.new("RGB", (64, 64))
+
+
+def test_a_refiner_continues_an_sdxl_base_only():
+    check_models(GenerationRequest(), SDXL, REFINER)
+    check_models(GenerationRequest(), SD1, None)
+    with pytest.raises(InvalidRequest) as exc:
+        check_models(GenerationRequest(), SD1, REFINER)
+    assert exc.value.field == "refiner"
+    assert exc.value.message == "a refiner continues an SDXL base's latents, but sd1 is sd1"
+    with pytest.raises(InvalidRequest) as exc:
+        check_models(GenerationRequest(), SDXL, SDXL)
+    assert exc.value.field == "refiner"
+    assert exc.value.message == "base is a sdxl model, not an SDXL refiner"
+
+
+def test_a_refiner_alone_only_refines_an_image():
+    with pytest.raises(InvalidRequest) as exc:
+        check_models(GenerationRequest(), REFINER, None)
+    assert exc.value.field == "model"
+    assert "refiner is an SDXL refiner, which only refines images" in exc.value.message
+    check_models(GenerationRequest(init_image=IMAGE), REFINER, None)
+    # The refiner-as-model check comes first, even when a refiner is given too.
+    with pytest.raises(InvalidRequest) as exc:
+        check_models(GenerationRequest(), REFINER, REFINER)
+    assert exc.value.field == "model"
+
+
+def test_eta_of_the_models_own_sampler():
+    # No sampler named: the model's scheduler decides (SD1's Euler has no noise, the refiner's DDIM has).
+    assert effective_eta(GenerationRequest(eta=0.5), SD1) is None
+    assert effective_eta(GenerationRequest(), SD1) is None
+    assert effective_eta(GenerationRequest(eta=0.5), REFINER) == 0.5
+    assert effective_eta(GenerationRequest(), REFINER) is None
+    sde = _model("sde", Family.SD1, {"_class_name": "DPMSolverSDEScheduler"})
+    with pytest.raises(InvalidRequest) as exc:
+        effective_eta(GenerationRequest(eta=0.5), sde)
+    assert exc.value.field == "eta"
+    assert "sde's own sampler (DPMSolverSDEScheduler)" in exc.value.message
+    # A named sampler wins over the model's own.
+    assert effective_eta(GenerationRequest(sampler="DDIM", eta=0.5), SD1) == 0.5
+    assert effective_eta(GenerationRequest(sampler="Euler", eta=0.5), REFINER) is None
+
+
+def test_the_refiner_runs_the_same_eta_and_is_checked_too():
+    fixed = _model("fixed-refiner", Family.SDXL_REFINER, {"_class_name": "DPMSolverSDEScheduler"})
+    # The base (Euler) drops the eta, but the refiner's own sampler cannot take 0.5.
+    with pytest.raises(InvalidRequest) as exc:
+        effective_eta(GenerationRequest(eta=0.5), SDXL, fixed)
+    assert "fixed-refiner's own sampler" in exc.value.message
+    # What the base runs with is the base's answer.
+    assert effective_eta(GenerationRequest(eta=0.5), SDXL, REFINER) is None
+    assert effective_eta(GenerationRequest(eta=1.0), SDXL, fixed) is None
+
+
+def test_engine_options_check_their_values():
+    options = EngineOptions(offload="model", models_dir="models")  # type: ignore[arg-type]
+    assert options.offload is Offload.MODEL
+    assert options.models_dir == Path("models")
+    assert EngineOptions().offload is Offload.NONE
+    assert EngineOptions(max_loaded=1).max_loaded == 1
+    with pytest.raises(InvalidRequest) as exc:
+        EngineOptions(offload="cpu")  # type: ignore[arg-type]
+    assert exc.value.field == "offload"
+    assert exc.value.message == "must be one of none, model, sequential, got 'cpu'"
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(InvalidRequest) as exc:
+            EngineOptions(max_loaded=bad)  # type: ignore[arg-type]
+        assert exc.value.field == "max_loaded"
+        assert f"must be an integer of at least 1, got {bad!r}" == exc.value.message
+    assert Offload.parse(Offload.SEQUENTIAL) is Offload.SEQUENTIAL
+    assert Offload.parse("none") is Offload.NONE
