@@ -23,7 +23,7 @@ from imagegen.server.errors import ServiceUnavailable
 from imagegen.server.jobs.queue import JobQueue
 from imagegen.server.jobs.retention import Retention
 from imagegen.server.jobs.store import JobStore
-from imagegen.server.jobs.supervisor import Readiness, WorkerSupervisor
+from imagegen.server.jobs.supervisor import Readiness, WorkerState, WorkerSupervisor
 from imagegen.server.jobs.urls import URLSigner, load_or_create_key
 from imagegen.server.settings import ServerSettings
 
@@ -150,6 +150,10 @@ class Services:
         if self._supervisor is None:
             return "not_running"
         return self._supervisor.readiness()
+
+    def workers(self) -> list[WorkerState]:
+        """Each worker slot's state (none before start and after stop)."""
+        return self._supervisor.workers() if self._supervisor is not None else []
 
     def claim_data_dir(self) -> None:
         """Lock the data directory for this process: a second server would "recover" the first one's running jobs.

@@ -312,15 +312,13 @@ def translate(
     body, hints = apply_infotext(body)
     overrides = check_overrides(body.override_settings)
     check_supported(body)
+    # 2. Models, inside the served ones only: the request's checkpoint, a pasted infotext's, else the option's.
     if CHECKPOINT in overrides:
-        overrides[CHECKPOINT] = catalog.find(str(overrides[CHECKPOINT]), field=f"override_settings.{CHECKPOINT}").title
+        model = catalog.find(str(overrides[CHECKPOINT]), field=f"override_settings.{CHECKPOINT}")
+        overrides[CHECKPOINT] = model.title
     options = effective_options(stored_options, overrides)
-    # 2. Models, inside the served ones only.
-    model = (
-        catalog.find(str(overrides[CHECKPOINT]), field=f"override_settings.{CHECKPOINT}")
-        if CHECKPOINT in overrides
-        else _quiet_find(catalog, hints.model_hash, hints.model) or current_checkpoint(catalog, options)
-    )
+    if CHECKPOINT not in overrides:
+        model = _quiet_find(catalog, hints.model_hash, hints.model) or current_checkpoint(catalog, options)
     refiner = _refiner(catalog, body, hints)
     # 3. The fields: those A1111 names as imagegen does are copied, the others translated here.
     sampler, schedule_type = resolve_sampler(body.sampler_name or body.sampler_index, body.scheduler)

@@ -274,10 +274,6 @@ def healthz() -> dict[str, str]:
 )
 def readyz(services: ServicesDep) -> JSONResponse:
     reason = services.readiness()
-    workers = (
-        [WorkerOut(index=w.index, alive=w.alive, state=w.state) for w in services.supervisor.workers()]
-        if (reason != "not_running")
-        else []
-    )
+    workers = [WorkerOut(index=w.index, alive=w.alive, state=w.state) for w in services.workers()]
     body = ReadinessOut(ready=reason == "ready", reason=reason, workers=workers)
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
