@@ -24,6 +24,7 @@ UTF encoding can store) with U+FFFD.
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import os
@@ -325,14 +326,12 @@ def _parse_params(line: str) -> tuple[dict[str, Any], dict[str, str]]:
 def parse_infotext(text: str) -> Infotext:
     """Parse an A1111 infotext. Never raises on a string: keys it does not know, and known keys whose value does not
     parse, land in ``extra`` as strings."""
-    stripped = text.rstrip()
-    head, _, last = stripped.rpartition("\n")
-    if _is_params_line(last):
-        body, params_line = head, last.strip()
-    else:
-        body, params_line = text, ""
-    prompt, negative_prompt = _split_prompts(body)
-    fields, extra = _parse_params(params_line)
+    head, _, last = text.rstrip().rpartition("\n")
+    if not _is_params_line(last):
+        prompt, negative_prompt = _split_prompts(text)
+        return Infotext(prompt=prompt, negative_prompt=negative_prompt)
+    prompt, negative_prompt = _split_prompts(head)
+    fields, extra = _parse_params(last)
     return Infotext(prompt=prompt, negative_prompt=negative_prompt, extra=extra, **fields)
 
 
@@ -348,14 +347,13 @@ def _user_comment(infotext: str, *, compact: bool) -> bytes:
     # UTF-8 takes half the room of UTF-16 for ASCII; EXIF has no UTF-8 code, so non-ASCII text goes under
     # "undefined", which our reader (and most others) decode as UTF-8.
     prefix = _EXIF_ASCII if infotext.isascii() else _EXIF_UNDEFINED
-    return prefix + infotext.encode("utf-8")
+    return prefix + infotext.encode()
 
 
 def _exif_bytes(infotext: str, *, compact: bool = False) -> bytes:
+    # Pillow writes a big-endian TIFF header unless told otherwise, so the UTF-16 byte order matches it: A1111 (piexif)
+    # writes the same, and EXIF readers such as exiftool take the UNICODE comment's byte order from the header.
     exif = Image.Exif()
-    # Big-endian TIFF header, so the UTF-16 byte order matches it: A1111 (piexif) writes the same, and EXIF readers
-    # such as exiftool take the UNICODE comment's byte order from the header.
-    exif.endian = ">"
     exif[ExifTags.IFD.Exif] = {ExifTags.Base.UserComment: _user_comment(infotext, compact=compact)}
     return exif.tobytes()
 
@@ -373,16 +371,16 @@ def metadata_save_options(infotext: str, format: str) -> dict[str, Any]:
         # Pillow writes tEXt when the text is Latin-1 (as A1111 does) and switches to UTF-8 iTXt otherwise.
         pnginfo.add_text(PNG_KEY, text)
         return {"pnginfo": pnginfo}
-    exif = _exif_bytes(text)
-    if kind == "JPEG" and len(exif) > _JPEG_MAX_EXIF_BYTES:
-        exif = _exif_bytes(text, compact=True)
-        if len(exif) > _JPEG_MAX_EXIF_BYTES:
-            raise InvalidRequest(
-                "infotext",
-                f"{len(text)} characters do not fit in a JPEG's EXIF block ({_JPEG_MAX_EXIF_BYTES} bytes); "
-                "save as PNG or WebP",
-            )
-    return {"exif": exif}
+    if kind != "JPEG":
+        return {"exif": _exif_bytes(text)}
+    for compact in (False, True):
+        exif = _exif_bytes(text, compact=compact)
+        if len(exif) <= _JPEG_MAX_EXIF_BYTES:
+            return {"exif": exif}
+    raise InvalidRequest(
+        "infotext",
+        f"{len(text)} characters do not fit in a JPEG's EXIF block ({_JPEG_MAX_EXIF_BYTES} bytes); save as PNG or WebP",
+    )
 
 
 def _image_format(format: str) -> str:
@@ -426,21 +424,19 @@ def save_images(
 def _decode_user_comment(data: bytes) -> str:
     prefix, body = data[:8], data[8:]
     if prefix == _EXIF_UNICODE:
-        if body[:2] in (b"\xfe\xff", b"\xff\xfe"):
-            text = body.decode("utf-16", errors="replace")  # a BOM gives the byte order
-        else:
-            # A1111 writes big-endian; some tools write little-endian with no BOM. Mostly-ASCII text has its zero
-            # bytes first in each pair when big-endian, second when little-endian.
-            zeros_first = body[0::2].count(0)
-            zeros_second = body[1::2].count(0)
-            text = body.decode("utf-16-le" if zeros_second > zeros_first else "utf-16-be", errors="replace")
+        if body[:2] not in (codecs.BOM_UTF16_BE, codecs.BOM_UTF16_LE):
+            # No BOM to give the byte order. A1111 writes big-endian; some tools write little-endian. Mostly-ASCII
+            # text has its zero bytes first in each pair when big-endian, second when little-endian.
+            little_endian = body[1::2].count(0) > body[0::2].count(0)
+            body = (codecs.BOM_UTF16_LE if little_endian else codecs.BOM_UTF16_BE) + body
+        text = body.decode("utf-16", errors="replace")
     elif prefix == _EXIF_JIS:
         text = body.decode("shift_jis", errors="replace")
     elif prefix in (_EXIF_ASCII, _EXIF_UNDEFINED):
         # Many writers put UTF-8 behind the ASCII prefix; UTF-8 reads plain ASCII the same.
-        text = body.decode("utf-8", errors="replace")
+        text = body.decode(errors="replace")
     else:
-        text = data.decode("utf-8", errors="replace")  # no prefix at all, as A1111's fallback reads it
+        text = data.decode(errors="replace")  # no prefix at all, as A1111's fallback reads it
     return text.rstrip("\0")
 
 
@@ -449,7 +445,7 @@ def _infotext_of(image: Image.Image) -> str | None:
     # them) are there right after opening, so reading an untrusted file never decodes it.
     text = image.info.get(PNG_KEY)
     if isinstance(text, bytes):
-        text = text.decode("utf-8", errors="replace")
+        text = text.decode(errors="replace")
     if isinstance(text, str) and text:
         return text
     raw_exif = image.info.get("exif")
@@ -463,7 +459,8 @@ def _infotext_of(image: Image.Image) -> str | None:
         # Pillow signals a malformed EXIF block with these; a broken block holds no readable infotext.
         return None
     if isinstance(comment, str):
-        comment = comment.encode("utf-8")
+        # Pillow decodes a comment stored as EXIF type ASCII (not UNDEFINED) with Latin-1: undo that to get its bytes.
+        comment = comment.encode("latin-1")
     if not isinstance(comment, bytes):
         return None
     return _decode_user_comment(comment) or None
@@ -528,7 +525,9 @@ def request_fields_from_infotext(text: str) -> dict[str, Any]:
     fields: dict[str, Any] = {"prompt": info.prompt, "negative_prompt": info.negative_prompt}
     for spec in FIELDS:
         key = _eta_key(info.sampler) if spec.field == "eta" else spec.infotext
-        value = _typed(values.get(key), spec.kind) if key else None
+        if key is None:
+            continue  # the infotext does not carry it (init image, batch size), or the sampler takes no eta
+        value = _typed(values.get(key), spec.kind)
         if value is not None:
             fields[spec.field] = value
     if "refiner" in fields:

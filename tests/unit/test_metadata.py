@@ -97,6 +97,8 @@ ROUND_TRIP_CASES = {
     ),
     "extras with A1111 places": Infotext(extra={"Clip skip": "2", "VAE": "v.safetensors", "ENSD": "31337"}, **PARAMS),
     "unparsable known values kept in extra": Infotext(extra={"Steps": "many", "Size": "big", "CFG scale": "nan"}),
+    # Indented, the line is prompt text: not parameters (it starts like the negative prompt) nor the negative prompt.
+    "indented negative prompt lookalike": Infotext(prompt="p\n  Negative prompt: a: 1, b: 2, c: 3"),
     "forge-style extras": Infotext(version="f2.0.1v1.10.1", extra={"Module 1": "ae", "Beta schedule alpha": "0.6"}),
     "everything": dataclasses.replace(
         EXAMPLE, prompt="a\nb", negative_prompt="c\nd", extra={"Clip skip": "2", "Hires steps": "10"}
@@ -153,11 +155,32 @@ def test_parse_hires_fix_sample():
 
 
 @pytest.mark.parametrize(
-    ("cfg_scale", "written"), [(7, "7"), (7.0, "7"), (7.5, "7.5"), (0.1, "0.1"), (12.25, "12.25"), (-1.0, "-1")]
+    ("cfg_scale", "written"),
+    [
+        (7, "7"),
+        (7.0, "7"),
+        (7.5, "7.5"),
+        (0.1, "0.1"),
+        (12.25, "12.25"),
+        (-1.0, "-1"),
+        # Whole numbers are written as integers below 1e16, where repr() switches to exponent notation.
+        (9999999999999998.0, "9999999999999998"),
+        (1e16, "1e+16"),
+        (-1e16, "-1e+16"),
+    ],
 )
 def test_cfg_scale_is_written_like_a1111(cfg_scale, written):
     text = format_infotext(Infotext(cfg_scale=cfg_scale))
     assert text == f"CFG scale: {written}"
+    assert parse_infotext(f"{text}, Steps: 1, Seed: 2").cfg_scale == cfg_scale
+
+
+def test_float_fields_are_stored_as_floats():
+    # Every float field, not only the first one set: cfg_scale is None here.
+    info = Infotext(denoising_strength=1, refiner_switch_at=0)
+    assert type(info.denoising_strength) is float
+    assert type(info.refiner_switch_at) is float
+    assert info == Infotext(denoising_strength=1.0, refiner_switch_at=0.0)
 
 
 def test_values_are_json_quoted_only_when_needed():
@@ -166,7 +189,7 @@ def test_values_are_json_quoted_only_when_needed():
         model="with, comma",
         model_hash="with: colon",
         version="two\nlines",
-        extra={"Emphasis": 'say "hi"', "Note": '"starts with quote'},
+        extra={"Emphasis": 'say "hi"', "Note": '"starts with quote', "Comment": "café, crème"},
     )
     line = format_infotext(info)
     assert "Sampler: Euler a," in line
@@ -175,6 +198,7 @@ def test_values_are_json_quoted_only_when_needed():
     assert 'Version: "two\\nlines"' in line
     assert 'Emphasis: say "hi",' in line
     assert 'Note: "\\"starts with quote"' in line
+    assert 'Comment: "café, crème"' in line  # non-ASCII stays as it is inside quotes, as A1111 writes it
     assert "\n" not in line  # the newline is escaped, so the parameters stay on one line
     assert json.loads(line.split("Version: ", 1)[1]) == "two\nlines"
 
@@ -230,6 +254,11 @@ def test_parse_is_tolerant():
     assert parse_infotext("Steps: 1, Seed: 3, Foo: a, Foo: b").extra == {"Foo": "b"}
     # Malformed JSON quoting is kept verbatim instead of failing.
     assert parse_infotext('Steps: 1, Seed: 2, Foo: "a\\q"').extra == {"Foo": '"a\\q"'}
+    # Quoted values are unquoted down to the empty string; a lone quote is a value of its own.
+    assert parse_infotext('Steps: 1, Seed: 2, Foo: "", Bar: "a"').extra == {"Foo": "", "Bar": "a"}
+    assert parse_infotext('Steps: 1, Seed: 2, Foo: "').extra == {"Foo": '"'}
+    # A pair whose key cannot be written back is skipped; the pairs after it are still read.
+    assert parse_infotext("x : 1, Steps: 2, Seed: 3, Sampler: y") == Infotext(steps=2, seed=3, sampler="y")
     # A negative prompt whose only line holds pairs is still the negative prompt.
     assert parse_infotext("p\nNegative prompt: a: 1, b: 2, c: 3") == Infotext(
         prompt="p", negative_prompt="a: 1, b: 2, c: 3"
@@ -255,28 +284,45 @@ def test_parse_never_raises_on_odd_text(text):
     assert parse_infotext(format_infotext(info)) is not None
 
 
+KEY_RULE = "use letters, digits, '_', '-', '/' and inner spaces (2+ chars)"
+
+
 @pytest.mark.parametrize(
-    ("kwargs", "field"),
+    ("kwargs", "field", "message"),
     [
-        ({"width": 512}, "width"),
-        ({"cfg_scale": float("nan")}, "cfg_scale"),
-        ({"steps": 2.5}, "steps"),
-        ({"steps": True}, "steps"),
-        ({"sampler": 3}, "sampler"),
-        ({"extra": {"x": "1"}}, "extra"),  # a one-character key cannot be read back
-        ({"extra": {"bad:key": "1"}}, "extra"),
-        ({"extra": {" Lead": "1"}}, "extra"),
-        ({"extra": {"Clip skip": 2}}, "extra"),
-        ({"steps": 20, "extra": {"Steps": "20"}}, "extra"),
-        ({"width": 8, "height": 8, "extra": {"Size": "8x8"}}, "extra"),
-        ({"extra": {"Steps": "20"}}, "extra"),  # would read back as steps=20
-        ({"extra": {"Version": "v1"}}, "extra"),  # any Version value reads back as version=
+        ({"prompt": 3}, "prompt", "must be a string, got int"),
+        ({"negative_prompt": b"x"}, "negative_prompt", "must be a string, got bytes"),
+        ({"width": 512}, "width", "width and height must be both set or both None, got 512xNone"),
+        ({"height": 8}, "width", "width and height must be both set or both None, got Nonex8"),
+        ({"cfg_scale": float("nan")}, "cfg_scale", "must be a finite number or None, got nan"),
+        ({"cfg_scale": True}, "cfg_scale", "must be a finite number or None, got True"),
+        ({"cfg_scale": "7"}, "cfg_scale", "must be a finite number or None, got '7'"),
+        ({"refiner_switch_at": float("inf")}, "refiner_switch_at", "must be a finite number or None, got inf"),
+        ({"steps": 2.5}, "steps", "must be an integer or None, got 2.5"),
+        ({"steps": True}, "steps", "must be an integer or None, got True"),
+        ({"seed": "1"}, "seed", "must be an integer or None, got '1'"),
+        ({"sampler": 3}, "sampler", "must be a string or None, got int"),
+        ({"extra": [("Clip skip", "2")]}, "extra", "must be a mapping of str to str, got list"),
+        ({"extra": {"x": "1"}}, "extra", f"key 'x' cannot be written: {KEY_RULE}"),  # one character: unreadable
+        ({"extra": {"bad:key": "1"}}, "extra", f"key 'bad:key' cannot be written: {KEY_RULE}"),
+        ({"extra": {" Lead": "1"}}, "extra", f"key ' Lead' cannot be written: {KEY_RULE}"),
+        ({"extra": {2: "1"}}, "extra", f"key 2 cannot be written: {KEY_RULE}"),
+        ({"extra": {"Clip skip": 2}}, "extra", "value of 'Clip skip' must be a string, got int"),
+        ({"steps": 20, "extra": {"Steps": "20"}}, "extra", "key 'Steps' duplicates a field that is already set"),
+        (
+            {"width": 8, "height": 8, "extra": {"Size": "8x8"}},
+            "extra",
+            "key 'Size' duplicates a field that is already set",
+        ),
+        # Would read back as steps=20 / version="v1" (any Version value is a version).
+        ({"extra": {"Steps": "20"}}, "extra", "Steps: '20' belongs in its Infotext field, not in extra"),
+        ({"extra": {"Version": "v1"}}, "extra", "Version: 'v1' belongs in its Infotext field, not in extra"),
     ],
 )
-def test_invalid_infotext_names_the_field(kwargs, field):
+def test_invalid_infotext_names_the_field_and_the_value(kwargs, field, message):
     with pytest.raises(InvalidRequest) as caught:
         Infotext(**kwargs)
-    assert caught.value.field == field
+    assert (caught.value.field, caught.value.message) == (field, message)
 
 
 def test_infotext_is_frozen_and_hashable():
