@@ -492,11 +492,9 @@ def extra_value(value: object, default: object) -> str | None:
     its no-op default (``None``, ``False``, the field's default) says nothing and is left out."""
     if value is None or value is False or value == default:
         return None
-    if value is True:
-        return "True"
     if isinstance(value, float):
         return format_number(value)
-    return str(value)
+    return str(value)  # True as "True", as A1111 writes it
 
 
 def infotext_values(info: Infotext) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from PIL import ExifTags, Image, PngImagePlugin
 from imagegen.errors import InvalidRequest
 from imagegen.metadata import (
     Infotext,
+    extra_value,
     format_infotext,
     metadata_save_options,
     parse_infotext,
@@ -98,7 +99,7 @@ ROUND_TRIP_CASES = {
     "extras with A1111 places": Infotext(extra={"Clip skip": "2", "VAE": "v.safetensors", "ENSD": "31337"}, **PARAMS),
     "unparsable known values kept in extra": Infotext(extra={"Steps": "many", "Size": "big", "CFG scale": "nan"}),
     # Indented, the line is prompt text: not parameters (it starts like the negative prompt) nor the negative prompt.
-    "indented negative prompt lookalike": Infotext(prompt="p\n  Negative prompt: a: 1, b: 2, c: 3"),
+    "indented negative prompt lookalike": Infotext(prompt="p\n  Negative prompt: ugly, Steps: 2, Seed: 3"),
     "forge-style extras": Infotext(version="f2.0.1v1.10.1", extra={"Module 1": "ae", "Beta schedule alpha": "0.6"}),
     "everything": dataclasses.replace(
         EXAMPLE, prompt="a\nb", negative_prompt="c\nd", extra={"Clip skip": "2", "Hires steps": "10"}
@@ -173,6 +174,22 @@ def test_cfg_scale_is_written_like_a1111(cfg_scale, written):
     text = format_infotext(Infotext(cfg_scale=cfg_scale))
     assert text == f"CFG scale: {written}"
     assert parse_infotext(f"{text}, Steps: 1, Seed: 2").cfg_scale == cfg_scale
+
+
+@pytest.mark.parametrize(
+    ("value", "default", "written"),
+    [
+        (None, 0.8, None),  # None and False say nothing, whatever the field's default
+        (False, None, None),
+        (True, None, "True"),  # as A1111 writes a bool
+        (0, None, "0"),  # falsy values other than None and False are written
+        ("", None, ""),
+        (1.5, None, "1.5"),
+        (1e16, None, "1e+16"),
+    ],
+)
+def test_extra_value(value, default, written):
+    assert extra_value(value, default) == written
 
 
 def test_float_fields_are_stored_as_floats():
@@ -260,8 +277,8 @@ def test_parse_is_tolerant():
     # A pair whose key cannot be written back is skipped; the pairs after it are still read.
     assert parse_infotext("x : 1, Steps: 2, Seed: 3, Sampler: y") == Infotext(steps=2, seed=3, sampler="y")
     # A negative prompt whose only line holds pairs is still the negative prompt.
-    assert parse_infotext("p\nNegative prompt: a: 1, b: 2, c: 3") == Infotext(
-        prompt="p", negative_prompt="a: 1, b: 2, c: 3"
+    assert parse_infotext("p\nNegative prompt: ugly, Steps: 2, Seed: 3") == Infotext(
+        prompt="p", negative_prompt="ugly, Steps: 2, Seed: 3"
     )
 
 
