@@ -38,6 +38,7 @@ FLAGS: Mapping[str, str] = MappingProxyType(
         "dtype": "--dtype",
         "offload": "--offload",
         "max_loaded": "--max-loaded",
+        "threads": "--threads",
         "from": "--from",
         "api_key": "--api-key",
         "api_auth": "--api-auth",
@@ -338,6 +339,13 @@ def _engine_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--vae-slicing", action="store_true", help="decode a batch one image at a time")
     parser.add_argument("--vae-tiling", action="store_true", help="decode large images in tiles")
+    parser.add_argument(
+        "--threads",
+        type=_bounded_int(1, 1024),
+        default=None,
+        metavar="N",
+        help="CPU threads for torch (default: every core; serve's workers leave the API process one core)",
+    )
 
 
 def engine_options(args: argparse.Namespace) -> EngineOptions:
@@ -350,6 +358,7 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
         offload=Offload(args.offload),
         vae_slicing=args.vae_slicing,
         vae_tiling=args.vae_tiling,
+        threads=args.threads,
     )
 
 

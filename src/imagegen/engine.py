@@ -142,6 +142,7 @@ class Engine:
         offload: Offload | str = Offload.NONE,
         vae_slicing: bool = False,
         vae_tiling: bool = False,
+        threads: int | None = None,
     ) -> None:
         # EngineOptions checks them (offload, max_loaded): the same rules as the CLI's and the server's.
         self.options = EngineOptions(
@@ -153,7 +154,11 @@ class Engine:
             vae_slicing=vae_slicing,
             vae_tiling=vae_tiling,
             max_loaded=max_loaded,
+            threads=threads,
         )
+        if threads is not None:
+            # Process-wide in torch: one engine per process (the CLI, a server worker) owns the setting.
+            torch.set_num_threads(threads)
         self.device = select_device(device)
         self.dtype = select_dtype(dtype, self.device)
         self.default_model = default_model

@@ -55,14 +55,21 @@ class EngineOptions:
     vae_tiling: bool = False
     #: Pipelines kept loaded (least recently used evicted).
     max_loaded: int = 2
+    #: CPU threads for torch's operators (None: torch's default, every core). A server's CPU workers leave the API
+    #: process a core (imagegen.server.jobs.worker.worker_threads), so polling clients cannot starve generation.
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         # Library callers may pass the name ("model"); store the enum.
         object.__setattr__(self, "offload", Offload.parse(self.offload))
         if self.models_dir is not None:
             object.__setattr__(self, "models_dir", Path(self.models_dir))
-        if not isinstance(self.max_loaded, int) or isinstance(self.max_loaded, bool) or self.max_loaded < 1:
-            raise InvalidRequest("max_loaded", f"must be an integer of at least 1, got {self.max_loaded!r}")
+        for name in ("max_loaded", "threads"):
+            value = getattr(self, name)
+            if name == "threads" and value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidRequest(name, f"must be an integer of at least 1, got {value!r}")
 
     def engine(self, *, default_model: str | None = None, limits: Limits | None = None) -> Engine:
         """An :class:`~imagegen.engine.Engine` with these options (imports torch)."""
@@ -79,4 +86,5 @@ class EngineOptions:
             offload=self.offload.value,
             vae_slicing=self.vae_slicing,
             vae_tiling=self.vae_tiling,
+            threads=self.threads,
         )

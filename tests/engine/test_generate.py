@@ -267,6 +267,14 @@ def test_engine_options_build_the_engine_they_describe(tiny_models):
     )
     assert (engine.models_dir, engine.allow_pickle, engine.max_loaded) == (tiny_models["sd1"].parent, True, 3)
     assert (engine.offload, engine.vae_slicing, engine.vae_tiling) == ("none", True, False)
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        EngineOptions(device="cpu", threads=1).engine()
+        assert torch.get_num_threads() == 1  # applied to the process: one engine per CLI run or server worker
+    finally:
+        torch.set_num_threads(before)
     # The default model is looked up by name in the models directory.
     assert engine.resolve(None).path == tiny_models["sd1"]
 

@@ -29,6 +29,14 @@ def test_flags_and_environment_make_the_settings(monkeypatch, tmp_path):
     assert (settings.max_queue, settings.workers, settings.job_retries) == (5, 2, 0)
     assert settings.max_body_bytes == 1024 * 1024
     assert settings.job_timeout is None
+    engine = _settings("--device", "cpu", "--offload", "model", "--vae-tiling", "--threads", "3").engine
+    assert (engine.device, engine.offload.value, engine.vae_tiling, engine.vae_slicing, engine.threads) == (
+        "cpu",
+        "model",
+        True,
+        False,
+        3,
+    )
 
 
 @pytest.mark.parametrize(

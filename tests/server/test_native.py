@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import time
 
 from PIL import Image
 
@@ -198,3 +199,28 @@ def test_cheap_checks_come_before_the_init_image_is_decoded(client):
     response = client.post("/v1/jobs", json={"prompt": "x", "init_image": bomb})
     assert response.status_code == 400
     assert response.json()["error"]["field"] == "init_image"
+
+
+def test_status_reads_answer_304_while_nothing_changed_and_long_poll_until_the_job_ends(client):
+    blocker = client.post("/v1/jobs", json={"prompt": "blocker [sleep=0.05]", "num_inference_steps": 150}).json()["id"]
+    job = client.post("/v1/jobs", json={"prompt": "waiting"}).json()
+    first = client.get(f"/v1/jobs/{job['id']}")
+    etag = first.headers["etag"]
+    assert etag.startswith('W/"')
+    again = client.get(f"/v1/jobs/{job['id']}", headers={"If-None-Match": etag})
+    assert (again.status_code, again.content, again.headers["etag"]) == (304, b"", etag)
+    # A long poll that runs out answers with the job as it is; one that sees the job end answers at once.
+    started = time.monotonic()
+    timed_out = client.get(f"/v1/jobs/{job['id']}", params={"wait": 0.3})
+    assert timed_out.json()["status"] == "queued"
+    assert time.monotonic() - started >= 0.3
+    client.delete(f"/v1/jobs/{blocker}")
+    ended = client.get(f"/v1/jobs/{job['id']}", params={"wait": 30}).json()
+    assert ended["status"] == "succeeded"
+    changed = client.get(f"/v1/jobs/{job['id']}", headers={"If-None-Match": etag})
+    assert changed.status_code == 200
+    assert changed.headers["etag"] != etag
+    for bad in (-1, 56, "soon"):
+        error = client.get(f"/v1/jobs/{job['id']}", params={"wait": bad})
+        assert error.status_code == 422
+        assert error.json()["error"]["field"] == "wait"

@@ -100,3 +100,22 @@ def test_engine_options_check_their_values():
         assert f"must be an integer of at least 1, got {bad!r}" == exc.value.message
     assert Offload.parse(Offload.SEQUENTIAL) is Offload.SEQUENTIAL
     assert Offload.parse("none") is Offload.NONE
+
+
+def test_threads_are_a_positive_count_or_unset():
+    assert EngineOptions().threads is None
+    assert EngineOptions(threads=3).threads == 3
+    for bad in (0, -2, True, 2.5):
+        with pytest.raises(InvalidRequest) as exc:
+            EngineOptions(threads=bad)  # type: ignore[arg-type]
+        assert (exc.value.field, exc.value.message) == ("threads", f"must be an integer of at least 1, got {bad!r}")
+
+
+def test_server_workers_leave_the_api_process_a_core():
+    from imagegen.server.jobs.worker import worker_threads
+
+    assert worker_threads(1, 2) == 1  # this machine: one for the API process, one for the worker
+    assert worker_threads(1, 16) == 15
+    assert worker_threads(2, 16) == 7  # two workers share the rest
+    assert worker_threads(4, 4) == 1  # never below one
+    assert worker_threads(1, 1) == 1

@@ -192,11 +192,13 @@ class JobQueue:
 
     # Waiting and following -------------------------------------------------------------------------------------------
 
-    async def wait(self, job_id: str) -> Job:
-        """The job once it has ended. :class:`ServiceUnavailable` if draining stranded it in the queue."""
+    async def wait(self, job_id: str, *, timeout: float | None = None) -> Job:
+        """The job once it has ended, or as it is after ``timeout`` seconds. :class:`ServiceUnavailable` if draining
+        stranded it in the queue."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             job = self.require(job_id)
-            if job.terminal:
+            if job.terminal or (deadline is not None and time.monotonic() >= deadline):
                 return job
             if job.status is JobStatus.QUEUED and self._draining.is_set() and self._drained():
                 raise ServiceUnavailable("the server shut down before this job started; it runs after the restart")

@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 from collections.abc import AsyncIterator
 from types import MappingProxyType
 from typing import Annotated, Any
@@ -37,6 +39,8 @@ from imagegen.server.services import Services
 router = APIRouter()
 #: Seconds of silence after which an event stream gets a comment line (idle proxies close streams after ~60 s).
 KEEPALIVE_SECONDS = 15.0
+#: Longest long poll of ``GET /v1/jobs/{id}?wait=``: under common proxy timeouts (60 s).
+MAX_WAIT_SECONDS = 55.0
 #: Largest ``offset`` of ``GET /v1/jobs``: SQLite binds 64-bit integers only, so a huge one must be a 422, not a 500.
 MAX_LIST_OFFSET = 10**9
 
@@ -69,35 +73,47 @@ def image_url(request: Request, name: str, services: Services) -> str:
     return f"{request.url_for('get_image', name=name)}?{services.urls.sign(name).query}"
 
 
-def job_out(job: Job, request: Request, services: Services) -> JobOut:
-    """The native representation of a job."""
+def job_json(job: Job, request: Request, services: Services) -> dict[str, Any]:
+    """The native representation of a job, as :class:`JobOut` describes it (built as plain data: status reads are
+    the most frequent request, and a poll must cost the worker's cores as little as possible)."""
     public_request = {k: v for k, v in job.request.items() if k != "init_image"}
     public_request["init_image"] = bool(job.request.get("init_image"))
     queue: JobQueue = services.queue
-    return JobOut.model_validate(
-        {
-            "id": job.id,
-            "status": job.status,
-            "dialect": job.dialect,
-            "model": job.model,
-            "created_at": job.created_at,
-            "started_at": job.started_at,
-            "finished_at": job.finished_at,
-            "progress": round(job.progress, 4),
-            "step": job.step,
-            "total_steps": job.total_steps,
-            "queue_position": queue.queue_position(job.id) if job.status is JobStatus.QUEUED else None,
-            "attempts": job.attempts,
-            "cancel_requested": job.cancel_requested,
-            "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
-            "images": [image_url(request, name, services) for name in job.images],
-            "seeds": list(job.seeds),
-            "infotexts": list(job.infotexts),
-            "warnings": list(job.warnings),
-            "timings": dict(job.timings),
-            "request": public_request,
-        }
-    )
+    return {
+        "id": job.id,
+        "object": "job",
+        "status": job.status.value,
+        "dialect": job.dialect,
+        "model": job.model,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "progress": round(job.progress, 4),
+        "step": job.step,
+        "total_steps": job.total_steps,
+        "queue_position": queue.queue_position(job.id) if job.status is JobStatus.QUEUED else None,
+        "attempts": job.attempts,
+        "cancel_requested": job.cancel_requested,
+        "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
+        "images": [image_url(request, name, services) for name in job.images],
+        "seeds": list(job.seeds),
+        "infotexts": list(job.infotexts),
+        "warnings": list(job.warnings),
+        "timings": dict(job.timings),
+        "request": public_request,
+    }
+
+
+def job_out(job: Job, request: Request, services: Services) -> JobOut:
+    return JobOut.model_validate(job_json(job, request, services))
+
+
+def job_etag(job: Job) -> str:
+    """A weak ETag that changes whenever anything a status read shows changes. The image URLs are signed afresh at
+    each read; the ETag of a job with images changes every minute, so a client on 304s never holds stale URLs."""
+    minute = int(time.time() // 60) if job.images else 0
+    state = (job.status.value, job.step, job.total_steps, job.attempts, job.cancel_requested, job.finished_at, minute)
+    return f'W/"{job.id}-{hashlib.sha256(repr(state).encode()).hexdigest()[:16]}"'
 
 
 @router.post(
@@ -155,10 +171,30 @@ def list_jobs(
     tags=["jobs"],
     summary="A job's status, progress, timings, errors and images",
     response_model=JobOut,
-    responses=_errors(404),
+    responses={304: {"description": "not modified since the ETag sent in If-None-Match"}, **_errors(404, 422)},
 )
-def get_job(job_id: str, request: Request, services: ServicesDep) -> JobOut:
-    return job_out(services.queue.require(job_id), request, services)
+async def get_job(
+    job_id: str,
+    request: Request,
+    services: ServicesDep,
+    wait: Annotated[
+        float,
+        Query(ge=0, le=MAX_WAIT_SECONDS, description="long poll: answer when the job ends, or after this many seconds"),
+    ] = 0,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+) -> Response:
+    """The job. Cheaper than polling fast: ``?wait=30`` answers as soon as the job ends (or after 30 s), the events
+    stream (``/events``) pushes every change, and ``If-None-Match`` with the last ``ETag`` answers 304 while nothing
+    changed."""
+    queue = services.queue
+    job = queue.require(job_id)
+    if wait > 0 and not job.terminal:
+        job = await queue.wait(job_id, timeout=wait)
+    etag = job_etag(job)
+    if if_none_match is not None and etag in (tag.strip() for tag in if_none_match.split(",")):
+        return Response(status_code=304, headers={"ETag": etag})
+    body = json.dumps(job_json(job, request, services), ensure_ascii=False).encode()
+    return Response(body, media_type="application/json", headers={"ETag": etag, "Cache-Control": "no-cache"})
 
 
 @router.delete(
@@ -189,7 +225,7 @@ def job_events(job_id: str, request: Request, services: ServicesDep) -> Streamin
                 yield ": keepalive\n\n"  # an SSE comment: clients ignore it, proxies see traffic
                 continue
             number += 1
-            data = json.dumps(job_out(event.job, request, services).model_dump(mode="json"), ensure_ascii=False)
+            data = json.dumps(job_json(event.job, request, services), ensure_ascii=False)
             yield f"id: {number}\nevent: {event.event}\ndata: {data}\n\n"
 
     return StreamingResponse(
