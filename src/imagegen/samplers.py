@@ -535,11 +535,9 @@ def _diffusers_class(class_name: str) -> type[SchedulerMixin] | None:
     """The diffusers scheduler class of that name (case-insensitive), or None."""
     import diffusers
 
-    candidate = getattr(diffusers, class_name, None)
-    if candidate is None:
-        wanted = class_name.casefold()
-        spelled = next((n for n in dir(diffusers) if n.casefold() == wanted), None)
-        candidate = getattr(diffusers, spelled) if spelled else None
+    wanted = class_name.casefold()
+    spelled = next((n for n in dir(diffusers) if n.casefold() == wanted), None)
+    candidate = getattr(diffusers, spelled) if spelled else None
     if isinstance(candidate, type) and issubclass(candidate, diffusers.SchedulerMixin):
         return candidate
     return None

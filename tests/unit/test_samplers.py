@@ -13,6 +13,7 @@ import diffusers
 import pytest
 import torch
 
+from imagegen import GenerationRequest
 from imagegen.errors import InvalidRequest
 from imagegen.samplers import (
     _SCHEDULER_CLASSES,
@@ -552,3 +553,108 @@ def test_unipc_last_step_to_sigma_zero_is_the_denoised_sample_not_nan():
     assert not torch.isfinite(stock_sample).all()
     assert torch.isfinite(ours_sample).all()
     assert torch.allclose(ours_sample, ours.model_outputs[-1])
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Classes outside the table, errors, eta variants (each pins a behaviour a mutation once changed unnoticed).
+
+
+def test_a_class_outside_the_table_is_found_case_insensitively_and_its_schedules_read_from_its_signature():
+    choice = parse_sampler("dpmsolverMultistepInverseScheduler", "Karras")
+    assert (choice.name, choice.scheduler_class, choice.schedule_type) == (
+        "dpmsolverMultistepInverseScheduler",
+        "dpmsolverMultistepInverseScheduler",
+        ScheduleType.KARRAS,
+    )
+    scheduler = build_scheduler(choice, load_config("sd15"))
+    assert type(scheduler) is diffusers.DPMSolverMultistepInverseScheduler
+    assert scheduler.config.use_karras_sigmas is True
+    # Its signature has the sigma schedules, the spacing and use_flow_sigmas (switched off), not use_lu_lambdas.
+    assert scheduler.config.use_flow_sigmas is False
+    assert scheduler.config.use_exponential_sigmas is False
+    uniform = build_scheduler(parse_sampler("DPMSolverMultistepInverseScheduler", "Uniform"), load_config("sd15"))
+    assert uniform.config.timestep_spacing == "linspace"
+    # A class without sigma schedules or spacing takes Automatic only.
+    assert parse_sampler("EDMEulerScheduler").schedule_type is A
+    with pytest.raises(InvalidRequest) as info:
+        build_scheduler(parse_sampler("EDMEulerScheduler", "Karras"), load_config("sd15"))
+    assert info.value.field == "schedule_type"
+    assert "valid for it: Automatic" in info.value.message
+
+
+def test_a_schedule_type_the_models_own_class_lacks_is_named_with_that_class():
+    with pytest.raises(InvalidRequest) as info:
+        build_scheduler(parse_sampler(None, "Karras"), load_config("sd15"))  # SD 1.5's own: PNDM
+    assert info.value.message == (
+        "schedule type 'Karras' is not supported by sampler the model's own (PNDMScheduler) (PNDMScheduler); "
+        "valid for it: Automatic, Uniform, SGM Uniform"
+    )
+
+
+def test_a_models_scheduler_config_that_names_no_scheduler_is_a_load_error():
+    from imagegen.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="has no _class_name, so its scheduler is unknown"):
+        build_scheduler(None, {"prediction_type": "epsilon"})
+    with pytest.raises(ModelLoadError, match="names 'NotAScheduler', which is not a diffusers scheduler"):
+        build_scheduler(None, {"_class_name": "NotAScheduler"})
+    with pytest.raises(InvalidRequest) as info:
+        build_scheduler(parse_sampler("NoSuchScheduler"), load_config("sd15"))
+    assert info.value.message.startswith(
+        "unknown sampler 'NoSuchScheduler' (diffusers has no scheduler class of that name); valid: Euler a, Euler, LMS"
+    )
+
+
+def test_error_messages_quote_long_values_shortened():
+    exactly = "x" * 80
+    with pytest.raises(InvalidRequest) as info:
+        parse_sampler(exactly)
+    assert f"unknown sampler '{exactly}';" in info.value.message
+    with pytest.raises(InvalidRequest) as info:
+        parse_sampler(exactly + "y")
+    assert f"unknown sampler '{exactly}...';" in info.value.message
+    assert info.value.message.endswith(
+        "(a schedule type may be appended, as in 'DPM++ 2M Karras'), "
+        "or a diffusers scheduler class name such as 'DPMSolverMultistepScheduler'"
+    )
+    with pytest.raises(InvalidRequest):
+        parse_sampler("nonsense_ka")  # an old alias suffix on no known sampler
+
+
+def test_eta_variants_build_the_expected_classes():
+    sd15 = load_config("sd15")
+    # eta at the sampler's default, or on a sampler without noise: diffusers' own class, untouched.
+    assert type(build_scheduler(parse_sampler("Euler a"), sd15, eta=1.0)) is diffusers.EulerAncestralDiscreteScheduler
+    assert type(build_scheduler(parse_sampler("Euler"), sd15, eta=0.3)) is diffusers.EulerDiscreteScheduler
+    assert type(build_scheduler(parse_sampler("DDIM"), sd15, eta=0.5)) is diffusers.DDIMScheduler  # a call argument
+    half = build_scheduler(parse_sampler("Euler a"), sd15, eta=0.5)
+    assert diffusers_base(type(half)) is diffusers.EulerAncestralDiscreteScheduler
+    assert half.eta == 0.5
+    assert type(build_scheduler(parse_sampler("DPM2 a"), sd15, eta=0.0)) is diffusers.KDPM2DiscreteScheduler
+    # The model's own SDE solver at eta 0 becomes its noiseless twin, read from the model's config.
+    sde_model = {**sd15, "_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver++"}
+    assert build_scheduler(None, sde_model, eta=0.0).config.algorithm_type == "dpmsolver++"
+    assert build_scheduler(None, sde_model, eta=1.0).config.algorithm_type == "sde-dpmsolver++"
+    with pytest.raises(InvalidRequest) as info:
+        GenerationRequest(sampler="DPM2 a", eta=0.25)
+    assert info.value.message == (
+        "sampler 'DPM2 a' can run with eta 0 or 1 only (diffusers has no other noise scale for it), got 0.25"
+    )
+
+
+def test_sampler_for_scheduler_canonicalises_the_class_name():
+    # Euler's class defaults space timesteps "linspace": A1111's Uniform.
+    assert sampler_for_scheduler("eulerdiscretescheduler", {}) == ("Euler", ScheduleType.UNIFORM)
+    assert sampler_for_scheduler("", {}) == ("", A)
+    # Class defaults count: DPMSolverMultistep with default options is no A1111 sampler (its defaults are 2M's own).
+    assert sampler_for_scheduler("DPMSolverMultistepScheduler", {})[0] == "DPM++ 2M"
+
+
+def test_choices_hash_by_value_and_list_samplers_options_are_text():
+    a, b = parse_sampler("DPM++ 2M", "Karras"), parse_sampler("DPM++ 2M", "Karras")
+    assert hash(a) == hash(b)
+    assert hash(a) != hash(parse_sampler("DPM++ 2M", "Exponential"))
+    options = {entry["name"]: entry["options"] for entry in list_samplers()}
+    assert options["DPM++ 2M"]["algorithm_type"] == "dpmsolver++"  # text as it is
+    assert options["DPM++ 2M"]["solver_order"] == "2"  # other values as JSON
+    assert options["DPM++ 2S a"]["lower_order_final"] == "true"
