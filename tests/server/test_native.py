@@ -47,6 +47,25 @@ def test_img2img_input_is_decoded_and_passed(client):
     assert done["request"]["strength"] == 0.5
 
 
+def test_an_oversized_init_image_is_fitted_into_the_limits_as_in_the_other_dialects(make_client):
+    from imagegen.requests import Limits
+
+    client = make_client(limits=Limits(max_width=256, max_height=256, max_pixels=256 * 256, max_input_bytes=200_000))
+    buffer = io.BytesIO()
+    Image.new("RGB", (600, 300), "blue").save(buffer, format="PNG")
+    data = base64.b64encode(buffer.getvalue()).decode()
+    job = client.post("/v1/jobs", json={"prompt": "x", "init_image": data}).json()
+    request = wait_job(client.get, job["id"])["request"]
+    assert (request["width"], request["height"]) == (256, 128)  # the input's aspect, within the limits
+    # A base64 text longer than the byte limit is refused by its length, before it is decoded.
+    huge = client.post("/v1/jobs", json={"prompt": "x", "init_image": "A" * 400_000})
+    assert huge.status_code == 400
+    assert (huge.json()["error"]["field"], huge.json()["error"]["message"]) == (
+        "init_image",
+        "init_image: must be at most 200000 bytes once decoded",
+    )
+
+
 def test_ddim_eta_is_stored_with_the_job(client):
     response = client.post("/v1/jobs", json={"prompt": "x", "sampler": "DDIM", "eta": 0.5})
     assert response.status_code == 202, response.text
