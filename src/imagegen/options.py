@@ -64,12 +64,9 @@ class EngineOptions:
         object.__setattr__(self, "offload", Offload.parse(self.offload))
         if self.models_dir is not None:
             object.__setattr__(self, "models_dir", Path(self.models_dir))
-        for name in ("max_loaded", "threads"):
-            value = getattr(self, name)
-            if name == "threads" and value is None:
-                continue
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InvalidRequest(name, f"must be an integer of at least 1, got {value!r}")
+        _check_count("max_loaded", self.max_loaded)
+        if self.threads is not None:
+            _check_count("threads", self.threads)
 
     def engine(self, *, default_model: str | None = None, limits: Limits | None = None) -> Engine:
         """An :class:`~imagegen.engine.Engine` with these options (imports torch)."""
@@ -88,3 +85,8 @@ class EngineOptions:
             vae_tiling=self.vae_tiling,
             threads=self.threads,
         )
+
+
+def _check_count(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidRequest(name, f"must be an integer of at least 1, got {value!r}")

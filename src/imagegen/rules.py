@@ -44,12 +44,13 @@ def effective_eta(request: GenerationRequest, base: ModelInfo, refiner: ModelInf
     """The eta ``request`` runs with on ``base``: ``None`` when its sampler adds no noise (eta is then a no-op, accepted
     silently, as in A1111), else the checked value (:class:`InvalidRequest` naming ``eta``). The refiner runs the same
     sampler (or its own scheduler when none is named), so its eta is checked too."""
-    choice = parse_sampler(request.sampler, request.schedule_type)
+    choice = parse_sampler(request.sampler)  # the schedule type changes no eta rule (and was checked already)
     if refiner is not None:
         _model_eta(request, choice, refiner)
     return _model_eta(request, choice, base)
 
 
 def _model_eta(request: GenerationRequest, choice: SamplerChoice | None, model: ModelInfo) -> float | None:
-    own = f"{model.ref}'s own sampler ({model.scheduler_config.get('_class_name', 'unknown')})"
+    # Only a model whose config names a scheduler with noise can refuse an eta, so its class is named here.
+    own = f"{model.ref}'s own sampler ({model.scheduler_config.get('_class_name')})"
     return resolve_eta(request.eta, choice, model.scheduler_config, sampler=request.sampler or own)

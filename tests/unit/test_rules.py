@@ -48,7 +48,10 @@ def test_a_refiner_alone_only_refines_an_image():
     with pytest.raises(InvalidRequest) as exc:
         check_models(GenerationRequest(), REFINER, None)
     assert exc.value.field == "model"
-    assert "refiner is an SDXL refiner, which only refines images" in exc.value.message
+    assert exc.value.message == (
+        "refiner is an SDXL refiner, which only refines images: give an init image, "
+        "or use it as the refiner of an SDXL base"
+    )
     check_models(GenerationRequest(init_image=IMAGE), REFINER, None)
     # The refiner-as-model check comes first, even when a refiner is given too.
     with pytest.raises(InvalidRequest) as exc:
@@ -78,6 +81,8 @@ def test_the_refiner_runs_the_same_eta_and_is_checked_too():
     with pytest.raises(InvalidRequest) as exc:
         effective_eta(GenerationRequest(eta=0.5), SDXL, fixed)
     assert "fixed-refiner's own sampler" in exc.value.message
+    # A named sampler is what the refiner runs too: DDIM takes 0.5 there, whatever the refiner's own sampler.
+    assert effective_eta(GenerationRequest(sampler="DDIM", eta=0.5), SDXL, fixed) == 0.5
     # What the base runs with is the base's answer.
     assert effective_eta(GenerationRequest(eta=0.5), SDXL, REFINER) is None
     assert effective_eta(GenerationRequest(eta=1.0), SDXL, fixed) is None
