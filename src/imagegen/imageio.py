@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
 import warnings
 from pathlib import Path
@@ -66,21 +67,19 @@ def decode_image(data: bytes, *, field: str, max_pixels: int, max_bytes: int) ->
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any decoded mode (palette, CMYK, 16-bit, alpha) to 8-bit RGB; alpha is composited on white."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+    """Convert any decoded mode (palette, CMYK, 16-bit, alpha) to 8-bit RGB; transparency (an alpha channel or a
+    transparent colour) is composited on white. An RGB image without transparency is returned as is."""
+    if image.mode.startswith("I"):
         # 16/32-bit greyscale: scale to 8 bits instead of clipping everything above 255 to white.
         import numpy as np
 
-        array = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if image.mode.startswith("I;16") else max(float(array.max()), 1.0)
-        image = Image.fromarray((array / peak * 255.0).round().clip(0, 255).astype(np.uint8), mode="L")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        array = np.asarray(image).clip(0)
+        peak = 65535 if image.mode.startswith("I;16") else max(int(array.max()), 1)
+        image = Image.fromarray((array / peak * 255).round().astype(np.uint8))
+    if image.has_transparency_data:
         rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def read_image_file(path: str | Path, *, field: str, max_pixels: int, max_bytes: int) -> Image.Image:
@@ -104,7 +103,7 @@ def encode_png(image: Image.Image, infotext: str | None = None) -> bytes:
     if infotext is None:
         image.save(buffer, format="PNG")
     else:
-        write_image(image, infotext, buffer, format="PNG")
+        write_image(image, infotext, buffer)  # PNG is its default format
     return buffer.getvalue()
 
 
@@ -132,10 +131,8 @@ def encode_image(
     pixels.info.clear()  # no text chunk carried over unless asked for
     save: dict[str, object] = {}
     if infotext is not None:
-        try:
+        with contextlib.suppress(InvalidRequest):  # too long for a JPEG's EXIF: left out, as the docstring says
             save.update(metadata_save_options(infotext, kind))
-        except InvalidRequest:
-            save = {}
     if kind in ("JPEG", "WEBP") and quality is not None:
         save["quality"] = max(1, min(100, quality))
     if kind == "WEBP" and lossless:

@@ -22,4 +22,4 @@ def test_value_errors_from_pillow_are_invalid_requests_naming_the_field(data: by
     with pytest.raises(InvalidRequest) as exc:
         decode_image(data, field="image", **LIMITS)
     assert exc.value.field == "image"
-    assert "not a readable image" in exc.value.message
+    assert exc.value.message == "is not a readable image (ValueError); send PNG, JPEG or WebP"
