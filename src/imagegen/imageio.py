@@ -29,6 +29,8 @@ def decode_base64(data: str, *, field: str) -> bytes:
         header, sep, text = text.partition(",")
         if not sep or ";base64" not in header:
             raise InvalidRequest(field, "data URI must be base64-encoded (data:image/png;base64,...)")
+    # Line breaks and spaces are base64's own wrapping (RFC 2045 writes 76-character lines); they carry nothing.
+    text = "".join(text.split())
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -52,12 +54,13 @@ def decode_image(data: bytes, *, field: str, max_pixels: int, max_bytes: int) ->
         # Pillow's header parsers raise ValueError (a truncated IHDR, a zTXt chunk inflating past MAX_TEXT_CHUNK) and
         # SyntaxError (a malformed header) besides OSError: all of them mean a bad upload, not a server fault.
         raise InvalidRequest(field, f"is not a readable image ({type(exc).__name__}); send PNG, JPEG or WebP") from None
-    if image.format not in ALLOWED_FORMATS:
+    if image.format not in (*ALLOWED_FORMATS, "MPO"):
         raise InvalidRequest(field, f"format {image.format} is not accepted; send one of {', '.join(ALLOWED_FORMATS)}")
     width, height = image.size
     if width * height > max_pixels:
         raise InvalidRequest(field, f"must have at most {max_pixels} pixels, got {width}x{height}")
-    if getattr(image, "n_frames", 1) > 1:
+    # A phone camera's JPEG often carries a multi-picture index (MPO: previews, depth maps); the photo is frame 0.
+    if getattr(image, "n_frames", 1) > 1 and image.format != "MPO":
         raise InvalidRequest(field, "animated images are not accepted; send a single frame")
     try:
         image.load()

@@ -82,8 +82,8 @@ def test_decode_base64_refuses_data_uris_that_are_not_base64(text: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["not base64!!", "AAAA!", "AAAA\x00", "AAA", "AAAA AAAA", "data:image/png;base64,AAAA,AAAA"],
-    ids=["words", "trailing-symbol", "nul", "bad-padding", "inner-space", "second-comma"],
+    ["not base64!!", "AAAA!", "AAAA\x00", "AAA", "data:image/png;base64,AAAA,AAAA"],
+    ids=["words", "trailing-symbol", "nul", "bad-padding", "second-comma"],
 )
 def test_decode_base64_refuses_anything_but_the_base64_alphabet(text: str) -> None:
     payload = text.partition(",")[2] if text.startswith("data:") else text
@@ -255,3 +255,23 @@ def test_read_image_file_reports_os_errors_with_the_path(tmp_path: Path, name: s
         read_image_file(path, field="init_image", **LIMITS)
     assert exc.value.field == "init_image"
     assert exc.value.message == f"cannot read {path}: {reason}"
+
+
+def test_base64_wrapped_in_lines_is_read_as_one_text():
+    data = base64.encodebytes(b"\x89PNG" * 40).decode()  # 76-character lines, as RFC 2045 and `base64` write them
+    assert "\n" in data.strip()
+    assert decode_base64(data, field="f") == b"\x89PNG" * 40
+    assert decode_base64("data:image/png;base64,AAAA AAAA\r\n", field="f") == b"\x00" * 6
+
+
+def test_a_camera_jpeg_with_a_multi_picture_index_is_its_first_picture():
+    first, second = Image.new("RGB", (32, 16), (200, 10, 10)), Image.new("RGB", (32, 16), (10, 10, 200))
+    buffer = io.BytesIO()
+    first.save(buffer, format="MPO", save_all=True, append_images=[second])
+    with Image.open(io.BytesIO(buffer.getvalue())) as opened:
+        assert (opened.format, opened.n_frames) == ("MPO", 2)
+    image = decode_image(buffer.getvalue(), field="f", max_pixels=10_000, max_bytes=10**6)
+    assert image.size == (32, 16)
+    red, _, blue = image.getpixel((16, 8))
+    assert red > 150  # the first picture (red) ...
+    assert blue < 60  # ... not the second (blue)
