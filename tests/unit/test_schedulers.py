@@ -155,3 +155,24 @@ def test_unipc_with_a_solver_p_is_diffusers_unchanged() -> None:
         a = ours.step(torch.tanh(a), t, a).prev_sample
         b = stock.step(torch.tanh(b), t, b).prev_sample
     assert torch.equal(a, b)
+
+
+def test_half_precision_samples_stay_half() -> None:
+    scheduler = EulerAncestralScheduler.from_config(CONFIG)
+    scheduler.eta = 0.5
+    scheduler.set_timesteps(3)
+    sample = (torch.linspace(-1.0, 1.0, 16).reshape(1, 4, 2, 2) * float(scheduler.sigmas[0])).to(torch.bfloat16)
+    output = torch.sin(sample)
+    full = scheduler.step(
+        output.float(), scheduler.timesteps[0], sample.float(), generator=torch.Generator().manual_seed(1)
+    )
+    scheduler._step_index = None  # the same step again, in bfloat16
+    half = scheduler.step(output, scheduler.timesteps[0], sample, generator=torch.Generator().manual_seed(1))
+    assert half.prev_sample.dtype == torch.bfloat16  # handed back in the model's dtype, as diffusers does
+    assert torch.allclose(half.prev_sample.float(), full.prev_sample, rtol=2e-2, atol=2e-2)
+    unipc = UniPCScheduler.from_config({**CONFIG, "solver_type": "bh1", "final_sigmas_type": "zero"})
+    unipc.set_timesteps(2)
+    x = torch.linspace(-1.0, 1.0, 16).reshape(1, 4, 2, 2).to(torch.bfloat16)
+    for t in unipc.timesteps:
+        x = unipc.step(torch.tanh(x), t, x).prev_sample
+        assert x.dtype == torch.bfloat16
