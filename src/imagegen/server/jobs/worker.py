@@ -67,9 +67,9 @@ def default_engine(settings: ServerSettings) -> EngineLike:
 
 def worker_threads(workers: int, cpus: int) -> int:
     """CPU threads of each worker when the operator sets none: the API process keeps a core, the workers share the
-    rest. Measured on 2 cores with 16 clients polling every 50 ms: a worker with both cores loses a third of its
-    images per second to the API process answering the polls (its parallel regions wait for the preempted thread);
-    with one, nothing, and the demo model runs at the same speed quiet."""
+    rest. Measured on 2 cores with 16 clients polling every 50 ms (bench/poll_load.py, demo model): a worker with
+    both cores loses 17-34 % of its images per second to the API process answering the polls (its parallel regions
+    wait for the preempted thread), one with one core nothing, for 10-15 % less speed when nobody polls."""
     return max(1, (cpus - 1) // max(1, workers))
 
 
