@@ -54,10 +54,15 @@ FLAGS: Mapping[str, str] = MappingProxyType(
         "default_model": "--model",
     }
 )
+_REQUEST_DEFAULTS: Mapping[str, object] = MappingProxyType(
+    {f.name: f.default for f in dataclasses.fields(GenerationRequest)}
+)
 #: Request fields whose CLI argument is not a plain ``--flag VALUE`` (a positional, ``--size WxH``, a file path).
 _OWN_ARGUMENTS = frozenset({"prompt", "width", "height", "init_image"})
 #: Metavars of the plain flags by value kind (argparse would otherwise show the field name).
-_METAVARS: Mapping[type, str] = MappingProxyType({int: "N", float: "F", str: "TEXT"})
+_METAVARS: Mapping[type | str, str] = MappingProxyType(
+    {int: "N", float: "F", str: "TEXT", "model": "REF", "refiner": "REF", "sampler": "NAME", "schedule_type": "NAME"}
+)
 
 
 #: Commands whose code lives beside the runtime package (``imagegen_shapes``, in a clone of the repository): imported
@@ -290,15 +295,16 @@ def _request_arguments(gen: argparse.ArgumentParser) -> None:
         if spec.cli is None or spec.field in _OWN_ARGUMENTS:
             continue
         flags = spec.cli.split("/")
+        help = spec.help + _default_text(spec.field)
         if spec.kind is bool:
             # --flag / --no-flag: the second turns off what a --from image turned on.
-            gen.add_argument(
-                *flags, dest=spec.field, action=argparse.BooleanOptionalAction, default=None, help=spec.help
-            )
+            gen.add_argument(*flags, dest=spec.field, action=argparse.BooleanOptionalAction, default=None, help=help)
         else:
-            metavar = "REF" if spec.field in ("model", "refiner") else _METAVARS[spec.kind]
-            gen.add_argument(*flags, dest=spec.field, type=spec.kind, default=None, metavar=metavar, help=spec.help)
-    gen.add_argument("--size", type=_size, default=None, metavar="WxH", help="image size, multiples of 8")
+            metavar = _METAVARS.get(spec.field) or _METAVARS[spec.kind]
+            gen.add_argument(*flags, dest=spec.field, type=spec.kind, default=None, metavar=metavar, help=help)
+    gen.add_argument(
+        "--size", type=_size, default=None, metavar="WxH", help="image size, multiples of 8 (default: the model's)"
+    )
     gen.add_argument("--init-image", type=Path, default=None, metavar="PATH", help=_help("init_image"))
     gen.add_argument(
         "--from",
@@ -312,6 +318,12 @@ def _request_arguments(gen: argparse.ArgumentParser) -> None:
         "--out", type=Path, default=Path("outputs"), metavar="DIR", help="output folder (default outputs/)"
     )
     _engine_options(gen)
+
+
+def _default_text(field: str) -> str:
+    """`` (default X)`` for a request field with a fixed default (None means "the model's", said in its help)."""
+    default = _REQUEST_DEFAULTS.get(field)
+    return "" if default in (None, "", False) else f" (default {default})"
 
 
 def _help(field: str) -> str:
@@ -398,7 +410,8 @@ def _run_training_command(name: str, argv: list[str]) -> int:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         print(
-            f"imagegen: error: {name} needs the training code of a clone of the imagegen repository ({exc})",
+            f"imagegen: error: {name} needs the demo model's training code (imagegen_shapes), which is not installed: "
+            f"run it from a clone of the imagegen repository after `make install` there ({exc})",
             file=sys.stderr,
         )
         return 2

@@ -92,7 +92,7 @@ FIELDS: tuple[FieldNames, ...] = (
     FieldNames(
         field="num_images",
         kind=int,
-        help="images in the batch",
+        help="images in the batch (image i uses seed + i)",
         cli="-n/--num-images",
         a1111="batch_size",
         openai="n",
@@ -133,7 +133,8 @@ FIELDS: tuple[FieldNames, ...] = (
     FieldNames(
         field="model",
         kind=str,
-        help="the model (default: the default model)",
+        help="hub id, local folder, .safetensors file or models-dir name (default: the built-in demo model); over "
+        "HTTP, one of the served models (GET /v1/models; default: the server's)",
         cli="--model",
         a1111="override_settings.sd_model_checkpoint",
         openai="model",

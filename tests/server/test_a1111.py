@@ -343,7 +343,6 @@ def test_img2img_only_fields() -> None:
         ({"samples_format": "gif"}, "override_settings.samples_format", "png, jpg, jpeg, webp"),
         ({"eta_ddim": 2}, "override_settings.eta_ddim", "between 0 and 1"),
         ({"send_seed": "yes"}, "override_settings.send_seed", "boolean"),
-        ({"sd_model_checkpoint": "../../etc/passwd"}, "override_settings.sd_model_checkpoint", "unknown model"),
     ],
 )
 def test_override_settings_that_cannot_be_honoured_are_refused_by_name(overrides, name, fragment) -> None:
@@ -705,6 +704,14 @@ def test_img2img_happy_path_keeps_input_size(client) -> None:
 )
 def test_txt2img_client_errors_in_a1111_shape(client, payload: dict, field: str) -> None:
     _assert_a1111_error(client.post("/sdapi/v1/txt2img", json={"prompt": "x", **payload}), 422, field)
+
+
+def test_an_unknown_checkpoint_is_refused_with_the_served_models(client) -> None:
+    payload = {"prompt": "x", "override_settings": {"sd_model_checkpoint": "../../etc/passwd"}}
+    body = _assert_a1111_error(client.post("/sdapi/v1/txt2img", json=payload), 422)
+    detail = body["detail"]
+    assert detail.startswith("override_settings.sd_model_checkpoint: unknown model '../../etc/passwd'"), detail
+    assert "this server serves: fake-sd15" in detail  # says what to send instead
 
 
 def test_unicode_prompt_round_trips_and_nul_is_refused(client) -> None:

@@ -46,8 +46,13 @@ def test_the_openai_sdk_generates_edits_lists_models_and_reads_errors(keyed_serv
     import httpx
 
     assert httpx.get(url, timeout=30).headers["content-type"] == "image/png"
-    edited = client.images.edit(image=("in.png", _png(), "image/png"), prompt="make it blue", size="64x64")
-    assert edited.data[0].url or edited.data[0].b64_json
+    edited = client.images.edit(
+        image=("in.png", _png(), "image/png"), prompt="make it blue", size="64x64", response_format="url"
+    )
+    # The image is named after its job ("<job id>-<i>.png"): the job ran as an img2img of the uploaded image.
+    name = (edited.data[0].url or "").split("?")[0].rsplit("/", 1)[-1]
+    job = keyed_server.get(f"/v1/jobs/{name.split('-')[0]}").json()
+    assert (job["request"]["init_image"], job["request"]["prompt"]) == (True, "make it blue")
     assert "fake-sd1" in [model.id for model in client.models.list()]
     with pytest.raises(openai.BadRequestError) as bad:
         client.images.generate(prompt="x", size="100x64")
@@ -67,6 +72,8 @@ def test_webuiapi_txt2img_img2img_options_and_models(keyed_server: ServerProcess
     result = api.txt2img(prompt="a red circle", seed=42, steps=3, width=64, height=64, batch_size=2)
     assert [image.size for image in result.images] == [(64, 64), (64, 64)]
     assert result.info["all_seeds"] == [42, 43]
+    job = keyed_server.get(f"/v1/jobs/{result.info['job_id']}").json()
+    assert (job["request"]["sampler"], job["request"]["eta"]) == ("Euler a", 1.0)  # webuiapi's defaults
     # webuiapi always sends eta=1.0 and sampler "Euler a" unless told otherwise: honoured, not refused.
     ddim = api.txt2img(prompt="x", seed=1, steps=3, width=64, height=64, sampler_name="DDIM")
     assert ddim.info["sampler_name"] == "DDIM"

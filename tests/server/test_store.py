@@ -127,3 +127,35 @@ def test_a_database_of_another_schema_version_is_refused(db):
         raw.execute("PRAGMA user_version = 99")
     with pytest.raises(StoreVersionMismatch, match="schema version 99"):
         JobStore(db)
+
+
+def test_a_read_does_not_wait_for_another_threads_write(tmp_path):
+    """A status read on the event loop must not queue behind a write transaction held by another thread."""
+    import threading
+
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    outcome, job = store.insert(
+        job_id="a" * 32, dialect="native", model="m", request={"prompt": "x"}, batch_key="", max_queue=8
+    )
+    assert outcome is Insert.CREATED
+    writing, release = threading.Event(), threading.Event()
+
+    def hold_a_write() -> None:
+        with store._write():
+            writing.set()
+            release.wait(30)
+
+    writer = threading.Thread(target=hold_a_write)
+    writer.start()
+    assert writing.wait(10)
+    read: list[object] = []
+    reader = threading.Thread(target=lambda: read.append(store.get("a" * 32)))
+    reader.start()
+    reader.join(10)  # generous: a read that waited would wait for `release`, set only below
+    finished = not reader.is_alive()
+    release.set()
+    writer.join(10)
+    reader.join(10)
+    assert finished
+    assert read[0] == job
+    store.close()

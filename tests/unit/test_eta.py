@@ -83,7 +83,10 @@ def test_eta_rules_by_sampler_and_by_the_models_own_scheduler() -> None:
     # No sampler named: the model's scheduler config decides, algorithm_type included.
     assert eta_rule(None, {"_class_name": "DDIMScheduler"}).default == 0.0
     assert eta_rule(None, {"_class_name": "EulerAncestralDiscreteScheduler"}).default == 1.0
-    assert eta_rule(None, {"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver++"})
+    sde = {"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver++"}
+    assert eta_rule(None, sde).only == (0.0, 1.0)  # diffusers' noise is on or off, nothing between
+    assert eta_rule(parse_sampler("DPM++ SDE"), {}).only == (1.0,)
+    assert eta_rule(parse_sampler("Euler a"), {}).only == ()  # any value in [0, 1]
     assert eta_rule(None, {"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "dpmsolver++"}) is None
     assert eta_rule(parse_sampler(None, "Karras"), {"_class_name": "DDIMScheduler"}).default == 0.0
 
@@ -135,7 +138,7 @@ def test_engine_honours_ddim_eta_and_records_it(tiny_models) -> None:
     assert np.array_equal(_pixels(replay), _pixels(noisy))
 
 
-def test_engine_ancestral_eta_0_is_the_deterministic_twin_and_other_values_interpolate(tiny_models) -> None:
+def test_engine_ancestral_eta_0_is_the_deterministic_twin_and_eta_half_differs_from_both(tiny_models) -> None:
     from imagegen.engine import Engine
 
     engine = Engine(device="cpu", max_loaded=1)
@@ -153,7 +156,8 @@ def test_engine_ancestral_eta_0_is_the_deterministic_twin_and_other_values_inter
     assert np.abs(_pixels(half) - _pixels(run("Euler"))).max() > 0
     assert parse_infotext(half.infotexts[0]).extra.get("Eta") == "0.5"
     assert "Eta" not in run("Euler a", eta=1.0).infotexts[0]  # 1, A1111's default for it, is not written
-    replay = engine.generate(GenerationRequest(**{**request_fields_from_infotext(half.infotexts[0]), **base}))
+    fields = {**request_fields_from_infotext(half.infotexts[0]), "model": base["model"]}  # only what the PNG lacks
+    replay = engine.generate(GenerationRequest(**fields))
     assert np.array_equal(_pixels(replay), _pixels(half))
     # The other twins: DPM2 a -> DPM2, DPM++ 2M SDE -> DPM++ 2M (same schedule type, so the same sigmas).
     assert np.array_equal(_pixels(run("DPM2 a", eta=0.0)), _pixels(run("DPM2")))

@@ -186,6 +186,11 @@ def test_cfg_scale_is_written_like_a1111(cfg_scale, written):
         ("", None, ""),
         (1.5, None, "1.5"),
         (1e16, None, "1e+16"),
+        (0.8, 0.8, None),  # at its default: says nothing
+        (0.5, 0.8, "0.5"),
+        (2.0, None, "2"),  # A1111 writes whole numbers without ".0"
+        (3, 1, "3"),
+        ("Original", "x", "Original"),
     ],
 )
 def test_extra_value(value, default, written):

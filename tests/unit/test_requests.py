@@ -103,6 +103,17 @@ def test_values_exactly_at_a_limit_are_allowed_and_one_past_is_not():
         init_image=Image.new("RGB", (10, 10)),
     )
     limits.check(at)  # every value at its ceiling passes
+    one_past = {
+        "width": {"width": 72, "height": 8},
+        "height": {"height": 72, "width": 8},
+        "num_inference_steps": {"num_inference_steps": 11},
+        "num_images": {"num_images": 3},
+        "guidance_scale": {"guidance_scale": 30.5},
+    }
+    for field, fields in one_past.items():
+        with pytest.raises(InvalidRequest) as exc:
+            limits.check(GenerationRequest(**fields))
+        assert exc.value.field == field
     with pytest.raises(InvalidRequest) as exc:
         Limits(max_width=64, max_height=128, max_pixels=64 * 64).check(GenerationRequest(width=64, height=72))
     assert exc.value.field == "width"  # the pixel budget names the first size field

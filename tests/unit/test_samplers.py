@@ -532,27 +532,13 @@ def test_latent_models_never_clip_x0_unless_their_config_says_so(name):
     assert "clip_sample" not in build_scheduler(parse_sampler("Euler"), silent).config
 
 
-def test_unipc_last_step_to_sigma_zero_is_the_denoised_sample_not_nan():
-    import torch
+def test_unipc_is_built_as_imagegens_correction():
+    # What the correction does is tested in tests/unit/test_schedulers.py; here, that UniPC gets it.
+    from imagegen.schedulers import UniPCScheduler
 
-    config = {"_class_name": "EulerDiscreteScheduler", "prediction_type": "epsilon", "final_sigmas_type": "zero"}
-    ours = build_scheduler(parse_sampler("UniPC"), config)
-    stock = diffusers.UniPCMultistepScheduler.from_config(ours.config)
-    for scheduler in (ours, stock):
-        scheduler.set_timesteps(4)
-    assert float(ours.sigmas[-1]) == 0.0
-    sample = ours_sample = torch.linspace(-3.0, 3.0, 16).reshape(1, 4, 2, 2)
-    for index, t in enumerate(ours.timesteps):
-        eps = torch.tanh(sample) * 0.5  # any smooth "model"
-        ours_sample = ours.step(eps, t, sample).prev_sample
-        stock_sample = stock.step(eps, t, sample).prev_sample
-        if index < len(ours.timesteps) - 1:
-            assert torch.equal(ours_sample, stock_sample)  # identical to diffusers until the last step
-            sample = ours_sample
-    # diffusers' B(h) = h with h = inf computes inf * 0; the step's limit is the denoised prediction itself.
-    assert not torch.isfinite(stock_sample).all()
-    assert torch.isfinite(ours_sample).all()
-    assert torch.allclose(ours_sample, ours.model_outputs[-1])
+    for config in (load_config("sd15"), load_config("sdxl-base")):
+        assert type(build_scheduler(parse_sampler("UniPC"), config)) is UniPCScheduler
+        assert type(build_scheduler(None, {**config, "_class_name": "UniPCMultistepScheduler"})) is UniPCScheduler
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -586,7 +572,7 @@ def test_a_schedule_type_the_models_own_class_lacks_is_named_with_that_class():
     with pytest.raises(InvalidRequest) as info:
         build_scheduler(parse_sampler(None, "Karras"), load_config("sd15"))  # SD 1.5's own: PNDM
     assert info.value.message == (
-        "schedule type 'Karras' is not supported by sampler the model's own (PNDMScheduler) (PNDMScheduler); "
+        "schedule type 'Karras' is not supported by the model's own sampler (PNDMScheduler); "
         "valid for it: Automatic, Uniform, SGM Uniform"
     )
 
@@ -646,7 +632,7 @@ def test_sampler_for_scheduler_canonicalises_the_class_name():
     # Euler's class defaults space timesteps "linspace": A1111's Uniform.
     assert sampler_for_scheduler("eulerdiscretescheduler", {}) == ("Euler", ScheduleType.UNIFORM)
     assert sampler_for_scheduler("", {}) == ("", A)
-    # Class defaults count: DPMSolverMultistep with default options is no A1111 sampler (its defaults are 2M's own).
+    # Class defaults count: DPMSolverMultistep's own defaults are exactly DPM++ 2M's options.
     assert sampler_for_scheduler("DPMSolverMultistepScheduler", {})[0] == "DPM++ 2M"
 
 

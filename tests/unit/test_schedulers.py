@@ -21,9 +21,17 @@ def test_ancestral_step_is_k_diffusions(sigma_from: float, sigma_to: float, eta:
     down, up = get_ancestral_step(torch.tensor(sigma_from), torch.tensor(sigma_to), eta)
     expected_up = min(sigma_to, eta * math.sqrt(sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2))
     assert float(up) == pytest.approx(expected_up, rel=1e-6)
-    assert float(down) == pytest.approx(math.sqrt(sigma_to**2 - expected_up**2), rel=1e-6, abs=1e-7)
     # Down and up recombine to the next noise level: the variance is preserved.
     assert float(down) ** 2 + float(up) ** 2 == pytest.approx(sigma_to**2, rel=1e-5)
+
+
+def test_ancestral_step_worked_by_hand() -> None:
+    # 10 -> 5 at eta 1: up = sqrt(25 * 75 / 100) = sqrt(18.75) = 4.3301..., down = sqrt(25 - 18.75) = 2.5.
+    down, up = get_ancestral_step(torch.tensor(10.0), torch.tensor(5.0), 1.0)
+    assert (float(up), float(down)) == (pytest.approx(4.330127), pytest.approx(2.5))
+    # At eta 0.5, up halves: sqrt(4.6875) = 2.1651, down = sqrt(25 - 4.6875) = 4.5069.
+    down, up = get_ancestral_step(torch.tensor(10.0), torch.tensor(5.0), 0.5)
+    assert (float(up), float(down)) == (pytest.approx(2.165064), pytest.approx(4.506939))
 
 
 def test_ancestral_step_without_noise_and_with_more_than_all_of_it() -> None:
@@ -43,15 +51,15 @@ def _reference_step(
     *,
     prediction: str,
     noise: torch.Tensor,
-) -> torch.Tensor:
-    """One step of k-diffusion's sample_euler_ancestral, written out."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of k-diffusion's sample_euler_ancestral, written out: (next sample, denoised estimate)."""
     if prediction == "epsilon":
         denoised = sample - sigma * output
     else:  # v_prediction, in the sigma-scaled parameterisation diffusers uses
         denoised = output * (-sigma / (sigma**2 + 1) ** 0.5) + sample / (sigma**2 + 1)
     up = min(sigma_next, eta * math.sqrt(sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2))
     down = math.sqrt(sigma_next**2 - up**2)
-    return sample + (sample - denoised) / sigma * (down - sigma) + noise * up
+    return sample + (sample - denoised) / sigma * (down - sigma) + noise * up, denoised
 
 
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
@@ -65,11 +73,11 @@ def test_euler_a_with_eta_is_k_diffusions_step(prediction: str, eta: float) -> N
         output = torch.sin(sample)  # any "model"
         noise = torch.randn(sample.shape, generator=torch.Generator().manual_seed(index))
         sigma, sigma_next = float(scheduler.sigmas[index]), float(scheduler.sigmas[index + 1])
-        expected = _reference_step(sample, output, sigma, sigma_next, eta, prediction=prediction, noise=noise)
+        expected, denoised = _reference_step(sample, output, sigma, sigma_next, eta, prediction=prediction, noise=noise)
         got = scheduler.step(output, t, sample, generator=torch.Generator().manual_seed(index))
         assert torch.allclose(got.prev_sample, expected, rtol=1e-4, atol=1e-4), (index, eta)
         # pred_original_sample is the denoised estimate of this step.
-        assert got.pred_original_sample.shape == sample.shape
+        assert torch.allclose(got.pred_original_sample, denoised, rtol=1e-4, atol=1e-4)
         sample = got.prev_sample
 
 
@@ -98,11 +106,11 @@ def test_euler_a_without_noise_draws_none_and_returns_tuples_when_asked() -> Non
     generator = torch.Generator().manual_seed(0)
     state = generator.get_state()
     sample = torch.ones(1, 1, 2, 2) * float(scheduler.sigmas[0])
-    prev, denoised = scheduler.step(
-        torch.zeros_like(sample), scheduler.timesteps[0], sample, generator=generator, return_dict=False
-    )
+    sigma = float(scheduler.sigmas[0])
+    output = torch.full_like(sample, 0.25)
+    prev, denoised = scheduler.step(output, scheduler.timesteps[0], sample, generator=generator, return_dict=False)
     assert torch.equal(generator.get_state(), state)  # eta 0: the generator is left as it was
-    assert torch.equal(denoised, sample)  # a zero noise prediction: the sample is its own denoised estimate
+    assert torch.allclose(denoised, sample - sigma * 0.25)  # epsilon prediction: x - sigma * eps
     assert prev.dtype == sample.dtype
     assert scheduler.step_index == 1
 

@@ -90,6 +90,11 @@ class ModelCatalog:
         unique = {id(info): info for info in self._models.values()}
         return sorted(unique.values(), key=lambda m: (m is not self._default, m.ref))
 
+    @property
+    def default_ref(self) -> str | None:
+        """The default model's reference, or None when nothing is served."""
+        return self._default.ref if self._default is not None else None
+
     def default(self) -> ModelInfo:
         """The model of requests that name none."""
         if self._default is None:

@@ -95,7 +95,7 @@ class Services:
             if not self.catalog.models():  # `imagegen serve` builds it before binding, to report a bad --model cleanly
                 self.catalog.refresh()
             supervisor = self._supervisor = WorkerSupervisor(
-                self.settings, store, default_model=self._default_ref, draining=self._draining
+                self.settings, store, default_model=lambda: self.catalog.default_ref, draining=self._draining
             )
             self._queue = JobQueue(
                 self.settings,
@@ -111,10 +111,6 @@ class Services:
         except BaseException:
             self.stop()
             raise
-
-    def _default_ref(self) -> str | None:
-        models = self.catalog.models()
-        return self.catalog.default().ref if models else None
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the workers now. A job they were running goes back to the queue without counting as an attempt."""

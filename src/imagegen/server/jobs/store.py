@@ -92,6 +92,12 @@ class JobStore:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._path = path
+        # Reads go through one connection per thread (_reader), so a read never waits for another thread's write
+        # transaction: a status read on the event loop must not stall the loop behind a slow write.
+        self._readers = threading.local()
+        self._reader_connections: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()  # not the write lock: a new reader must not wait for a write
         # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE) so that a claim takes the write lock at once.
         self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
@@ -114,6 +120,9 @@ class JobStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        with self._readers_lock:
+            for connection in self._reader_connections:
+                connection.close()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -126,14 +135,23 @@ class JobStore:
                 raise
             self._db.execute("COMMIT")
 
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read connection (in WAL mode a read sees the last commit and takes no write lock)."""
+        connection: sqlite3.Connection | None = getattr(self._readers, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(self._path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            connection.row_factory = sqlite3.Row
+            self._readers.connection = connection
+            with self._readers_lock:
+                self._reader_connections.append(connection)  # closed with the store
+        return connection
+
     def _one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
-        with self._lock:
-            row: sqlite3.Row | None = self._db.execute(sql, params).fetchone()
-            return row
+        row: sqlite3.Row | None = self._reader().execute(sql, params).fetchone()
+        return row
 
     def _all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
+        return self._reader().execute(sql, params).fetchall()
 
     # Submitting and reading -----------------------------------------------------------------------------------------
 

@@ -108,12 +108,14 @@ def job_out(job: Job, request: Request, services: Services) -> JobOut:
     return JobOut.model_validate(job_json(job, request, services))
 
 
-def job_etag(job: Job) -> str:
-    """A weak ETag that changes whenever anything a status read shows changes. The image URLs are signed afresh at
-    each read; the ETag of a job with images changes every minute, so a client on 304s never holds stale URLs."""
-    minute = int(time.time() // 60) if job.images else 0
-    state = (job.status.value, job.step, job.total_steps, job.attempts, job.cancel_requested, job.finished_at, minute)
-    return f'W/"{job.id}-{hashlib.sha256(repr(state).encode()).hexdigest()[:16]}"'
+def job_etag(data: dict[str, Any]) -> str:
+    """A weak ETag of a job as :func:`job_json` shows it: it changes whenever anything shown changes. The image URLs
+    are signed afresh at each read, so they are left out, and a job with images gets a new ETag every minute: a client
+    answered 304 never holds URLs more than a minute older than a fresh read's."""
+    shown = {key: value for key, value in data.items() if key != "images"}
+    minute = int(time.time() // 60) if data["images"] else 0
+    digest = hashlib.sha256(json.dumps([shown, minute], sort_keys=True, default=str).encode()).hexdigest()
+    return f'W/"{data["id"]}-{digest[:16]}"'
 
 
 @router.post(
@@ -190,10 +192,11 @@ async def get_job(
     job = queue.require(job_id)
     if wait > 0 and not job.terminal:
         job = await queue.wait(job_id, timeout=wait)
-    etag = job_etag(job)
+    data = job_json(job, request, services)
+    etag = job_etag(data)
     if if_none_match is not None and etag in (tag.strip() for tag in if_none_match.split(",")):
         return Response(status_code=304, headers={"ETag": etag})
-    body = json.dumps(job_json(job, request, services), ensure_ascii=False).encode()
+    body = json.dumps(data, ensure_ascii=False).encode()
     return Response(body, media_type="application/json", headers={"ETag": etag, "Cache-Control": "no-cache"})
 
 
