@@ -418,7 +418,7 @@ def load_pipeline(
     """Load ``info`` as its family's pipeline on the CPU in ``dtype``; ``shared`` passes components to reuse
     (the refiner takes the base's ``text_encoder_2`` and ``vae``)."""
     cls = pipeline_class(info.family)
-    kwargs: dict[str, Any] = {"torch_dtype": dtype, **(shared or {})}
+    kwargs: dict[str, Any] = {_dtype_keyword(): dtype, **(shared or {})}
     if info.family in (Family.SD1, Family.SD2):
         # A1111/ComfyUI do not run the safety checker either; loading it would cost 1.2 GB.
         kwargs.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
@@ -431,6 +431,15 @@ def load_pipeline(
         )
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
         raise ModelLoadError(f"cannot load {info.ref} as {info.family.value}: {exc}") from None
+
+
+def _dtype_keyword() -> str:
+    """``dtype`` for diffusers ≥ 0.42, which warns on every load that ``torch_dtype`` is deprecated; older releases
+    only know ``torch_dtype``."""
+    from importlib.metadata import version
+
+    major, minor = (int(part) for part in re.findall(r"\d+", version("diffusers"))[:2])
+    return "dtype" if (major, minor) >= (0, 42) else "torch_dtype"
 
 
 # 4. List -------------------------------------------------------------------------------------------------------------

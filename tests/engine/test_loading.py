@@ -161,3 +161,23 @@ def test_single_file_without_matching_config_is_a_clear_load_error(tmp_path, tin
     path = to_single_file(tiny_models["sd1"], tmp_path / "odd.safetensors")
     with pytest.raises(ModelLoadError, match="cannot load"):
         Engine(device="cpu").load(str(path))
+
+
+@pytest.mark.parametrize("kind", ["folder", "single_file"])
+def test_models_load_in_the_asked_dtype_without_deprecation_noise(tmp_path, tiny_models, kind):
+    import warnings
+
+    from imagegen.loading import load_pipeline
+    from support.single_file import config_only_copy, to_single_file
+
+    path = tiny_models["sd1"]
+    if kind == "single_file":
+        path = tmp_path / "tiny-sd1.safetensors"
+        to_single_file(tiny_models["sd1"], path)
+        config_only_copy(tiny_models["sd1"], tmp_path / "tiny-sd1.config")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pipeline = load_pipeline(resolve(str(path)), dtype=torch.bfloat16)
+    assert (pipeline.unet.dtype, pipeline.vae.dtype, pipeline.text_encoder.dtype) == (torch.bfloat16,) * 3
+    # diffusers ≥ 0.42 warns on every load given the old keyword; a server's log would repeat it per model.
+    assert not [w for w in caught if "torch_dtype" in str(w.message)]
