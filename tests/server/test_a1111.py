@@ -16,7 +16,7 @@ from dialect_app import API_KEY, BASIC, MAX_BODY_BYTES, dialect_client, fill_que
 from PIL import Image
 
 from imagegen.errors import InvalidRequest
-from imagegen.loading import Family, ModelDefaults, ModelInfo
+from imagegen.loading import Family, ModelInfo
 from imagegen.metadata import Infotext, format_infotext, read_infotext
 from imagegen.requests import GenerationRequest
 from imagegen.server.dialects.a1111.routes import render_a1111_error
@@ -33,6 +33,7 @@ from imagegen.server.dialects.core import job_exception, renamed_fields
 from imagegen.server.errors import ErrorInfo, error_info
 from imagegen.server.jobs.model import Job, JobStatus
 from support.malformed_png import declaring, ztxt_bomb
+from support.model_info import model_info
 from support.server_harness import wait_job
 
 # What the `webuiapi` package sends for txt2img with all its defaults (a very common A1111 client).
@@ -99,27 +100,14 @@ def _b64(data: bytes) -> str:
 # Pure conversion.
 
 
-def _model(ref: str, family: Family = Family.SD1, scheduler: str = "EulerDiscreteScheduler") -> ModelInfo:
-    defaults = ModelDefaults(width=64, height=64, num_inference_steps=20, guidance_scale=7.0)
-    return ModelInfo(
-        ref=ref,
-        kind="folder",
-        path=Path(ref),
-        family=family,
-        prediction_type="epsilon",
-        defaults=defaults,
-        scheduler_config={"_class_name": scheduler},
-    )
-
-
 class FakeCatalog:
     """The served models as translate() sees them: "m" (the default, SD 1), "ddim-model" and the refiner "r"."""
 
     def __init__(self) -> None:
         self.served = {
-            "m": _model("m"),
-            "ddim-model": _model("ddim-model", scheduler="DDIMScheduler"),
-            "r": _model("r", Family.SDXL_REFINER),
+            "m": model_info("m"),
+            "ddim-model": model_info("ddim-model", scheduler="DDIMScheduler"),
+            "r": model_info("r", Family.SDXL_REFINER),
         }
 
     def default(self) -> ModelInfo:

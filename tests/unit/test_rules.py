@@ -8,26 +8,14 @@ import pytest
 from PIL import Image
 
 from imagegen import GenerationRequest, InvalidRequest
-from imagegen.loading import Family, ModelDefaults, ModelInfo
+from imagegen.loading import Family
 from imagegen.options import EngineOptions, Offload
 from imagegen.rules import check_models, effective_eta
+from support.model_info import model_info
 
-
-def _model(ref: str, family: Family, scheduler: dict | None = None) -> ModelInfo:
-    return ModelInfo(
-        ref=ref,
-        kind="folder",
-        path=Path(ref),
-        family=family,
-        prediction_type="epsilon",
-        defaults=ModelDefaults(width=64, height=64, num_inference_steps=20, guidance_scale=7.0),
-        scheduler_config=scheduler or {"_class_name": "EulerDiscreteScheduler"},
-    )
-
-
-SD1 = _model("sd1", Family.SD1)
-SDXL = _model("base", Family.SDXL)
-REFINER = _model("refiner", Family.SDXL_REFINER, {"_class_name": "DDIMScheduler"})
+SD1 = model_info("sd1", Family.SD1)
+SDXL = model_info("base", Family.SDXL)
+REFINER = model_info("refiner", Family.SDXL_REFINER, "DDIMScheduler")
 IMAGE = Image.new("RGB", (64, 64))
 
 
@@ -65,7 +53,7 @@ def test_eta_of_the_models_own_sampler():
     assert effective_eta(GenerationRequest(), SD1) is None
     assert effective_eta(GenerationRequest(eta=0.5), REFINER) == 0.5
     assert effective_eta(GenerationRequest(), REFINER) is None
-    sde = _model("sde", Family.SD1, {"_class_name": "DPMSolverSDEScheduler"})
+    sde = model_info("sde", Family.SD1, "DPMSolverSDEScheduler")
     with pytest.raises(InvalidRequest) as exc:
         effective_eta(GenerationRequest(eta=0.5), sde)
     assert exc.value.field == "eta"
@@ -76,7 +64,7 @@ def test_eta_of_the_models_own_sampler():
 
 
 def test_the_refiner_runs_the_same_eta_and_is_checked_too():
-    fixed = _model("fixed-refiner", Family.SDXL_REFINER, {"_class_name": "DPMSolverSDEScheduler"})
+    fixed = model_info("fixed-refiner", Family.SDXL_REFINER, "DPMSolverSDEScheduler")
     # The base (Euler) drops the eta, but the refiner's own sampler cannot take 0.5.
     with pytest.raises(InvalidRequest) as exc:
         effective_eta(GenerationRequest(eta=0.5), SDXL, fixed)
