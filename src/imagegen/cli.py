@@ -58,7 +58,7 @@ _REQUEST_DEFAULTS: Mapping[str, object] = MappingProxyType(
     {f.name: f.default for f in dataclasses.fields(GenerationRequest)}
 )
 #: Request fields whose CLI argument is not a plain ``--flag VALUE`` (a positional, ``--size WxH``, a file path).
-_OWN_ARGUMENTS = frozenset({"prompt", "width", "height", "init_image"})
+_OWN_ARGUMENTS = frozenset({"prompt", "width", "height", "init_image", "loras", "styles"})
 #: Metavars of the plain flags by value kind (argparse would otherwise show the field name).
 _METAVARS: Mapping[type | str, str] = MappingProxyType(
     {int: "N", float: "F", str: "TEXT", "model": "REF", "refiner": "REF", "sampler": "NAME", "schedule_type": "NAME"}
@@ -71,6 +71,7 @@ TRAINING_COMMANDS: Mapping[str, tuple[str, str]] = MappingProxyType(
     {
         "train-demo": ("imagegen_shapes.train", "train the built-in shapes model from scratch (CPU, ~2 h)"),
         "eval-demo": ("imagegen_shapes.evaluate", "score a shapes model with the rule-based analyser"),
+        "train-lora": ("imagegen_shapes.train_lora", "train a small LoRA for the shapes model (CPU, minutes)"),
     }
 )
 
@@ -307,6 +308,18 @@ def _request_arguments(gen: argparse.ArgumentParser) -> None:
     )
     gen.add_argument("--init-image", type=Path, default=None, metavar="PATH", help=_help("init_image"))
     gen.add_argument(
+        "--lora",
+        dest="loras",
+        type=_lora_argument,
+        action="append",
+        default=None,
+        metavar="NAME[:WEIGHT]",
+        help=_help("loras") + " (repeatable)",
+    )
+    gen.add_argument(
+        "--style", dest="styles", action="append", default=None, metavar="NAME", help=_help("styles") + " (repeatable)"
+    )
+    gen.add_argument(
         "--from",
         dest="from_image",
         type=Path,
@@ -358,6 +371,31 @@ def _engine_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="CPU threads for torch (default: every core; serve's workers leave the API process one core)",
     )
+    parser.add_argument(
+        "--lora-dir",
+        dest="lora_dirs",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a LoRA folder searched before <models-dir>/Lora (repeatable)",
+    )
+    parser.add_argument(
+        "--embeddings-dir",
+        dest="embeddings_dirs",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a textual-inversion folder searched before <models-dir>/embeddings (repeatable)",
+    )
+    parser.add_argument(
+        "--styles-file",
+        type=Path,
+        default=None,
+        metavar="CSV",
+        help="A1111 styles.csv (name,prompt,negative_prompt; default <models-dir>/styles.csv)",
+    )
 
 
 def engine_options(args: argparse.Namespace) -> EngineOptions:
@@ -371,7 +409,27 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
         vae_slicing=args.vae_slicing,
         vae_tiling=args.vae_tiling,
         threads=args.threads,
+        lora_dirs=tuple(args.lora_dirs),
+        embeddings_dirs=tuple(args.embeddings_dirs),
+        styles_file=args.styles_file,
     )
+
+
+def _lora_argument(text: str) -> dict[str, object]:
+    """``NAME`` or ``NAME:WEIGHT`` or ``NAME:TE_WEIGHT:UNET_WEIGHT`` (as in A1111's tag) → a ``loras`` entry."""
+    name, *weights = text.split(":")
+    try:
+        numbers = [float(w) for w in weights]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: weights must be numbers (NAME:0.8 or NAME:TE:UNET)") from None
+    if len(numbers) > 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: at most two weights (NAME:TE:UNET)")
+    entry: dict[str, object] = {"name": name}
+    if len(numbers) == 1:
+        entry["weight"] = numbers[0]
+    elif len(numbers) == 2:
+        entry["te_weight"], entry["unet_weight"] = numbers
+    return entry
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -452,6 +510,10 @@ def _request_fields(args: argparse.Namespace, limits: Limits) -> dict[str, Any]:
         # A reused image's eta belongs to the sampler that made it; another sampler starts from its own default.
         fields.pop("eta", None)
     fields.update({key: value for key, value in typed.items() if value is not None})
+    if args.loras:
+        fields["loras"] = args.loras
+    if args.styles:
+        fields["styles"] = args.styles
     if args.init_image is not None:
         fields["init_image"] = read_image_file(
             args.init_image, field="init_image", max_pixels=limits.max_input_pixels, max_bytes=limits.max_input_bytes

@@ -15,7 +15,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -36,7 +36,14 @@ from imagegen.loading import (
     resolve,
 )
 from imagegen.metadata import FIELD_KEYS, Infotext, extra_value, format_infotext, format_number
+from imagegen.networks.embeddings import Embedding, load_embedding
+from imagegen.networks.files import NetworkFile, list_files
+from imagegen.networks.lora import ActiveLora, LoraAdapters, lora_hash, resolve_loras
 from imagegen.options import EngineOptions, Offload
+from imagegen.prompts.conditioning import StagePrompts
+from imagegen.prompts.encoding import Emphasis, PromptEncoder
+from imagegen.prompts.styles import apply_styles, read_styles
+from imagegen.prompts.syntax import extract_network_tags
 from imagegen.requests import MAX_SEED, GenerationRequest, GenerationResult, Limits
 from imagegen.rules import check_models, effective_eta
 from imagegen.samplers import (
@@ -89,6 +96,8 @@ class LoadedModel:
 
     info: ModelInfo
     pipeline: DiffusionPipeline
+    #: The LoRA adapters worn by this pipeline (none for a refiner: LoRAs apply to the base model, as in A1111).
+    adapters: LoraAdapters | None = None
 
 
 def select_device(name: str | None = None) -> torch.device:
@@ -143,6 +152,10 @@ class Engine:
         vae_slicing: bool = False,
         vae_tiling: bool = False,
         threads: int | None = None,
+        lora_dirs: tuple[str | Path, ...] = (),
+        embeddings_dirs: tuple[str | Path, ...] = (),
+        styles_file: str | Path | None = None,
+        max_loras: int = 8,
     ) -> None:
         # EngineOptions checks them (offload, max_loaded): the same rules as the CLI's and the server's.
         self.options = EngineOptions(
@@ -155,6 +168,10 @@ class Engine:
             vae_tiling=vae_tiling,
             max_loaded=max_loaded,
             threads=threads,
+            lora_dirs=tuple(Path(p) for p in lora_dirs),
+            embeddings_dirs=tuple(Path(p) for p in embeddings_dirs),
+            styles_file=Path(styles_file) if styles_file else None,
+            max_loras=max_loras,
         )
         if threads is not None:
             # Process-wide in torch: one engine per process (the CLI, a server worker) owns the setting.
@@ -170,6 +187,8 @@ class Engine:
         self.vae_slicing = vae_slicing
         self.vae_tiling = vae_tiling
         self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
+        #: Embedding files read so far, by (path, size, mtime): the vectors, or why the file is not an embedding.
+        self._embedding_files: dict[str, Embedding | str] = {}
         self._cache_lock = threading.RLock()
         self._device_lock = threading.Lock()
 
@@ -206,7 +225,15 @@ class Engine:
             else:
                 # The shared parts are already placed; move only the refiner's own modules.
                 pipeline.unet.to(self.device)
-            loaded = LoadedModel(info=info, pipeline=pipeline)
+            adapters = None
+            if base is None and info.family is not Family.SDXL_REFINER:
+                adapters = LoraAdapters(
+                    pipeline,
+                    context_dim=getattr(pipeline.unet.config, "cross_attention_dim", None),
+                    family=info.family.value,
+                    max_loaded=self.options.max_loras,
+                )
+            loaded = LoadedModel(info=info, pipeline=pipeline, adapters=adapters)
             self._cache[key] = loaded
             self._evict()
             return loaded
@@ -247,6 +274,55 @@ class Engine:
             for key in [k for k in self._cache if k.endswith(f"|base={oldest}")]:
                 del self._cache[key]
 
+    # Extra networks and styles ----------------------------------------------------------------------------------
+
+    def lora_folders(self) -> tuple[Path, ...]:
+        """Where LoRA names resolve (see :meth:`EngineOptions.lora_folders`)."""
+        return self.options.lora_folders()
+
+    def embedding_folders(self) -> tuple[Path, ...]:
+        return self.options.embedding_folders()
+
+    def loras(self) -> list[NetworkFile]:
+        """The LoRA files a request can name."""
+        return list_files(self.lora_folders())
+
+    def embeddings(self) -> list[tuple[NetworkFile, Embedding | str]]:
+        """Every embedding file with its vectors, or why it could not be read."""
+        found = []
+        for file in list_files(self.embedding_folders()):
+            stat = file.path.stat()
+            key = f"{file.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+            if key not in self._embedding_files:
+                try:
+                    self._embedding_files[key] = load_embedding(file, allow_pickle=self.allow_pickle)
+                except (ValueError, RuntimeError, OSError) as exc:
+                    self._embedding_files[key] = str(exc)
+            found.append((file, self._embedding_files[key]))
+        return found
+
+    def _with_styles(self, request: GenerationRequest) -> GenerationRequest:
+        """Merge the named styles into the prompts: the effective request carries their text, not their names, so
+        its infotext reproduces the image without the styles file."""
+        if not request.styles:
+            return request
+        prompt, negative = apply_styles(
+            request.prompt, request.negative_prompt, request.styles, read_styles(self.options.styles_path())
+        )
+        return dataclasses.replace(request, prompt=prompt, negative_prompt=negative, styles=())
+
+    def resolve_loras(self, request: GenerationRequest) -> list[ActiveLora]:
+        """The LoRAs ``request`` asks for, resolved to files (see :func:`imagegen.networks.lora.resolve_loras`)."""
+        return resolve_loras(request, folders=self.lora_folders(), allow_pickle=self.allow_pickle)
+
+    def _usable_embeddings(self, pipe: DiffusionPipeline, family: Family) -> list[Embedding]:
+        """The embeddings that fit ``pipe``'s text encoders (an SD 1.x file on an SD 1.x model, SDXL's on SDXL)."""
+        widths = {
+            key: int(encoder.get_input_embeddings().weight.shape[1])
+            for key, encoder in _embedding_encoders(pipe, family).items()
+        }
+        return [e for _, e in self.embeddings() if isinstance(e, Embedding) and e.fits(widths) is None]
+
     # Generation -------------------------------------------------------------------------------------------------
 
     def generate(
@@ -262,8 +338,10 @@ class Engine:
         timings: dict[str, float] = {}
         warnings: list[str] = []
 
-        # 1. Check the request against the operator's limits and resolve the models.
+        # 1. Check the request against the operator's limits, merge its styles, find its LoRAs; then the models.
         self.limits.check(request)
+        request = self._with_styles(request)
+        loras = self.resolve_loras(request)
         with self._device_lock:
             base = self.load(request.model)
             refiner = self._load_refiner(request, base)
@@ -271,10 +349,14 @@ class Engine:
 
             # 2. Fill in defaults from the model and check what only the model can tell.
             effective, init_image = self._effective(request, base, refiner)
-            warnings.extend(self._prompt_warnings(base.pipeline, effective))
 
-            # 3. Run the denoisers, then decode.
+            # 3. Put on the request's LoRAs (and only those), run the denoisers, then decode.
             try:
+                if base.adapters is not None:
+                    t0 = time.perf_counter()
+                    base.adapters.activate(loras)
+                    if loras:
+                        timings["lora"] = time.perf_counter() - t0
                 images = self._run(effective, base, refiner, init_image, timings, progress, cancel)
             except torch.OutOfMemoryError as exc:
                 raise ResourceExhausted(f"out of memory on {self.device}: {exc}".splitlines()[0]) from None
@@ -283,7 +365,9 @@ class Engine:
 
         # 4. Describe every image so it can be reproduced alone.
         seeds = tuple(effective.seed + i for i in range(effective.num_images))
-        infotexts = tuple(format_infotext(self.infotext(effective, base.info, refiner, seed)) for seed in seeds)
+        infotexts = tuple(
+            format_infotext(self.infotext(effective, base.info, refiner, seed, loras=loras)) for seed in seeds
+        )
         timings["total"] = time.perf_counter() - started
         return GenerationResult(
             images=tuple(images),
@@ -341,23 +425,6 @@ class Engine:
         effective = dataclasses.replace(effective, sampler=name, schedule_type=schedule.value)
         return effective, init_image
 
-    def _prompt_warnings(self, pipeline: DiffusionPipeline, request: GenerationRequest) -> list[str]:
-        """Say which words the text encoder cannot see (CLIP reads 75 tokens + start/end)."""
-        tokenizer = getattr(pipeline, "tokenizer", None) or getattr(pipeline, "tokenizer_2", None)
-        if tokenizer is None:
-            return []
-        warnings = []
-        window = tokenizer.model_max_length - 2
-        for field, text in (("prompt", request.prompt), ("negative_prompt", request.negative_prompt)):
-            ids = tokenizer(text, add_special_tokens=False, truncation=False).input_ids
-            if len(ids) > window:
-                dropped = tokenizer.decode(ids[window:])
-                warnings.append(
-                    f"{field} is {len(ids)} tokens, longer than the text encoder's {window}-token window; "
-                    f"this part was ignored: {dropped!r}"
-                )
-        return warnings
-
     def _run(
         self,
         request: GenerationRequest,
@@ -381,9 +448,12 @@ class Engine:
         noise_seed = [request.seed + i for i in range(request.num_images)]
         scheduler = build_scheduler(choice, base.pipeline.scheduler.config, noise_seed=noise_seed, eta=request.eta)
         pipe = derive_pipeline(cls, base.pipeline, scheduler=scheduler)
+        t0 = time.perf_counter()
+        prompts = self._stage_prompts(request, base, pipe, steps)
+        pooled = base.info.family in (Family.SDXL, Family.SDXL_REFINER)
+        timings["encode"] = time.perf_counter() - t0
         kwargs: dict[str, Any] = {
-            "prompt": request.prompt,
-            "negative_prompt": request.negative_prompt or None,
+            **prompts.pipeline_arguments(0, pooled=pooled),
             "num_inference_steps": steps,
             "guidance_scale": request.guidance_scale,
             "num_images_per_prompt": request.num_images,
@@ -391,8 +461,11 @@ class Engine:
             "output_type": "latent",
             # With a refiner, the base's share of the steps is followed by (roughly) the rest.
             "callback_on_step_end": counter.callback(
-                "base", later_steps=max(1, round(steps * (1 - request.denoising_end))) if refiner else 0
+                "base",
+                later_steps=max(1, round(steps * (1 - request.denoising_end))) if refiner else 0,
+                then=prompts.updater(0, pooled=pooled),
             ),
+            "callback_on_step_end_tensor_inputs": prompts.tensor_inputs(pooled=pooled),
         }
         if img2img:
             kwargs.update(image=init_image, strength=request.strength)
@@ -416,9 +489,10 @@ class Engine:
                     choice, refiner.pipeline.scheduler.config, noise_seed=noise_seed, eta=refiner_eta
                 ),
             )
+            first = counter.step  # the refiner goes on with the prompt schedule where the base stopped
+            refiner_prompts = self._stage_prompts(request, refiner, refine, steps)
             latents = refine(
-                prompt=request.prompt,
-                negative_prompt=request.negative_prompt or None,
+                **refiner_prompts.pipeline_arguments(first, pooled=True),
                 num_inference_steps=steps,
                 guidance_scale=request.guidance_scale,
                 denoising_start=request.denoising_end,
@@ -426,7 +500,8 @@ class Engine:
                 num_images_per_prompt=request.num_images,  # one latent per image arrives from the base
                 generator=generators,
                 output_type="latent",
-                callback_on_step_end=counter.callback("refiner"),
+                callback_on_step_end=counter.callback("refiner", then=refiner_prompts.updater(first, pooled=True)),
+                callback_on_step_end_tensor_inputs=refiner_prompts.tensor_inputs(pooled=True),
                 **_eta_argument(choice, refiner, refiner_eta),
             ).images
             timings["refine"] = time.perf_counter() - t0
@@ -437,8 +512,34 @@ class Engine:
         timings["decode"] = time.perf_counter() - t0
         return images
 
+    def _stage_prompts(
+        self, request: GenerationRequest, model: LoadedModel, pipe: DiffusionPipeline, steps: int
+    ) -> StagePrompts:
+        """The prompt schedule of one stage, encoded by ``model``'s text encoders (LoRA tags removed)."""
+        encoder = PromptEncoder.for_pipeline(
+            pipe,
+            model.info.family.value,
+            clip_skip=request.clip_skip,
+            emphasis=Emphasis(request.emphasis),
+            embeddings=self._usable_embeddings(pipe, model.info.family),
+        )
+        prompt, _ = extract_network_tags(request.prompt)  # a negative prompt's tags are text, as in A1111
+        return StagePrompts(
+            encoder,
+            prompt,
+            request.negative_prompt,
+            steps=steps,
+            zero_empty_negative=bool(pipe.config.get("force_zeros_for_empty_prompt", False)),
+        )
+
     def infotext(
-        self, request: GenerationRequest, model: ModelInfo, refiner: LoadedModel | None, seed: int
+        self,
+        request: GenerationRequest,
+        model: ModelInfo,
+        refiner: LoadedModel | None,
+        seed: int,
+        *,
+        loras: Sequence[ActiveLora] = (),
     ) -> Infotext:
         """The A1111 infotext of one image of an effective request: the keys :class:`Infotext` knows, then every other
         field of :data:`imagegen.fields.FIELDS` that has an infotext key and a value other than its default."""
@@ -453,8 +554,16 @@ class Engine:
         if rule is not None and request.eta is not None and request.eta != rule.default:
             # As A1111: "Eta DDIM" / "Eta", only when not the sampler's default.
             extra[rule.infotext_key] = format_number(float(request.eta))
+        prompt = request.prompt
+        if request.loras:
+            # LoRAs asked for by field are written as the tags that ask for the same, so that any A1111 reader
+            # (and --from) brings them back.
+            prompt = " ".join([prompt, *(lora.tag() for lora in request.loras)]).strip()
+        if loras:
+            hashes = ", ".join(f"{lora.file.name}: {lora_hash(lora.file)}" for lora in loras)
+            extra["Lora hashes"] = hashes  # quoted by format_infotext, as A1111 writes it
         return Infotext(
-            prompt=request.prompt,
+            prompt=prompt,
             negative_prompt=request.negative_prompt,
             steps=request.num_inference_steps,
             sampler=request.sampler,
@@ -491,7 +600,13 @@ class _StepCounter:
     cancel: threading.Event | None
     step: int = 0
 
-    def callback(self, stage: str, *, later_steps: int = 0) -> Callable[..., dict[str, Any]]:
+    def callback(
+        self,
+        stage: str,
+        *,
+        later_steps: int = 0,
+        then: Callable[[Any, int, dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> Callable[..., dict[str, Any]]:
         start = self.step
 
         def on_step_end(pipe: Any, i: int, t: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -501,7 +616,7 @@ class _StepCounter:
                 self.progress(ProgressEvent(step=self.step, total=self.total, stage=stage))
             if self.cancel is not None and self.cancel.is_set():
                 raise Cancelled(f"cancelled after step {self.step} of {self.total}")
-            return callback_kwargs
+            return then(pipe, i, callback_kwargs) if then is not None else callback_kwargs
 
         return on_step_end
 
@@ -562,3 +677,13 @@ def decode_latents(pipe: DiffusionPipeline, latents: torch.Tensor) -> list[Image
             raise GenerationFailed("the VAE produced NaN values in float16 and float32")
     images: list[Image] = pipe.image_processor.postprocess(image.float().cpu(), output_type="pil")
     return images
+
+
+def _embedding_encoders(pipe: DiffusionPipeline, family: Family) -> dict[str, Any]:
+    """The text encoders an embedding file's vectors go to, by the file's key (``""``: SD 1.x/2.x's only one)."""
+    if family in (Family.SD1, Family.SD2):
+        return {"": pipe.text_encoder}
+    encoders = {"clip_g": pipe.text_encoder_2}
+    if family is Family.SDXL:
+        encoders["clip_l"] = pipe.text_encoder
+    return encoders

@@ -164,6 +164,36 @@ FIELDS: tuple[FieldNames, ...] = (
         a1111="eta",
         infotext="Eta",
     ),
+    FieldNames(
+        field="loras",
+        kind=str,
+        help="LoRAs from the LoRA folder with their weights, NAME[:WEIGHT] (also <lora:NAME:WEIGHT> in the prompt)",
+        cli="--lora",
+    ),
+    FieldNames(
+        field="clip_skip",
+        kind=int,
+        help="A1111's clip skip, 1-12: SD 1.x reads the text encoder's output that many layers from the end "
+        "(SD 2.x and SDXL ignore it, as A1111 does)",
+        cli="--clip-skip",
+        a1111="override_settings.CLIP_stop_at_last_layers",
+        infotext="Clip skip",
+    ),
+    FieldNames(
+        field="emphasis",
+        kind=str,
+        help="how (word:1.2) weights apply: Original (A1111's default), No norm, Ignore, None (brackets are text)",
+        cli="--emphasis",
+        a1111="override_settings.emphasis",
+        infotext="Emphasis",
+    ),
+    FieldNames(
+        field="styles",
+        kind=str,
+        help="prompt styles from the styles file (A1111 styles.csv), merged into the prompts in order",
+        cli="--style",
+        a1111="styles",
+    ),
 )
 
 _BY_FIELD: Mapping[str, FieldNames] = MappingProxyType({spec.field: spec for spec in FIELDS})

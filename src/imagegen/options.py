@@ -58,6 +58,14 @@ class EngineOptions:
     #: CPU threads for torch's operators (None: torch's default, every core). A server's CPU workers leave the API
     #: process a core (imagegen.server.jobs.worker.worker_threads), so polling clients cannot starve generation.
     threads: int | None = None
+    #: Extra LoRA folders, searched before ``<models_dir>/Lora`` (A1111's ``--lora-dir``).
+    lora_dirs: tuple[Path, ...] = ()
+    #: Extra embedding folders, searched before ``<models_dir>/embeddings``.
+    embeddings_dirs: tuple[Path, ...] = ()
+    #: A1111-format styles file (default ``<models_dir>/styles.csv``).
+    styles_file: Path | None = None
+    #: LoRA adapters kept loaded per model (least recently used dropped).
+    max_loras: int = 8
 
     def __post_init__(self) -> None:
         # Library callers may pass the name ("model"); store the enum.
@@ -65,8 +73,31 @@ class EngineOptions:
         if self.models_dir is not None:
             object.__setattr__(self, "models_dir", Path(self.models_dir))
         _check_count("max_loaded", self.max_loaded)
+        _check_count("max_loras", self.max_loras)
+        object.__setattr__(self, "lora_dirs", tuple(Path(p) for p in self.lora_dirs))
+        object.__setattr__(self, "embeddings_dirs", tuple(Path(p) for p in self.embeddings_dirs))
+        if self.styles_file is not None:
+            object.__setattr__(self, "styles_file", Path(self.styles_file))
         if self.threads is not None:
             _check_count("threads", self.threads)
+
+    def models_root(self) -> Path:
+        """The models directory in effect (``models_dir``, else ``$IMAGEGEN_MODELS_DIR``'s default)."""
+        from imagegen.loading import default_models_dir
+
+        return self.models_dir or default_models_dir()
+
+    def lora_folders(self) -> tuple[Path, ...]:
+        """Where LoRA names resolve: ``lora_dirs``, ``<models dir>/Lora``, then the LoRAs shipped with the demo."""
+        return (*self.lora_dirs, self.models_root() / "Lora", _builtin_networks("loras"))
+
+    def embedding_folders(self) -> tuple[Path, ...]:
+        """Where embedding names resolve: ``embeddings_dirs``, ``<models dir>/embeddings``, the shipped ones."""
+        return (*self.embeddings_dirs, self.models_root() / "embeddings", _builtin_networks("embeddings"))
+
+    def styles_path(self) -> Path:
+        """The styles file: ``styles_file``, else ``<models dir>/styles.csv``."""
+        return self.styles_file or self.models_root() / "styles.csv"
 
     def engine(self, *, default_model: str | None = None, limits: Limits | None = None) -> Engine:
         """An :class:`~imagegen.engine.Engine` with these options (imports torch)."""
@@ -84,9 +115,18 @@ class EngineOptions:
             vae_slicing=self.vae_slicing,
             vae_tiling=self.vae_tiling,
             threads=self.threads,
+            lora_dirs=self.lora_dirs,
+            embeddings_dirs=self.embeddings_dirs,
+            styles_file=self.styles_file,
+            max_loras=self.max_loras,
         )
 
 
 def _check_count(name: str, value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise InvalidRequest(name, f"must be an integer of at least 1, got {value!r}")
+
+
+def _builtin_networks(kind: str) -> Path:
+    """The LoRAs / embeddings shipped with the demo model (``kind``: ``loras`` or ``embeddings``)."""
+    return Path(__file__).parent / "demo" / "weights" / kind

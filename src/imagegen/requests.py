@@ -27,6 +27,12 @@ MAX_SEED = 2**32 - 1
 MAX_STEPS = 1000
 #: Hard ceiling on images per request whatever the operator allows.
 MAX_IMAGES = 1000
+#: A1111's clip skip range (CLIP_stop_at_last_layers).
+MAX_CLIP_SKIP = 12
+#: LoRA weights beyond this only burn the image; A1111 sets no limit, but a typo (80 for 0.8) should fail loudly.
+MAX_LORA_WEIGHT = 10.0
+#: Emphasis modes (A1111's ``emphasis`` setting): how attention weights like ``(word:1.2)`` are applied.
+EMPHASIS_MODES = ("Original", "No norm", "Ignore", "None")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,6 +116,64 @@ def _check_text(name: str, value: object) -> None:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LoraWeight:
+    """A LoRA asked for by name (a file in the LoRA folder, without its suffix) and its strength.
+
+    ``weight`` applies to the UNet and the text encoders unless ``te_weight``/``unet_weight`` set them apart, as
+    A1111's ``<lora:name:te:unet>``; weight 0 leaves the model unchanged."""
+
+    name: str
+    weight: float = 1.0
+    te_weight: float | None = None
+    unet_weight: float | None = None
+
+    @property
+    def text_encoder(self) -> float:
+        return self.weight if self.te_weight is None else self.te_weight
+
+    @property
+    def unet(self) -> float:
+        return self.weight if self.unet_weight is None else self.unet_weight
+
+    def tag(self) -> str:
+        """The A1111 prompt tag that asks for the same: ``<lora:name:w>`` or ``<lora:name:te:unet>``."""
+        from imagegen.metadata import format_number
+
+        if self.text_encoder == self.unet:
+            return f"<lora:{self.name}:{format_number(self.unet)}>"
+        return f"<lora:{self.name}:{format_number(self.text_encoder)}:{format_number(self.unet)}>"
+
+
+def _lora(index: int, value: object) -> LoraWeight:
+    name = f"loras[{index}]"
+    if isinstance(value, LoraWeight):
+        lora = value
+    elif isinstance(value, Mapping):
+        unknown = set(value) - {"name", "weight", "te_weight", "unet_weight"}
+        if unknown:
+            raise InvalidRequest(name, f"unknown keys {sorted(unknown)}; use name, weight, te_weight, unet_weight")
+        if "name" not in value:
+            raise InvalidRequest(f"{name}.name", "is required (a file name from the LoRA folder)")
+        lora = LoraWeight(**{str(k): v for k, v in value.items()})
+    else:
+        raise InvalidRequest(name, f"must be an object with name and weight, got {type(value).__name__}")
+    _check_text(f"{name}.name", lora.name)
+    if not lora.name.strip():
+        raise InvalidRequest(f"{name}.name", "must not be empty")
+    _check_float(f"{name}.weight", lora.weight, -MAX_LORA_WEIGHT, MAX_LORA_WEIGHT)
+    for part in ("te_weight", "unet_weight"):
+        if getattr(lora, part) is not None:
+            _check_float(f"{name}.{part}", getattr(lora, part), -MAX_LORA_WEIGHT, MAX_LORA_WEIGHT)
+    te, unet = lora.te_weight, lora.unet_weight
+    return LoraWeight(
+        name=lora.name,
+        weight=float(lora.weight),
+        te_weight=None if te is None else float(te),
+        unet_weight=None if unet is None else float(unet),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class GenerationRequest:
     """One text-to-image or image-to-image job. Names follow diffusers; ``None`` means "the model's default".
 
@@ -119,6 +183,10 @@ class GenerationRequest:
     * ``eta`` is A1111's noise scale of the samplers that add noise: DDIM's (default 0, deterministic), the ancestral
       and SDE samplers' (default 1; 0 removes their fresh noise). ``None`` is the sampler's default; for a sampler
       without noise eta changes nothing and is dropped (``result.effective.eta`` is ``None``).
+    * ``prompt`` speaks A1111's prompt language: ``(word:1.2)``, ``[word]``, ``BREAK``, ``[from:to:when]``, ``[a|b]``,
+      ``<lora:name:weight>`` tags and embedding names; ``loras`` asks for LoRAs without tags.
+    * ``clip_skip`` (A1111's "Clip skip", SD 1.x) reads the text encoder that many layers from the end.
+    * ``styles`` names styles of the styles file; their text is merged into the prompts (A1111's ``{prompt}`` rule).
     """
 
     prompt: str = ""
@@ -137,6 +205,10 @@ class GenerationRequest:
     refiner: str | None = None
     denoising_end: float = 0.8
     eta: float | None = None
+    loras: tuple[LoraWeight, ...] = ()
+    clip_skip: int = 1
+    emphasis: str = "Original"
+    styles: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_text("prompt", self.prompt)
@@ -165,6 +237,17 @@ class GenerationRequest:
                 _check_text(name, value)
         if self.init_image is not None and not hasattr(self.init_image, "size"):
             raise InvalidRequest("init_image", f"must be a PIL image, got {type(self.init_image).__name__}")
+        if not isinstance(self.loras, (list, tuple)):
+            raise InvalidRequest("loras", f"must be a list of {{name, weight}}, got {type(self.loras).__name__}")
+        object.__setattr__(self, "loras", tuple(_lora(i, value) for i, value in enumerate(self.loras)))
+        _check_int("clip_skip", self.clip_skip, 1, MAX_CLIP_SKIP)
+        if self.emphasis not in EMPHASIS_MODES:
+            raise InvalidRequest("emphasis", f"must be one of {', '.join(EMPHASIS_MODES)}, got {self.emphasis!r}")
+        if not isinstance(self.styles, (list, tuple)):  # a bare string is a common mistake: refused here too
+            raise InvalidRequest("styles", f"must be a list of style names, got {type(self.styles).__name__}")
+        object.__setattr__(self, "styles", tuple(self.styles))
+        for index, style in enumerate(self.styles):
+            _check_text(f"styles[{index}]", style)
         # Sampler names are checked here (pure Python), so a typo fails before any model work.
         from imagegen.samplers import parse_sampler, resolve_eta
 

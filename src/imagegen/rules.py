@@ -8,6 +8,7 @@ scheduler (what ``eta`` means when a request names no sampler). Pure Python: no 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from imagegen.errors import InvalidRequest
@@ -16,10 +17,11 @@ from imagegen.samplers import parse_sampler, resolve_eta
 
 if TYPE_CHECKING:
     from imagegen.loading import ModelInfo
+    from imagegen.options import EngineOptions
     from imagegen.requests import GenerationRequest
     from imagegen.samplers import SamplerChoice
 
-__all__ = ["check_models", "effective_eta"]
+__all__ = ["check_models", "check_networks", "effective_eta"]
 
 
 def check_models(request: GenerationRequest, base: ModelInfo, refiner: ModelInfo | None) -> None:
@@ -54,3 +56,17 @@ def _model_eta(request: GenerationRequest, choice: SamplerChoice | None, model: 
     # Only a model whose config names a scheduler with noise can refuse an eta, so its class is named here.
     own = f"{model.ref}'s own sampler ({model.scheduler_config.get('_class_name')})"
     return resolve_eta(request.eta, choice, model.scheduler_config, sampler=request.sampler or own)
+
+
+def check_networks(request: GenerationRequest, options: EngineOptions) -> None:
+    """Raise :class:`InvalidRequest` for a style, LoRA or extra-network tag the engine would refuse: unknown names,
+    paths instead of names, pickle files without the operator's opt-in. File lookups only, no weights read."""
+    from imagegen.networks.lora import resolve_loras
+    from imagegen.prompts.styles import apply_styles, read_styles
+
+    if request.styles:
+        prompt, negative = apply_styles(
+            request.prompt, request.negative_prompt, request.styles, read_styles(options.styles_path())
+        )
+        request = dataclasses.replace(request, prompt=prompt, negative_prompt=negative, styles=())
+    resolve_loras(request, folders=options.lora_folders(), allow_pickle=options.allow_pickle)

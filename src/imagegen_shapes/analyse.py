@@ -312,6 +312,94 @@ def analyse(image: Image.Image | np.ndarray, *, min_area: int = MIN_AREA) -> Ana
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# Outlined shapes (the concept of the shapes-outline LoRA)
+# --------------------------------------------------------------------------------------------------------------------
+
+#: An object is outlined when at least this fraction of its filled area (band + hole) is an enclosed hole.
+#: Rendered outlines have 0.16 (medium triangle) to 0.66 (large square); a filled shape has 0.
+MIN_HOLE_FRACTION: Final[float] = 0.12
+
+
+@dataclass(frozen=True, kw_only=True)
+class DetectedOutline:
+    """One object with an enclosed hole, judged as the filled shape its outline draws."""
+
+    colour: Colour | None
+    #: Shape of the object with its hole filled in (a ring is a circle).
+    shape: Shape | None
+    bbox: tuple[int, int, int, int]
+    position: Position
+    size: Size
+    #: Hole pixels / (object + hole pixels).
+    hole_fraction: float
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with every region it encloses filled: background not 4-connected to the border is a hole."""
+    outside = np.zeros_like(mask)
+    outside[0, :], outside[-1, :], outside[:, 0], outside[:, -1] = ~mask[0, :], ~mask[-1, :], ~mask[:, 0], ~mask[:, -1]
+    while True:
+        padded = np.pad(outside, 1)
+        grown = (padded[:-2, 1:-1] | padded[2:, 1:-1] | padded[1:-1, :-2] | padded[1:-1, 2:] | outside) & ~mask
+        if np.array_equal(grown, outside):
+            return ~outside
+        outside = grown
+
+
+def find_outlines(
+    image: Image.Image | np.ndarray, *, min_area: int = MIN_AREA, min_hole_fraction: float = MIN_HOLE_FRACTION
+) -> tuple[DetectedOutline, ...]:
+    """The outlined objects of a shapes-world image: foreground components that enclose a hole of at least
+    ``min_hole_fraction`` of their filled area (largest first). Filled shapes are not reported.
+
+    Separate from :func:`analyse`, whose objects (and scores) stay exactly as they were: there a ring is an object of
+    unknown shape, here it is an outlined circle.
+    """
+    # 1. Background and pixel classes, as analyse() does
+    pixels = _to_array(image)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]])
+    classes = _classify_pixels(pixels, np.median(border, axis=0))
+    # 2. Each component with its holes filled; keep those with enough hole
+    labels, n = label_components(classes >= 0)
+    found: list[tuple[int, DetectedOutline]] = []
+    for k in range(1, n + 1):
+        component = labels == k
+        area = int(component.sum())
+        if area < min_area:
+            continue
+        filled = _fill_holes(component)
+        hole_fraction = 1.0 - area / float(filled.sum())
+        if hole_fraction < min_hole_fraction:
+            continue
+        # 3. Describe the filled object: colour from the band, shape and size from the filled mask
+        ys, xs = np.nonzero(filled)
+        x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+        padded = np.pad(component, 1)
+        interior = component & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+        core = interior if interior.sum() >= 4 else component
+        colour, colour_distance = _nearest(pixels[core].mean(axis=0), COLOUR_RGB)
+        shape, _ = _classify_shape(filled, x1 - x0, y1 - y0)
+        extent = max(x1 - x0, y1 - y0)
+        size = Size.SMALL if extent < _SIZE_SPLITS[0] else Size.MEDIUM if extent < _SIZE_SPLITS[1] else Size.LARGE
+        outline = DetectedOutline(
+            colour=colour if colour_distance <= COLOUR_MAX_DISTANCE else None,
+            shape=shape,
+            bbox=(x0, y0, x1, y1),
+            position=position_of((x0 + x1) / 2, (y0 + y1) / 2),
+            size=size,
+            hole_fraction=hole_fraction,
+        )
+        found.append((int(filled.sum()), outline))
+    found.sort(key=lambda item: (-item[0], item[1].bbox))
+    return tuple(outline for _, outline in found)
+
+
+def shows_outlined(spec: ObjectSpec, image: Image.Image | np.ndarray) -> bool:
+    """Whether ``image`` has an outlined object of ``spec``'s colour and shape (the LoRA concept check)."""
+    return any(o.colour is spec.colour and o.shape is spec.shape for o in find_outlines(image))
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Scoring
 # --------------------------------------------------------------------------------------------------------------------
 

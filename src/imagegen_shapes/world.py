@@ -9,7 +9,9 @@ The world is fixed so that anyone (and :mod:`imagegen_shapes.analyse`) can judge
 
 Grammar (one line, lower case)::
 
-    [count] [size]? colour shape[s] [position]? ( " and " the same )? ( " on a BG background" )?
+    [count] [size]? colour [outlined]? shape[s] [position]? ( " and " the same )? ( " on a BG background" )?
+
+(``outlined`` is the LoRA concept: the base model's training scenes never have it.)
 
 Placement rules, which the analyser mirrors:
 
@@ -37,7 +39,7 @@ from types import MappingProxyType
 from typing import Final
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 CANVAS: Final[int] = 64
 #: Clean background pixels kept between the antialiased fringes of any two shapes.
@@ -48,6 +50,8 @@ EDGE_MARGIN: Final[int] = 1
 POSITION_JITTER: Final[int] = 2
 # Shapes are drawn at 4× and box-downsampled: crisper antialiasing at 12 px than ImageDraw's own at 1×.
 _SUPERSAMPLE: Final[int] = 4
+#: Line width (px) of an outlined shape: thick enough for the demo VAE's 4×-downsampled latents to keep the hole.
+OUTLINE_WIDTH: Final[int] = 3
 
 
 class Colour(str, enum.Enum):
@@ -182,13 +186,19 @@ def cell_centre(position: Position) -> tuple[int, int]:
 
 @dataclass(frozen=True, kw_only=True)
 class ObjectSpec:
-    """One object phrase: ``count`` copies of a ``size`` ``colour`` ``shape``, optionally at a ``position``."""
+    """One object phrase: ``count`` copies of a ``size`` ``colour`` ``shape``, optionally at a ``position``.
+
+    ``outlined`` shapes are drawn as an ``OUTLINE_WIDTH`` px line around a background-coloured hole ("a red outlined
+    circle"). The base demo model never saw one: they are the concept of the ``shapes-outline`` LoRA
+    (:mod:`imagegen_shapes.train_lora`), and :func:`sample_scene` only draws them when asked to.
+    """
 
     count: int = 1
     size: Size = Size.MEDIUM
     colour: Colour
     shape: Shape
     position: Position | None = None
+    outlined: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.count, int) or isinstance(self.count, bool) or not 1 <= self.count <= 3:
@@ -204,6 +214,8 @@ class ObjectSpec:
                 )
         if self.position is not None and not isinstance(self.position, Position):
             raise ValueError(f"position must be a Position or None, got {self.position!r}")
+        if not isinstance(self.outlined, bool):
+            raise ValueError(f"outlined must be a bool, got {self.outlined!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -246,9 +258,12 @@ class SceneDistribution:
     p_position: float = 0.5
     #: Weights of white, black, gray backgrounds.
     background_weights: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    #: Probability that a phrase is outlined. At 0 (the base model's distribution) no random number is drawn for it,
+    #: so every stream renders exactly the scenes it did before outlines existed.
+    p_outlined: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("p_two_phrases", "p_position"):
+        for name in ("p_two_phrases", "p_position", "p_outlined"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value!r}")
@@ -270,6 +285,8 @@ def _phrase(obj: ObjectSpec, rng: np.random.Generator | None) -> str:
     elif obj.size is Size.LARGE:
         words.append("big" if rng is not None and rng.random() < 0.5 else "large")
     words.append(obj.colour.value)
+    if obj.outlined:
+        words.append("outlined")
     words.append(obj.shape.value if obj.count == 1 else obj.shape.plural)
     if obj.count == 1:
         # "one" for variety in training captions; otherwise the article English uses before the next word.
@@ -318,6 +335,9 @@ def _parse_phrase(words: list[str], prompt: str) -> ObjectSpec:
         colour = Colour(rest[0])
     except ValueError:
         raise _expected("a colour", [c.value for c in Colour], rest[0], prompt) from None
+    outlined = len(rest) > 1 and rest[1] == "outlined"
+    if outlined:
+        rest = rest[:1] + rest[2:]
     if len(rest) < 2:
         raise ValueError(f"cannot parse {text!r} in prompt {prompt!r}: a shape is missing after {rest[0]!r}")
     noun = rest[1]
@@ -339,7 +359,7 @@ def _parse_phrase(words: list[str], prompt: str) -> ObjectSpec:
         if tail not in _POSITION_WORDS:
             raise _expected("a position", tuple(POSITION_PHRASE.values()), tail, prompt)
         position = _POSITION_WORDS[tail]
-    return ObjectSpec(count=count, size=size, colour=colour, shape=shape, position=position)
+    return ObjectSpec(count=count, size=size, colour=colour, shape=shape, position=position, outlined=outlined)
 
 
 def parse_prompt(text: str) -> Scene:
@@ -420,7 +440,11 @@ def _draw_scene(rng: np.random.Generator, dist: SceneDistribution) -> Scene:
             taken = {o.position for o in objects}
             while position is None or position in taken:
                 position = _POSITIONS[int(rng.integers(9))]
-        objects.append(ObjectSpec(count=count, size=size, colour=colour, shape=shape, position=position))
+        # Only shapes that keep a visible hole are outlined, so an outlined caption always shows an outline.
+        outlined = dist.p_outlined > 0 and outline_visible(shape, size) and rng.random() < dist.p_outlined
+        objects.append(
+            ObjectSpec(count=count, size=size, colour=colour, shape=shape, position=position, outlined=outlined)
+        )
     background = _BACKGROUNDS[_pick(dist.background_weights, rng.random())]
     return Scene(objects=tuple(objects), background=background)
 
@@ -457,8 +481,11 @@ class _Sprite:
     grown: np.ndarray  # bool [e + 2g, e + 2g]: mask dilated by MIN_GAP, offset by -MIN_GAP
 
 
-def shape_alpha(shape: Shape, extent: int) -> np.ndarray:
-    """Antialiased coverage (float32 ``[extent, extent]``, 0..1) of ``shape`` filling an ``extent``-px box."""
+def shape_alpha(shape: Shape, extent: int, *, outlined: bool = False) -> np.ndarray:
+    """Antialiased coverage (float32 ``[extent, extent]``, 0..1) of ``shape`` filling an ``extent``-px box.
+
+    ``outlined``: only a band ``OUTLINE_WIDTH`` px wide inside the shape's edge (the shape minus its erosion).
+    """
     big = extent * _SUPERSAMPLE
     image = Image.new("L", (big, big), 0)
     draw = ImageDraw.Draw(image)
@@ -476,14 +503,31 @@ def shape_alpha(shape: Shape, extent: int) -> np.ndarray:
     big_array = np.asarray(image)
     # Pillow rounds polygon vertices to pixels, which leaves the triangle a sub-pixel lopsided; mirror it symmetric.
     big_array = np.maximum(big_array, big_array[:, ::-1])
+    if outlined:
+        # Erode at 4× with a square window: the hole keeps the shape's form, the band is OUTLINE_WIDTH px wide.
+        radius = OUTLINE_WIDTH * _SUPERSAMPLE
+        # Padded with background first: Pillow's filter replicates edge pixels, which would keep a square's sides.
+        padded = Image.fromarray(np.pad(big_array, radius), mode="L").filter(ImageFilter.MinFilter(2 * radius + 1))
+        inner = np.asarray(padded)[radius:-radius, radius:-radius]
+        big_array = np.minimum(big_array, 255 - inner)
     small = Image.fromarray(big_array, mode="L").reduce(_SUPERSAMPLE)
     return np.asarray(small, dtype=np.float32) / 255.0
 
 
 @functools.cache
-def _sprite(shape: Shape, size: Size) -> _Sprite:
-    # Memoised pure function (12 sprites): no state that changes behaviour, just avoids redrawing per image.
-    alpha = shape_alpha(shape, SIZE_EXTENT[size])
+def outline_visible(shape: Shape, size: Size) -> bool:
+    """Whether an outlined ``shape`` of ``size`` keeps a hole of at least 3×3 px (small circles, triangles and crosses
+    and medium crosses fill in, or nearly)."""
+    alpha = shape_alpha(shape, SIZE_EXTENT[size], outlined=True)
+    filled = shape_alpha(shape, SIZE_EXTENT[size])
+    # A hole: pixels fully inside the shape that the band leaves at background.
+    return int(np.sum((filled >= 1.0) & (alpha <= 0.0))) >= 9
+
+
+@functools.cache
+def _sprite(shape: Shape, size: Size, outlined: bool = False) -> _Sprite:
+    # Memoised pure function (24 sprites): no state that changes behaviour, just avoids redrawing per image.
+    alpha = shape_alpha(shape, SIZE_EXTENT[size], outlined=outlined)
     mask = alpha > 0.0
     e = mask.shape[0]
     grown = np.zeros((e + 2 * MIN_GAP, e + 2 * MIN_GAP), dtype=bool)
@@ -584,7 +628,8 @@ def _draw(placed: Sequence[_Placed], background: Background) -> np.ndarray:
     canvas = np.empty((CANVAS, CANVAS, 3), dtype=np.float32)
     canvas[:] = BACKGROUND_RGB[background]
     for item in placed:
-        alpha = _sprite(item.obj.shape, item.obj.size).alpha
+        # Placement used the filled sprite, so nothing is ever placed inside an outlined shape's hole.
+        alpha = _sprite(item.obj.shape, item.obj.size, item.obj.outlined).alpha
         e = alpha.shape[0]
         region = canvas[item.y0 : item.y0 + e, item.x0 : item.x0 + e]
         region += alpha[..., None] * (np.asarray(COLOUR_RGB[item.obj.colour], dtype=np.float32) - region)

@@ -292,7 +292,6 @@ def test_webuiapi_defaults_are_accepted() -> None:
         ({"tiling": True}, "tiling"),
         ({"subseed_strength": 0.3}, "subseed_strength"),
         ({"seed_resize_from_w": 512}, "seed_resize_from_w"),
-        ({"styles": ["cinematic"]}, "styles"),
         ({"alwayson_scripts": {"ADetailer": {"args": []}}}, "alwayson_scripts"),
         ({"script_name": "x/y/z plot"}, "script_name"),
         ({"s_churn": 0.5}, "s_churn"),
@@ -324,7 +323,8 @@ def test_img2img_only_fields() -> None:
 @pytest.mark.parametrize(
     ("overrides", "name", "fragment"),
     [
-        ({"CLIP_stop_at_last_layers": 2}, "override_settings.CLIP_stop_at_last_layers", "prompt language"),
+        ({"CLIP_stop_at_last_layers": 13}, "override_settings.CLIP_stop_at_last_layers", "between 1 and 12"),
+        ({"emphasis": "Loud"}, "override_settings.emphasis", "Original, No norm, Ignore, None"),
         ({"eta_noise_seed_delta": 31337}, "override_settings.eta_noise_seed_delta", "seed"),
         ({"sd_vae": "vae-ft-mse.safetensors"}, "override_settings.sd_vae", "own VAE"),
         ({"no_such_option": 1}, "override_settings.no_such_option", "unknown option"),
@@ -381,25 +381,19 @@ def test_eta_is_a1111s_for_every_sampler_with_noise_and_ignored_without() -> Non
     assert info.value.field == "eta_ancestral"
 
 
-@pytest.mark.parametrize("prompt", ["a cat <lora:detail:0.8>", "<lyco:style:1>, a dog", "x <hypernet:anime:0.5>"])
-def test_extra_network_tags_are_refused_naming_the_prompt(prompt: str) -> None:
-    with pytest.raises(InvalidRequest) as info:
-        to_generation_request(A1111Txt2ImgRequest(prompt=prompt))
-    assert info.value.field == "prompt"
-    assert "LoRA/hypernetwork tags are not supported yet" in info.value.message
-    assert "disable_extra_networks" in info.value.message
+@pytest.mark.parametrize("prompt", ["a cat <lora:detail:0.8>", "<lyco:style:1>, a (dog:1.2)", "[a|b] BREAK c"])
+def test_prompt_language_and_lora_tags_reach_the_engine_unchanged(prompt: str) -> None:
+    # The engine parses them (and keeps the tags in the infotext, as A1111 does).
+    assert to_generation_request(A1111Txt2ImgRequest(prompt=prompt)).prompt == prompt
 
 
 def test_extra_network_tags_are_removed_as_a1111_does() -> None:
     # disable_extra_networks: A1111 still removes the tags from the prompt, it only applies none of them.
     disabled = A1111Txt2ImgRequest(prompt="a cat <lora:detail:0.8>, <hypernet:x:1>", disable_extra_networks=True)
     assert to_generation_request(disabled).prompt == "a cat , "
-    # Kinds A1111 does not apply are removed and ignored; the negative prompt is not parsed by A1111 at all.
-    other = A1111Txt2ImgRequest(prompt="a <wildcard:colour> cat", negative_prompt="<lora:x:1> blurry")
-    request = to_generation_request(other)
-    assert (request.prompt, request.negative_prompt) == ("a  cat", "<lora:x:1> blurry")
     # Not a tag: no colon, or a space before the colon.
-    assert to_generation_request(A1111Txt2ImgRequest(prompt="<b> <a b:c> (cat:1.2)")).prompt == "<b> <a b:c> (cat:1.2)"
+    plain = A1111Txt2ImgRequest(prompt="<b> <a b:c> (cat:1.2)", disable_extra_networks=True)
+    assert to_generation_request(plain).prompt == "<b> <a b:c> (cat:1.2)"
 
 
 def test_infotext_fills_only_unset_fields() -> None:
@@ -610,7 +604,7 @@ def test_options_list_known_keys_refuse_unknown_ones_and_write_all_or_nothing(cl
         _assert_a1111_error(client.post("/sdapi/v1/options", json={"send_seed": True, "foo_bar": 3}), 422, "foo_bar")
         assert client.get("/sdapi/v1/options").json()["send_seed"] is False  # nothing of a refused write is kept
         _assert_a1111_error(
-            client.post("/sdapi/v1/options", json={"CLIP_stop_at_last_layers": 2}), 422, "CLIP_stop_at_last_layers"
+            client.post("/sdapi/v1/options", json={"CLIP_stop_at_last_layers": 0}), 422, "CLIP_stop_at_last_layers"
         )
         _assert_a1111_error(client.post("/sdapi/v1/options", json={"jpeg_quality": 0}), 422, "jpeg_quality")
         _assert_a1111_error(client.post("/sdapi/v1/options", json={"sd_checkpoint_hash": "f00"}), 422)
@@ -687,7 +681,9 @@ def test_img2img_happy_path_keeps_input_size(client) -> None:
         ({"override_settings": {"sd_model_checkpoint": "../../etc/passwd"}}, "override_settings.sd_model_checkpoint"),
         ({"refiner_checkpoint": "/abs/path.safetensors"}, "refiner_checkpoint"),
         ({"steps": "many"}, "steps"),
-        ({"prompt": "a cat <lora:add_detail:0.8>"}, "prompt"),
+        ({"prompt": "a cat <lora:add_detail:0.8>"}, "prompt"),  # no such LoRA: refused before queueing
+        ({"prompt": "a cat <hypernet:anime:0.5>"}, "prompt"),
+        ({"styles": ["no-such-style"]}, "styles[0]"),
     ],
 )
 def test_txt2img_client_errors_in_a1111_shape(client, payload: dict, field: str) -> None:

@@ -68,5 +68,8 @@ def test_infotext_keys_are_the_typed_ones_or_written_as_extras():
         if spec.field == "eta":
             # eta's key depends on the sampler ("Eta" / "Eta DDIM"); the table names the ancestral samplers' one.
             assert spec.infotext == eta_rule(parse_sampler("Euler a"), {}).infotext_key  # type: ignore[union-attr]
+        elif spec.field in ("clip_skip", "emphasis"):
+            # Written by the engine as extras (only when not the default), read back by request_fields_from_infotext.
+            assert spec.infotext not in FIELD_KEYS, spec
         elif spec.infotext is not None:
-            assert spec.infotext in FIELD_KEYS, spec  # today: all typed; a new field's key goes to extra
+            assert spec.infotext in FIELD_KEYS, spec

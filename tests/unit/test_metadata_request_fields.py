@@ -56,6 +56,7 @@ def test_request_fields_from_an_a1111_infotext():
         "model": "sd_xl_base_1.0",
         "refiner": "sd_xl_refiner_1.0",  # the title's " [hash]" dropped
         "denoising_end": 0.8,
+        "clip_skip": 2,  # A1111's "Clip skip: 2"
     }
 
 

@@ -90,9 +90,18 @@ def batch_key(record: Mapping[str, Any]) -> str:
 
 def request_record(request: GenerationRequest, *, init_image_name: str | None = None) -> dict[str, Any]:
     """The JSON-able fields of ``request``; the init image is saved by the caller and referenced by name."""
-    record = {name: getattr(request, name) for name in REQUEST_FIELDS if name != "init_image"}
+    record = {name: _jsonable(getattr(request, name)) for name in REQUEST_FIELDS if name != "init_image"}
     record["init_image"] = init_image_name if request.init_image is not None else None
     return record
+
+
+def _jsonable(value: Any) -> Any:
+    """Tuples of values or of frozen dataclasses (``loras``, ``styles``) as JSON lists of values or objects."""
+    if isinstance(value, tuple):
+        return [_jsonable(item) for item in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
 
 
 def request_from_record(record: Mapping[str, Any], *, inputs_dir: Path) -> GenerationRequest:

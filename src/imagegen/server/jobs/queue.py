@@ -20,7 +20,7 @@ from types import MappingProxyType
 
 from imagegen.errors import InvalidRequest
 from imagegen.requests import GenerationRequest
-from imagegen.rules import check_models, effective_eta
+from imagegen.rules import check_models, check_networks, effective_eta
 from imagegen.server.catalog import ModelCatalog
 from imagegen.server.errors import IdempotencyConflict, JobNotFound, QueueFull, ServiceUnavailable
 from imagegen.server.jobs.model import Job, JobEvent, JobStatus, batch_key, request_digest, request_record
@@ -85,6 +85,7 @@ class JobQueue:
         refiner = self.catalog.resolve(request.refiner) if request.refiner is not None else None
         check_models(request, base, refiner)
         effective_eta(request, base, refiner)
+        check_networks(request, self.settings.engine)
         if request.init_image is None:
             # The model's native size is used when none is given; it must be within the limits too.
             limits.check(

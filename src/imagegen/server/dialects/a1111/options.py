@@ -69,7 +69,7 @@ def _only(default: object, why: str, *same: object) -> OptionSpec:
 
 
 _SAMPLER_PARAMETER = "the samplers' parameters follow the request's sampler and schedule type"
-_PROMPT_LANGUAGE = "the A1111 prompt language (emphasis, clip skip, long prompts) is not implemented yet"
+_PROMPT_LANGUAGE = "imagegen's prompt parser follows A1111's defaults for this"
 _NO_UPSCALE = "hires fix, upscalers and face restoration are not implemented yet"
 
 OPTIONS: Mapping[str, OptionSpec] = MappingProxyType(
@@ -84,14 +84,14 @@ OPTIONS: Mapping[str, OptionSpec] = MappingProxyType(
         "eta_ddim": _honoured(0.0),
         "eta_ancestral": _honoured(1.0),
         "img2img_fix_steps": _honoured(False),
+        "CLIP_stop_at_last_layers": _honoured(1),
+        "emphasis": _honoured("Original"),
         # Would change the image in a way imagegen cannot (yet): the default only.
-        "CLIP_stop_at_last_layers": _only(1, _PROMPT_LANGUAGE),
-        "emphasis": _only("Original", _PROMPT_LANGUAGE),
         "enable_emphasis": _only(True, _PROMPT_LANGUAGE),
         "comma_padding_backtrack": _only(20, _PROMPT_LANGUAGE),
         "enable_prompt_comments": _only(True, _PROMPT_LANGUAGE),
         "use_old_emphasis_implementation": _only(False, _PROMPT_LANGUAGE),
-        "sd_lora": _only("None", "LoRA is not implemented yet"),
+        "sd_lora": _only("None", "LoRAs are asked for per request: <lora:name:weight> in the prompt"),
         "sd_vae": _only("Automatic", "each model uses its own VAE", "None"),
         "sd_unet": _only("Automatic", "each model uses its own UNet", "None"),
         "sd_vae_encode_method": _only("Full", "the VAE always encodes in full"),
@@ -308,6 +308,21 @@ def _check_honoured(key: str, value: object, *, field: str) -> object:
         if not 0.0 <= number <= 1.0:
             raise InvalidRequest(field, f"must be a number between 0 and 1, got {_show(value)}")
         return float(number)
+    if key == "CLIP_stop_at_last_layers":
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or value != int(value)
+            or not 1 <= value <= 12
+        ):
+            raise InvalidRequest(field, f"must be an integer between 1 and 12, got {_show(value)}")
+        return int(value)
+    if key == "emphasis":
+        from imagegen.requests import EMPHASIS_MODES
+
+        if value not in EMPHASIS_MODES:
+            raise InvalidRequest(field, f"must be one of {', '.join(EMPHASIS_MODES)}, got {_show(value)}")
+        return value
     if key == CHECKPOINT_HASH:
         return value  # read-only: the caller compares it with the current checkpoint's hash
     if not isinstance(value, bool):

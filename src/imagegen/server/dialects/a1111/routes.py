@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from imagegen.errors import InvalidRequest
 from imagegen.samplers import list_samplers, list_schedule_types
+from imagegen.server import networks
 from imagegen.server.deps import Catalog, Queue, ServicesDep
 from imagegen.server.dialects import core
 from imagegen.server.dialects.a1111.options import (
@@ -258,9 +259,16 @@ def sd_vae() -> list[dict[str, Any]]:
 
 
 @router.get("/loras")
-def loras() -> list[dict[str, Any]]:
-    """Empty: LoRAs are not supported yet."""
-    return []
+async def loras(services: ServicesDep) -> list[dict[str, Any]]:
+    """The LoRA files of the server's LoRA folders (use them with ``<lora:name:weight>`` in the prompt)."""
+    entries = await run_in_threadpool(networks.list_loras, services.settings.engine)
+    return [{"name": e.name, "alias": e.alias, "path": e.path, "metadata": e.metadata} for e in entries]
+
+
+@router.post("/refresh-loras")
+def refresh_loras() -> None:
+    """Nothing to do: the LoRA folders are read on every request, so new files are usable at once."""
+    return None
 
 
 @router.get("/hypernetworks")
@@ -274,14 +282,28 @@ def face_restorers() -> list[dict[str, Any]]:
 
 
 @router.get("/prompt-styles")
-def prompt_styles() -> list[dict[str, Any]]:
-    return []
+async def prompt_styles(services: ServicesDep) -> list[dict[str, Any]]:
+    """The styles of the server's styles file (A1111 ``styles.csv``), for the ``styles`` request field."""
+    styles = await run_in_threadpool(networks.list_styles, services.settings.engine)
+    return [{"name": s.name, "prompt": s.prompt, "negative_prompt": s.negative_prompt} for s in styles]
 
 
 @router.get("/embeddings")
-def embeddings() -> dict[str, Any]:
-    """Empty: textual-inversion embeddings are not supported yet."""
-    return {"loaded": {}, "skipped": {}}
+async def embeddings(request: Request, services: ServicesDep, catalog: Catalog) -> dict[str, Any]:
+    """Textual-inversion embeddings, loaded (usable with the current model) or skipped (with the reason)."""
+    options = current_values(a1111_options(request).values())
+    model = current_checkpoint(catalog, options)
+    entries = await run_in_threadpool(networks.list_embeddings, services.settings.engine, model)
+    return {
+        "loaded": {e.name: networks.a1111_embedding(e) for e in entries if e.skipped is None},
+        "skipped": {e.name: networks.a1111_embedding(e) for e in entries if e.skipped is not None},
+    }
+
+
+@router.post("/refresh-embeddings")
+def refresh_embeddings() -> None:
+    """Nothing to do: the embedding folders are read on every request."""
+    return None
 
 
 @router.get("/scripts")

@@ -30,7 +30,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -106,10 +105,6 @@ AUTOMATIC_SCHEDULES: Mapping[str, ScheduleType] = MappingProxyType(
         "DPM++ 3M SDE": ScheduleType.EXPONENTIAL,
     }
 )
-#: A1111's extra-network tag (modules/extra_networks.py), e.g. ``<lora:name:0.8>``: a word, a colon, then arguments.
-_EXTRA_NETWORK = re.compile(r"<(\w+):([^>]+)>")
-#: Tag kinds A1111 applies (its built-in Lora extension registers ``lora`` and ``lyco``): imagegen cannot yet.
-_APPLIED_NETWORKS = frozenset({"lora", "lyco", "hypernet"})
 _SHOWN_CHARS = 80
 
 
@@ -148,8 +143,6 @@ def resolve_sampler(name: str | None, scheduler: str | None) -> tuple[str | None
 def check_supported(body: A1111GenerationRequest) -> None:
     """Raise a 422-bound :class:`InvalidRequest` for the first field imagegen cannot honour at its value."""
     # 1. Fields shared by txt2img and img2img.
-    if body.styles:
-        raise _unsupported("styles", body.styles, "no prompt styles; put the style's words in the prompt")
     if _off(body.subseed_strength, 0):
         raise _unsupported("subseed_strength", body.subseed_strength, "no variation seeds")
     for name in ("seed_resize_from_w", "seed_resize_from_h"):
@@ -196,19 +189,12 @@ def check_supported(body: A1111GenerationRequest) -> None:
 
 
 def strip_extra_networks(prompt: str, *, disabled: bool) -> str:
-    """The prompt as A1111 hands it to the text encoder: without its ``<kind:args>`` extra-network tags.
+    """The prompt the engine gets: as sent (its ``<lora:...>`` tags are applied by the engine and kept in the
+    infotext, as A1111 keeps them), or without any extra-network tag when ``disable_extra_networks`` asks A1111 to
+    remove them unapplied."""
+    from imagegen.prompts.syntax import extract_network_tags
 
-    A LoRA / LyCORIS / hypernetwork tag, which A1111 would apply, is refused unless ``disabled``
-    (``disable_extra_networks``): then A1111 removes it without applying it, and so does this."""
-    if not disabled:
-        for match in _EXTRA_NETWORK.finditer(prompt):
-            if match.group(1) in _APPLIED_NETWORKS:
-                raise InvalidRequest(
-                    "prompt",
-                    f"LoRA/hypernetwork tags are not supported yet: {_show(match.group(0))}; remove the tag, or send "
-                    "disable_extra_networks: true to have such tags removed and ignored",
-                )
-    return _EXTRA_NETWORK.sub("", prompt)
+    return extract_network_tags(prompt)[0] if disabled else prompt
 
 
 def check_overrides(overrides: Mapping[str, Any] | None) -> dict[str, object]:
@@ -362,6 +348,10 @@ def translate(
         option = "eta_ddim" if rule.pipeline_argument else "eta_ancestral"
         fields["eta"] = options[option]
         names["eta"] = f"override_settings.{option}" if option in overrides else option
+    # 5. The prompt language's options: clip skip and emphasis, from the request's override or the stored option.
+    for field, option in (("clip_skip", "CLIP_stop_at_last_layers"), ("emphasis", "emphasis")):
+        fields[field] = options[option]
+        names[field] = f"override_settings.{option}" if option in overrides else option
     submission = Submission(fields=fields, init_image=init_image, names=names, prefixes=prefixes, dialect=DIALECT)
     return Translation(submission=submission, body=body, options=options, overrides=overrides)
 

@@ -16,19 +16,27 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from imagegen.errors import InvalidRequest
 from imagegen.loading import ModelInfo
+from imagegen.server import networks
 from imagegen.server.deps import Catalog, ServicesDep, Settings
 from imagegen.server.dialects import core
 from imagegen.server.dialects.native.schemas import (
+    EmbeddingList,
+    EmbeddingOut,
     ErrorOut,
     JobCreate,
     JobList,
     JobOut,
+    LoraList,
+    LoraOut,
     ModelList,
     ModelOut,
     ReadinessOut,
+    StyleList,
+    StyleOut,
     WorkerOut,
 )
 from imagegen.server.errors import JobNotFound
@@ -282,6 +290,59 @@ def model_out(info: ModelInfo) -> ModelOut:
 )
 def list_models(catalog: Catalog) -> ModelList:
     return ModelList(data=[model_out(info) for info in catalog.models()])
+
+
+@router.get(
+    "/v1/loras",
+    tags=["models"],
+    summary="The LoRAs a request can name (loras field, or <lora:name:weight> in the prompt)",
+    response_model=LoraList,
+    responses=_errors(),
+)
+async def list_loras(settings: Settings) -> LoraList:
+    entries = await run_in_threadpool(networks.list_loras, settings.engine)
+    return LoraList(
+        data=[
+            LoraOut(name=e.name, family=e.family, format=e.format, parts=list(e.parts), size=e.size, error=e.error)
+            for e in entries
+        ]
+    )
+
+
+@router.get(
+    "/v1/embeddings",
+    tags=["models"],
+    summary="Textual-inversion embeddings (write the name in the prompt), usable or not with the given model",
+    response_model=EmbeddingList,
+    responses=_errors(400),
+)
+async def list_embeddings(catalog: Catalog, settings: Settings, model: str | None = None) -> EmbeddingList:
+    info = catalog.resolve(model)
+    entries = await run_in_threadpool(networks.list_embeddings, settings.engine, info)
+    return EmbeddingList(
+        model=info.ref,
+        data=[
+            EmbeddingOut(
+                name=e.name,
+                vectors=e.embedding.vectors if e.embedding else None,
+                usable=e.skipped is None,
+                reason=e.skipped,
+            )
+            for e in entries
+        ],
+    )
+
+
+@router.get(
+    "/v1/styles",
+    tags=["models"],
+    summary="The prompt styles of the styles file (styles field)",
+    response_model=StyleList,
+    responses=_errors(),
+)
+async def list_styles(settings: Settings) -> StyleList:
+    styles = await run_in_threadpool(networks.list_styles, settings.engine)
+    return StyleList(data=[StyleOut(name=s.name, prompt=s.prompt, negative_prompt=s.negative_prompt) for s in styles])
 
 
 @router.get(

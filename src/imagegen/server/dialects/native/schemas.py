@@ -18,12 +18,36 @@ from imagegen.fields import FIELDS
 from imagegen.requests import GenerationRequest
 from imagegen.server.jobs.model import JobStatus
 
-__all__ = ["ErrorOut", "JobCreate", "JobList", "JobOut", "ModelList", "ModelOut"]
+__all__ = [
+    "EmbeddingList",
+    "ErrorOut",
+    "JobCreate",
+    "JobList",
+    "JobOut",
+    "LoraList",
+    "ModelList",
+    "ModelOut",
+    "StyleList",
+]
 
 _EXAMPLES: tuple[Mapping[str, JsonValue], ...] = (
     MappingProxyType({"prompt": "a lighthouse at dawn, oil painting", "seed": 1234, "num_inference_steps": 30}),
     MappingProxyType({"prompt": "the same, at night", "init_image": "data:image/png;base64,...", "strength": 0.6}),
 )
+
+
+class LoraIn(BaseModel):
+    """A LoRA from the server's LoRA folder (GET /v1/loras) and its strength."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="the LoRA's file name without its suffix")
+    weight: float = Field(1.0, description="strength on the UNet and the text encoders; 0 = off")
+    te_weight: float | None = Field(None, description="text-encoder strength, when it differs from weight")
+    unet_weight: float | None = Field(None, description="UNet strength, when it differs from weight")
+
+
+#: Request fields whose JSON type is not their CLI type (lists).
+_ANNOTATIONS: Mapping[str, Any] = MappingProxyType({"loras": list[LoraIn], "styles": list[str]})
 
 
 def _job_create_model() -> type[BaseModel]:
@@ -32,7 +56,9 @@ def _job_create_model() -> type[BaseModel]:
     properties: dict[str, Any] = {}
     for spec in FIELDS:
         default = defaults[spec.field]
-        annotation = spec.kind if default is not None else spec.kind | None
+        annotation = _ANNOTATIONS.get(spec.field) or (spec.kind if default is not None else spec.kind | None)
+        if isinstance(default, tuple):
+            default = list(default)
         properties[spec.field] = (annotation, Field(default, description=spec.help))
     model: type[BaseModel] = create_model(
         "JobCreate",
@@ -119,6 +145,44 @@ class ModelOut(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelOut]
+
+
+class LoraOut(BaseModel):
+    name: str = Field(description="what loras[].name and <lora:NAME:weight> take")
+    family: str | None = Field(description="the model family it was trained for, when its keys show it")
+    format: str | None = Field(description="kohya (A1111/civitai) or diffusers")
+    parts: list[str] = Field(description="trained parts: unet, text_encoder, text_encoder_2")
+    size: int = Field(description="file size in bytes")
+    error: str | None = Field(description="why it cannot be used (unsupported LyCORIS variant, pickle, ...)")
+
+
+class LoraList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[LoraOut]
+
+
+class EmbeddingOut(BaseModel):
+    name: str = Field(description="the word that stands for it in a prompt")
+    vectors: int | None = Field(description="tokens it takes")
+    usable: bool = Field(description="whether it fits the model's text encoders")
+    reason: str | None = Field(description="why not, when not usable")
+
+
+class EmbeddingList(BaseModel):
+    object: Literal["list"] = "list"
+    model: str
+    data: list[EmbeddingOut]
+
+
+class StyleOut(BaseModel):
+    name: str
+    prompt: str
+    negative_prompt: str
+
+
+class StyleList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[StyleOut]
 
 
 class WorkerOut(BaseModel):
