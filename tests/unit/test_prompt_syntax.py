@@ -459,6 +459,9 @@ def test_schedule_errors_and_limits():
     for before in ["()", "()()", "[(a)]"]:
         with pytest.raises(InvalidRequest):
             prompt_schedule(before + nest, 10)
+    # A pair closed inside others leaves them open: 50 + 51 is 101 deep.
+    with pytest.raises(InvalidRequest):
+        prompt_schedule("(" * 50 + "()" + "(" * 51 + ")" * 101, 10)
     # Unpaired brackets do not nest: only pairs count.
     assert schedule("(" * 200 + "[a:2]" + "(" * 200) == [
         (2, "(" * 200 + "(" * 200),

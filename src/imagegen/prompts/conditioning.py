@@ -108,7 +108,9 @@ class StagePrompts:
         cond = self._encode(text)
         if self._zero_negative:
             uncond = Conditioning(
-                torch.zeros_like(cond.embeds), None if cond.pooled is None else torch.zeros_like(cond.pooled)
+                torch.zeros_like(cond.embeds),
+                None if cond.pooled is None else torch.zeros_like(cond.pooled),
+                cond.chunk_length,
             )
             return _Pair(cond, uncond)
         padded_cond, padded_uncond = pad_pair(cond, self._encode(negative), self._empty_conditioning())

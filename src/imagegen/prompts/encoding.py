@@ -84,10 +84,12 @@ class Conditioning:
 
     embeds: torch.Tensor
     pooled: torch.Tensor | None = None
+    #: Tokens per chunk including start and end (77 for CLIP; fewer for a model trained with shorter windows).
+    chunk_length: int = CHUNK_TOKENS + 2
 
     @property
     def chunks(self) -> int:
-        return int(self.embeds.shape[1]) // (CHUNK_TOKENS + 2)
+        return int(self.embeds.shape[1]) // self.chunk_length
 
 
 @dataclass
@@ -107,6 +109,8 @@ class _Vocabulary:
     start: int
     end: int
     pad: int
+    #: Prompt tokens per chunk: 75, or the encoder's window minus start/end when it is shorter (the demo model's).
+    length: int
     comma: int | None
     #: token ids of an embedding's name → its vectors for this encoder, longest names first.
     embeddings: tuple[tuple[tuple[int, ...], torch.Tensor], ...]
@@ -156,7 +160,7 @@ class PromptEncoder:
             embeds.append(hidden)
             if slot.pooled:
                 pooled = first_pooled
-        return Conditioning(torch.cat(embeds, dim=-1), pooled)
+        return Conditioning(torch.cat(embeds, dim=-1), pooled, self._vocabularies[0].length + 2)
 
     def token_count(self, text: str) -> int:
         """Prompt tokens (no start/end/padding) the first encoder sees, as A1111's token counter shows them."""
@@ -196,7 +200,7 @@ class PromptEncoder:
                 if token == vocabulary.comma:
                     last_comma = len(chunk.tokens)
                 elif (
-                    len(chunk.tokens) == CHUNK_TOKENS
+                    len(chunk.tokens) == vocabulary.length
                     and last_comma != -1
                     and len(chunk.tokens) - last_comma <= COMMA_BACKTRACK
                 ):
@@ -206,7 +210,7 @@ class PromptEncoder:
                     chunk.tokens, chunk.multipliers = chunk.tokens[:cut], chunk.multipliers[:cut]
                     next_chunk()
                     chunk.tokens, chunk.multipliers = moved_tokens, moved_weights
-                if len(chunk.tokens) == CHUNK_TOKENS:
+                if len(chunk.tokens) == vocabulary.length:
                     next_chunk()
                 match = _embedding_at(vocabulary, ids, position)
                 if match is None:
@@ -217,7 +221,7 @@ class PromptEncoder:
                 name_length, vectors = match
                 count = int(vectors.shape[0])  # at most CHUNK_TOKENS: longer embeddings are skipped when loaded
                 # An embedding is never split between chunks: if it does not fit, the chunk is closed first.
-                if len(chunk.tokens) + count > CHUNK_TOKENS:
+                if len(chunk.tokens) + count > vocabulary.length:
                     next_chunk()
                 chunk.fixes.append((len(chunk.tokens), vectors))
                 # Placeholder ids (A1111 uses 0, never the end token): the hook overwrites their embeddings.
@@ -288,10 +292,12 @@ def _pad(conditioning: Conditioning, count: int, empty: Conditioning) -> Conditi
     missing = count - conditioning.chunks
     if missing <= 0:
         return conditioning
-    filler = empty.embeds[:, : CHUNK_TOKENS + 2].to(conditioning.embeds)
+    filler = empty.embeds[:, : empty.chunk_length].to(conditioning.embeds)
     if not torch.any(conditioning.embeds):
         filler = torch.zeros_like(filler)  # SDXL's zeroed empty negative stays zero
-    return Conditioning(torch.cat([conditioning.embeds, *([filler] * missing)], dim=1), conditioning.pooled)
+    return Conditioning(
+        torch.cat([conditioning.embeds, *([filler] * missing)], dim=1), conditioning.pooled, conditioning.chunk_length
+    )
 
 
 def slots_for(pipeline: Any, family: str) -> tuple[EncoderSlot, ...]:
@@ -345,7 +351,7 @@ def _is_break(fragment: Fragment) -> bool:
 
 def _close(chunk: _Chunk, vocabulary: _Vocabulary) -> _Chunk:
     """``[start] + tokens + [end] + [pad...]``: 77 ids, weight 1 on everything added."""
-    fill = CHUNK_TOKENS - len(chunk.tokens)
+    fill = vocabulary.length - len(chunk.tokens)
     return _Chunk(
         tokens=[vocabulary.start, *chunk.tokens, vocabulary.end, *([vocabulary.pad] * fill)],
         multipliers=[1.0, *chunk.multipliers, *([1.0] * (fill + 1))],
@@ -372,6 +378,7 @@ def _vocabulary(slot: EncoderSlot, embeddings: Sequence[Embedding]) -> _Vocabula
         end=int(tokenizer.eos_token_id),
         pad=int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id),
         comma=comma if isinstance(comma, int) and comma != tokenizer.unk_token_id else None,
+        length=min(CHUNK_TOKENS, int(tokenizer.model_max_length) - 2),
         embeddings=tuple(found),
     )
 
