@@ -9,18 +9,18 @@ text encoder is *skipped* for that model, with the reason, as A1111's ``/sdapi/v
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
-from imagegen.networks.files import NetworkFile, list_files
+from imagegen.networks.files import NetworkFile
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Embedding", "EmbeddingReport", "encoder_widths", "load_embedding", "scan_embeddings"]
+__all__ = ["Embedding", "encoder_widths", "load_embedding"]
 
 #: An embedding longer than a chunk could never be placed whole in A1111's 75-token chunks.
 MAX_VECTORS: Final[int] = 75
@@ -99,14 +99,6 @@ def encoder_widths(family: str, folder: Path | None = None) -> dict[str, int]:
     return widths
 
 
-@dataclass(frozen=True, kw_only=True)
-class EmbeddingReport:
-    """A1111's ``/sdapi/v1/embeddings``: usable embeddings, and skipped ones with the reason."""
-
-    loaded: tuple[Embedding, ...]
-    skipped: Mapping[str, str]
-
-
 def load_embedding(file: NetworkFile, *, allow_pickle: bool) -> Embedding:
     """Read one embedding file; ``ValueError`` with the reason when it is not one."""
     import torch
@@ -179,22 +171,3 @@ def _matrix(tensor: torch.Tensor) -> torch.Tensor:
 def _check_count(count: int) -> None:
     if count > MAX_VECTORS:
         raise ValueError(f"{count} vectors: more than a 75-token chunk can hold")
-
-
-def scan_embeddings(folders: Sequence[Path], widths: Mapping[str, int], *, allow_pickle: bool) -> EmbeddingReport:
-    """Every embedding in ``folders``, split into those usable with text encoders of ``widths`` and the skipped
-    ones."""
-    loaded: list[Embedding] = []
-    skipped: dict[str, str] = {}
-    for file in list_files(folders):
-        try:
-            embedding = load_embedding(file, allow_pickle=allow_pickle)
-        except (ValueError, RuntimeError, OSError) as exc:
-            skipped[file.name] = f"{file.path.name}: {exc}"
-            continue
-        reason = embedding.fits(widths)
-        if reason is None:
-            loaded.append(embedding)
-        else:
-            skipped[file.name] = reason
-    return EmbeddingReport(loaded=tuple(loaded), skipped=skipped)

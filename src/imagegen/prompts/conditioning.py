@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from imagegen.prompts.encoding import Conditioning, PromptEncoder, pad_pair
-from imagegen.prompts.syntax import ScheduleEntry, prompt_schedule, step_prompt
+from imagegen.prompts.syntax import prompt_schedule, step_prompt
 
 __all__ = ["StagePrompts"]
 
@@ -46,10 +46,6 @@ class StagePrompts:
         self._zero_negative = zero_empty_negative and not negative_prompt.strip()
         self._encoded: dict[str, Conditioning] = {}
         self._empty: Conditioning | None = None
-
-    @property
-    def schedules(self) -> tuple[tuple[ScheduleEntry, ...], tuple[ScheduleEntry, ...]]:
-        return self._positive, self._negative
 
     @property
     def changes(self) -> bool:

@@ -51,16 +51,6 @@ class Emphasis(str, enum.Enum):
     #: No attention syntax at all: brackets and ``BREAK`` are plain text.
     NONE = "None"
 
-    @classmethod
-    def parse(cls, value: object) -> Emphasis:
-        from imagegen.errors import InvalidRequest
-
-        for mode in cls:
-            if isinstance(value, str) and value.strip().lower() == mode.value.lower():
-                return mode
-        names = ", ".join(m.value for m in cls)
-        raise InvalidRequest("emphasis", f"must be one of {names}, got {value!r}")
-
 
 @dataclass(frozen=True, kw_only=True)
 class EncoderSlot:
