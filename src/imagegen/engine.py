@@ -290,15 +290,20 @@ class Engine:
     def embeddings(self) -> list[tuple[NetworkFile, Embedding | str]]:
         """Every embedding file with its vectors, or why it could not be read."""
         found = []
+        current: dict[str, Embedding | str] = {}
         for file in list_files(self.embedding_folders()):
             stat = file.path.stat()
             key = f"{file.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-            if key not in self._embedding_files:
+            entry = self._embedding_files.get(key)
+            if entry is None:
                 try:
-                    self._embedding_files[key] = load_embedding(file, allow_pickle=self.allow_pickle)
+                    entry = load_embedding(file, allow_pickle=self.allow_pickle)
                 except (ValueError, RuntimeError, OSError) as exc:
-                    self._embedding_files[key] = str(exc)
-            found.append((file, self._embedding_files[key]))
+                    entry = str(exc)
+            current[key] = entry
+            found.append((file, entry))
+        # Only the files there now: a changed or removed file's old vectors are dropped.
+        self._embedding_files = current
         return found
 
     def _with_styles(self, request: GenerationRequest) -> GenerationRequest:

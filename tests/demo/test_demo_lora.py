@@ -1,14 +1,13 @@
 """The shipped ``shapes-outline`` LoRA teaches the demo model a concept it cannot draw alone, and its trainer works.
 
-The concept is outlined shapes ("a red outlined circle"): judged by the analyser's outline check
-(:func:`~imagegen_shapes.analyse.shows_outlined`), the base model never draws one, with the LoRA it does. The LoRA is
-applied through plain diffusers here (``load_lora_weights`` / ``set_adapters`` / ``disable_lora``), with the model's
-own defaults from ``imagegen.json``; the engine's LoRA support will go through the same calls.
+The concept is outlined shapes ("a blue outlined square"): judged by the analyser's outline check
+(:func:`~imagegen_shapes.analyse.shows_outlined`), the base model never draws one, with the LoRA it does. The LoRA goes
+through the engine as users ask for it, ``<lora:shapes-outline:1>`` in the prompt. What the shipped LoRA learnt is
+squares: outlined circles and triangles stay filled (0 of 8 seeds), which the closing note of issue 11 reports.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,38 +30,19 @@ pytestmark = [pytest.mark.slow, requires_demo_weights]
 
 
 @pytest.fixture(scope="module")
-def pipe() -> Any:
-    import torch
-    from diffusers import StableDiffusionXLPipeline
+def engine() -> Any:
+    from imagegen import Engine
 
-    pipeline = StableDiffusionXLPipeline.from_pretrained(BASE, dtype=torch.float32)
-    pipeline.set_progress_bar_config(disable=True)
-    if LORA.is_file():
-        pipeline.load_lora_weights(LORA, adapter_name=ADAPTER)
-    return pipeline
+    return Engine()
 
 
-def _generate(pipe: Any, prompt: str, *, lora: bool) -> list[np.ndarray]:
-    """``SEEDS`` images of ``prompt`` (image *i* from seed *i*) at the model's default size, steps and guidance."""
-    import torch
+def _generate(engine: Any, prompt: str) -> list[np.ndarray]:
+    """``SEEDS`` images of ``prompt`` (image *i* from seed *i*) through the engine, with the model's defaults; the
+    LoRA is asked for A1111's way, by its tag (the shipped LoRAs are in every engine's LoRA folders)."""
+    from imagegen import GenerationRequest
 
-    defaults = json.loads((BASE / "imagegen.json").read_text(encoding="utf-8"))["defaults"]
-    if lora:
-        pipe.enable_lora()
-        pipe.set_adapters([ADAPTER], [1.0])
-    else:
-        pipe.disable_lora()
-    images = pipe(
-        prompt,
-        width=defaults["width"],
-        height=defaults["height"],
-        num_inference_steps=defaults["num_inference_steps"],
-        guidance_scale=defaults["guidance_scale"],
-        num_images_per_prompt=SEEDS,
-        generator=[torch.Generator().manual_seed(seed) for seed in range(SEEDS)],
-        output_type="np",
-    ).images
-    return [(np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8) for image in images]
+    result = engine.generate(GenerationRequest(prompt=prompt, seed=0, num_images=SEEDS))
+    return [np.asarray(image) for image in result.images]
 
 
 @requires_lora
@@ -71,21 +51,21 @@ def test_lora_file_is_small() -> None:
 
 
 @requires_lora
-@pytest.mark.parametrize("prompt", ["a red outlined circle", "a blue outlined square"])
-def test_outlined_shapes_only_with_the_lora(pipe: Any, prompt: str) -> None:
+@pytest.mark.parametrize("prompt", ["a blue outlined square", "an orange outlined square in the top left"])
+def test_outlined_shapes_only_with_the_lora(engine: Any, prompt: str) -> None:
     spec = parse_prompt(prompt).objects[0]
-    with_lora = [shows_outlined(spec, image) for image in _generate(pipe, prompt, lora=True)]
-    without = [shows_outlined(spec, image) for image in _generate(pipe, prompt, lora=False)]
+    with_lora = [shows_outlined(spec, image) for image in _generate(engine, f"{prompt} <lora:{ADAPTER}:1>")]
+    without = [shows_outlined(spec, image) for image in _generate(engine, prompt)]
     assert sum(with_lora) >= 3, f"{prompt!r} with the LoRA: outlined at seeds {with_lora}"
     assert sum(without) <= 1, f"{prompt!r} without the LoRA: outlined at seeds {without}"
 
 
 @requires_lora
-def test_ordinary_prompts_still_work_with_the_lora(pipe: Any) -> None:
+def test_ordinary_prompts_still_work_with_the_lora(engine: Any) -> None:
     """The LoRA was trained on ordinary scenes too: a plain prompt still gives the filled shape it asks for."""
     prompt = "a red circle"
     scene = parse_prompt(prompt)
-    images = _generate(pipe, prompt, lora=True)
+    images = _generate(engine, f"{prompt} <lora:{ADAPTER}:1>")
     passed = [score(scene, analyse(image))["single_object"] for image in images]
     outlined = [shows_outlined(scene.objects[0], image) for image in images]
     assert sum(passed) >= 3, f"{prompt!r} with the LoRA: one red circle at seeds {passed}"

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import torch
 
-from imagegen.prompts.syntax import Fragment, parse_attention
+from imagegen.prompts.syntax import BREAK, Fragment, parse_attention
 
 if TYPE_CHECKING:
     from imagegen.networks.embeddings import Embedding
@@ -336,7 +336,8 @@ def _device_of(pipeline: Any) -> torch.device | None:
 
 
 def _is_break(fragment: Fragment) -> bool:
-    return fragment.text == "BREAK" and fragment.weight == -1
+    # The parser's marker only: "(BRE\\AK:-1)" is a plain fragment that happens to read the same.
+    return fragment == BREAK
 
 
 def _close(chunk: _Chunk, vocabulary: _Vocabulary) -> _Chunk:
