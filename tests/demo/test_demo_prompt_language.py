@@ -48,3 +48,11 @@ def test_prompt_editing_changes_the_colour_during_sampling(engine: Any) -> None:
 def test_attention_weights_leave_the_demo_colours_alone(engine: Any) -> None:
     assert _colours(engine, "a (red:0) circle", emphasis="No norm").count("red") >= 3
     assert _colours(engine, "a (red:1.6) circle").count("red") >= 3
+
+
+def test_the_shipped_embedding_gives_a_new_word_its_meaning(engine: Any) -> None:
+    # crimson.safetensors (imagegen_shapes.embedding) carries the vectors of "red"; the word alone means nothing here.
+    assert _colours(engine, "a crimson circle").count("red") >= 3
+    assert _colours(engine, "a scarlet circle").count("red") <= 1
+    names = {file.name: value for file, value in engine.embeddings()}
+    assert not isinstance(names["crimson"], str)  # loaded, not a reason it could not be

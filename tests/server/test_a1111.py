@@ -822,9 +822,13 @@ def test_lists(client) -> None:
     assert "DPM++ 2M" in {s["name"] for s in samplers}
     schedulers = client.get("/sdapi/v1/schedulers").json()
     assert "Karras" in {s["label"] for s in schedulers}
-    for path in ("upscalers", "sd-vae", "loras"):
+    for path in ("upscalers", "sd-vae"):
         assert client.get(f"/sdapi/v1/{path}").json() == []
-    assert client.get("/sdapi/v1/embeddings").json() == {"loaded": {}, "skipped": {}}
+    # The demo model's LoRA and embedding ship with imagegen: listed for every model, usable with the demo's only.
+    assert "shapes-outline" in {lora["name"] for lora in client.get("/sdapi/v1/loras").json()}
+    embeddings = client.get("/sdapi/v1/embeddings").json()
+    assert set(embeddings) == {"loaded", "skipped"}
+    assert "crimson" in {**embeddings["loaded"], **embeddings["skipped"]}
     memory = client.get("/sdapi/v1/memory").json()
     assert memory["ram"]["total"] > 0
     assert "error" in memory["cuda"]

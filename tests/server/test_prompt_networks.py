@@ -27,7 +27,7 @@ def test_loras_styles_and_clip_skip_in_every_dialect(make_client, tiny_models, t
 
     # Lists, in A1111's shapes and the native one.
     a1111_loras = client.get("/sdapi/v1/loras").json()
-    assert {entry["name"] for entry in a1111_loras} == {"detail", "loha"}
+    assert {entry["name"] for entry in a1111_loras} == {"detail", "loha", "shapes-outline"}  # + the shipped one
     assert next(e for e in a1111_loras if e["name"] == "detail")["alias"] == "detail"
     native = {entry["name"]: entry for entry in client.get("/v1/loras").json()["data"]}
     assert native["detail"]["format"] == "kohya"
@@ -37,7 +37,10 @@ def test_loras_styles_and_clip_skip_in_every_dialect(make_client, tiny_models, t
     assert client.get("/sdapi/v1/prompt-styles").json() == [
         {"name": "film", "prompt": "photo of {prompt}", "negative_prompt": "blurry"}
     ]
-    assert client.get("/sdapi/v1/embeddings").json() == {"loaded": {}, "skipped": {}}
+    # The shipped demo embedding is for the demo model's encoders: skipped for this one, with the reason.
+    embeddings = client.get("/sdapi/v1/embeddings").json()
+    assert embeddings["loaded"] == {}
+    assert embeddings["skipped"]["crimson"]["vectors"] == 1
 
     # A1111: the tag in the prompt, a style, clip skip as an override; the infotext records all three.
     body = {
