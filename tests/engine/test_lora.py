@@ -138,3 +138,17 @@ def test_a_negative_prompts_tags_are_text_as_in_a1111(lora_engine, tiny_models):
         )
     )
     assert "Lora hashes" not in result.infotexts[0]
+
+
+def test_sdxl_base_and_refiner_with_a_lora_and_prompt_editing(lora_engine, tiny_models):
+    fields = {
+        "model": str(tiny_models["sdxl-base"]),
+        "refiner": str(tiny_models["sdxl-refiner"]),
+        "seed": 1,
+        "num_inference_steps": 6,
+    }
+    with_lora = lora_engine.generate(GenerationRequest(prompt="a [cat|dog] <lora:sdxl-base-kohya:1>", **fields))
+    without = lora_engine.generate(GenerationRequest(prompt="a [cat|dog]", **fields))
+    assert with_lora.images[0].tobytes() != without.images[0].tobytes()
+    assert "Refiner: " in with_lora.infotexts[0]
+    assert "Lora hashes: " in with_lora.infotexts[0]

@@ -24,7 +24,9 @@ def _randomise(module: Any, seed: int) -> None:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
 
 
-def make_lora(model_dir: Path, dest: Path, *, fmt: str = "diffusers", seed: int = 0, text: bool = True) -> Path:
+def make_lora(
+    model_dir: Path, dest: Path, *, fmt: str = "diffusers", seed: int = 0, text: bool = True, rank: int = 4
+) -> Path:
     """A LoRA file for the tiny model in ``model_dir`` at ``dest`` (``fmt``: ``diffusers`` or ``kohya``)."""
     from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
     from diffusers.utils import convert_state_dict_to_diffusers, convert_state_dict_to_kohya
@@ -43,7 +45,7 @@ def make_lora(model_dir: Path, dest: Path, *, fmt: str = "diffusers", seed: int 
     raw: dict[str, dict[str, torch.Tensor]] = {}
     for index, (name, module) in enumerate(parts.items()):
         targets = UNET_TARGETS if name == "unet" else TEXT_TARGETS
-        config = LoraConfig(r=4, lora_alpha=4, target_modules=targets, init_lora_weights=False)
+        config = LoraConfig(r=rank, lora_alpha=rank, target_modules=targets, init_lora_weights=False)
         if name == "unet":
             module.add_adapter(config)
         else:
