@@ -2,8 +2,8 @@
 
 The concept is outlined shapes ("a blue outlined square"): judged by the analyser's outline check
 (:func:`~imagegen_shapes.analyse.shows_outlined`), the base model never draws one, with the LoRA it does. The LoRA goes
-through the engine as users ask for it, ``<lora:shapes-outline:1>`` in the prompt. What the shipped LoRA learnt is
-squares: outlined circles and triangles stay filled (0 of 8 seeds), which the closing note of issue 11 reports.
+through the engine as users ask for it, ``<lora:shapes-outline:1>`` in the prompt. Triangles are its weak case (3
+of 8 seeds), which the README reports.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def test_lora_file_is_small() -> None:
 
 
 @requires_lora
-@pytest.mark.parametrize("prompt", ["a blue outlined square", "an orange outlined square in the top left"])
+@pytest.mark.parametrize("prompt", ["a red outlined circle", "an orange outlined square in the top left"])
 def test_outlined_shapes_only_with_the_lora(engine: Any, prompt: str) -> None:
     spec = parse_prompt(prompt).objects[0]
     with_lora = [shows_outlined(spec, image) for image in _generate(engine, f"{prompt} <lora:{ADAPTER}:1>")]
