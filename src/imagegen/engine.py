@@ -38,7 +38,7 @@ from imagegen.loading import (
 from imagegen.metadata import FIELD_KEYS, Infotext, extra_value, format_infotext, format_number
 from imagegen.networks.embeddings import Embedding, load_embedding
 from imagegen.networks.files import NetworkFile, list_files
-from imagegen.networks.lora import ActiveLora, LoraAdapters, lora_hash, resolve_loras
+from imagegen.networks.lora import ActiveLora, LoraAdapters, resolve_loras
 from imagegen.options import EngineOptions, Offload
 from imagegen.prompts.conditioning import StagePrompts
 from imagegen.prompts.encoding import Emphasis, PromptEncoder
@@ -357,9 +357,15 @@ class Engine:
 
             # 3. Put on the request's LoRAs (and only those), run the denoisers, then decode.
             try:
+                hashes: list[str] = []
+                if loras and base.adapters is None:
+                    raise InvalidRequest(
+                        "loras",
+                        f"{base.info.ref} is an SDXL refiner: LoRAs apply to the base model; use it as --refiner",
+                    )
                 if base.adapters is not None:
                     t0 = time.perf_counter()
-                    base.adapters.activate(loras)
+                    hashes = base.adapters.activate(loras)
                     if loras:
                         timings["lora"] = time.perf_counter() - t0
                 images = self._run(effective, base, refiner, init_image, timings, progress, cancel)
@@ -371,7 +377,16 @@ class Engine:
         # 4. Describe every image so it can be reproduced alone.
         seeds = tuple(effective.seed + i for i in range(effective.num_images))
         infotexts = tuple(
-            format_infotext(self.infotext(effective, base.info, refiner, seed, loras=loras)) for seed in seeds
+            format_infotext(
+                self.infotext(
+                    effective,
+                    base.info,
+                    refiner,
+                    seed,
+                    loras=[(lora.file.name, h) for lora, h in zip(loras, hashes, strict=True)],
+                )
+            )
+            for seed in seeds
         )
         timings["total"] = time.perf_counter() - started
         return GenerationResult(
@@ -544,7 +559,7 @@ class Engine:
         refiner: LoadedModel | None,
         seed: int,
         *,
-        loras: Sequence[ActiveLora] = (),
+        loras: Sequence[tuple[str, str]] = (),
     ) -> Infotext:
         """The A1111 infotext of one image of an effective request: the keys :class:`Infotext` knows, then every other
         field of :data:`imagegen.fields.FIELDS` that has an infotext key and a value other than its default."""
@@ -565,7 +580,8 @@ class Engine:
             # (and --from) brings them back.
             prompt = " ".join([prompt, *(lora.tag() for lora in request.loras)]).strip()
         if loras:
-            hashes = ", ".join(f"{lora.file.name}: {lora_hash(lora.file)}" for lora in loras)
+            # (name, A1111 short hash) of each LoRA applied.
+            hashes = ", ".join(f"{name}: {short}" for name, short in loras)
             extra["Lora hashes"] = hashes  # quoted by format_infotext, as A1111 writes it
         return Infotext(
             prompt=prompt,

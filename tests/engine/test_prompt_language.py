@@ -71,7 +71,7 @@ def test_chunks_break_at_a_comma_near_their_end(engine, tiny_models):
     encoder = PromptEncoder.for_pipeline(engine.load(str(tiny_models["sd1"])).pipeline, "sd1")
     vocabulary = encoder._vocabularies[0]
     fragments = encoder._fragments("cat " * 70 + ", dog dog dog dog dog dog dog dog")
-    chunks = encoder._chunks(fragments, vocabulary, None)
+    chunks = encoder._chunks(fragments, vocabulary)
     first = chunks[0].tokens[1:-1]
     # 70 cats and the comma end the first chunk (padded); the dogs start the second, as A1111 backtracks.
     assert first[:71].count(vocabulary.comma) == 1

@@ -28,7 +28,7 @@ from imagegen.networks.files import NetworkFile, addnet_hash, find
 if TYPE_CHECKING:
     from imagegen.requests import GenerationRequest
 
-__all__ = ["ActiveLora", "LoraAdapters", "LoraInfo", "inspect_lora", "lora_hash", "resolve_loras"]
+__all__ = ["ActiveLora", "LoraAdapters", "LoraInfo", "inspect_lora", "resolve_loras"]
 
 #: Key fragments of LyCORIS variants that diffusers' loaders do not read → the name users know them by.
 _UNSUPPORTED: Final[Mapping[str, str]] = MappingProxyType(
@@ -157,11 +157,6 @@ def _context_dim(shapes: Mapping[str, tuple[int, ...]]) -> int | None:
     return None
 
 
-def lora_hash(file: NetworkFile) -> str:
-    """A1111's short LoRA hash (12 hex digits, as in the ``Lora hashes`` infotext)."""
-    return addnet_hash(file.path)[:12]
-
-
 class LoraAdapters:
     """The LoRA adapters loaded into one pipeline (see the module docstring). Callers hold the engine's device lock."""
 
@@ -172,17 +167,21 @@ class LoraAdapters:
         self._max_loaded = max_loaded
         #: adapter name → file key, least recently used first.
         self._loaded: OrderedDict[str, str] = OrderedDict()
+        #: file key → A1111's hash of the file (SHA-256 after the header), computed once per file version.
+        self._hashes: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def loaded(self) -> list[str]:
         with self._lock:
             return list(self._loaded)
 
-    def activate(self, loras: Sequence[ActiveLora]) -> None:
-        """Make exactly ``loras`` active with their weights (none: every adapter off)."""
+    def activate(self, loras: Sequence[ActiveLora]) -> list[str]:
+        """Make exactly ``loras`` active with their weights (none: every adapter off); their A1111 short hashes
+        (12 hex digits, as ``Lora hashes`` shows them), in order."""
         with self._lock:
             names = [self._ensure(lora.file) for lora in loras]
             self._set(names, loras)
+            return [self._hashes[self._loaded[name]][:12] for name in names]
 
     # Steps ------------------------------------------------------------------------------------------------------
 
@@ -193,6 +192,8 @@ class LoraAdapters:
             if loaded_key == key:
                 self._loaded.move_to_end(name)
                 return name
+        if key not in self._hashes:
+            self._hashes[key] = addnet_hash(file.path)
         info = inspect_lora(file.path)
         if info.context_dim is not None and self._context_dim is not None and info.context_dim != self._context_dim:
             raise InvalidRequest(
@@ -200,7 +201,7 @@ class LoraAdapters:
                 f"LoRA {file.name} was trained for {info.family or f'a {info.context_dim}-wide model'}, "
                 f"but the model is {self._family}: it cannot be applied",
             )
-        name = f"lora_{addnet_hash(file.path)[:16]}"
+        name = f"lora_{self._hashes[key][:16]}"
         if name in self._loaded:  # the same content under another file name or an older mtime
             self._loaded[name] = key
             self._loaded.move_to_end(name)
@@ -253,7 +254,9 @@ class LoraAdapters:
             self._drop(oldest)
 
     def _drop(self, name: str) -> None:
-        self._loaded.pop(name, None)
+        key = self._loaded.pop(name, None)
+        if key is not None and key not in self._loaded.values():
+            self._hashes.pop(key, None)
         with suppress(ValueError, KeyError):  # never fully loaded
             self._pipeline.delete_adapters([name])
 

@@ -96,6 +96,7 @@ class _Chunk:
 class _Vocabulary:
     """A tokenizer's ids that chunking needs, and the embeddings it can spot in a token stream."""
 
+    tokenizer: Any
     start: int
     end: int
     pad: int
@@ -137,7 +138,7 @@ class PromptEncoder:
         """The conditioning of ``text``: every token is seen, in chunks of 75."""
         fragments = self._fragments(text)
         pairs = list(zip(self.slots, self._vocabularies, strict=True))
-        per_slot = [self._chunks(fragments, vocabulary, slot) for slot, vocabulary in pairs]
+        per_slot = [self._chunks(fragments, vocabulary) for _, vocabulary in pairs]
         # Both SDXL encoders tokenize the same text with the same BPE, but an embedding may exist for one only:
         # keep the chunk counts equal so their features can be concatenated token by token.
         count = max(len(chunks) for chunks in per_slot)
@@ -154,7 +155,7 @@ class PromptEncoder:
 
     def token_count(self, text: str) -> int:
         """Prompt tokens (no start/end/padding) the first encoder sees, as A1111's token counter shows them."""
-        return sum(c.used for c in self._chunks(self._fragments(text), self._vocabularies[0], None))
+        return sum(c.used for c in self._chunks(self._fragments(text), self._vocabularies[0]))
 
     # Steps ------------------------------------------------------------------------------------------------------
 
@@ -166,9 +167,9 @@ class PromptEncoder:
             return tuple(f if _is_break(f) else Fragment(f.text, 1.0) for f in fragments)
         return fragments
 
-    def _chunks(self, fragments: Sequence[Fragment], vocabulary: _Vocabulary, slot: EncoderSlot | None) -> list[_Chunk]:
+    def _chunks(self, fragments: Sequence[Fragment], vocabulary: _Vocabulary) -> list[_Chunk]:
         """A1111's ``tokenize_line``: fragments → chunks of at most 75 tokens, closed with start/end/pad."""
-        tokenizer = (slot or self.slots[0]).tokenizer
+        tokenizer = vocabulary.tokenizer
         chunks: list[_Chunk] = []
         chunk = _Chunk()
         last_comma = -1
@@ -243,7 +244,10 @@ class PromptEncoder:
         encoder = slot.text_encoder
         mask = None
         if getattr(encoder.config, "use_attention_mask", False):
-            mask = (ids != -1).long()  # diffusers passes the tokenizer's mask; with padding to 77 it is all ones
+            # The tokenizer's mask, as diffusers passes it: the start, the prompt and the first end token; no padding.
+            positions = torch.arange(ids.shape[1], device=ids.device)
+            first_end = int((ids[0] == self._vocabularies[self.slots.index(slot)].end).nonzero()[0])
+            mask = (positions <= first_end).long().unsqueeze(0)
         output = encoder(ids, attention_mask=mask, output_hidden_states=True)
         if slot.layer == "penultimate":
             hidden = output.hidden_states[-2]
@@ -365,6 +369,7 @@ def _vocabulary(slot: EncoderSlot, embeddings: Sequence[Embedding]) -> _Vocabula
             found.append((ids, vectors))
     found.sort(key=lambda item: -len(item[0]))
     return _Vocabulary(
+        tokenizer=tokenizer,
         start=int(tokenizer.bos_token_id),
         end=int(tokenizer.eos_token_id),
         pad=int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id),
