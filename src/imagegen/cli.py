@@ -58,7 +58,9 @@ _REQUEST_DEFAULTS: Mapping[str, object] = MappingProxyType(
     {f.name: f.default for f in dataclasses.fields(GenerationRequest)}
 )
 #: Request fields whose CLI argument is not a plain ``--flag VALUE`` (a positional, ``--size WxH``, a file path).
-_OWN_ARGUMENTS = frozenset({"prompt", "width", "height", "init_image", "loras", "styles"})
+_OWN_ARGUMENTS = frozenset(
+    {"prompt", "width", "height", "init_image", "loras", "styles", "mask", "outpaint", "hr_resize_x", "hr_resize_y"}
+)
 #: Metavars of the plain flags by value kind (argparse would otherwise show the field name).
 _METAVARS: Mapping[type | str, str] = MappingProxyType(
     {int: "N", float: "F", str: "TEXT", "model": "REF", "refiner": "REF", "sampler": "NAME", "schedule_type": "NAME"}
@@ -81,6 +83,19 @@ class UsageError(Exception):
 
     def __init__(self, argument: str, message: str) -> None:
         super().__init__(f"argument {argument}: {message}")
+
+
+def _sides(text: str) -> tuple[int, int, int, int]:
+    """``--outpaint LEFT,RIGHT,TOP,BOTTOM`` (pixels; one number grows every side by it)."""
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values *= 4
+    if len(values) != 4 or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"must be LEFT,RIGHT,TOP,BOTTOM pixel counts, e.g. 64,64,0,0, got {text!r}")
+    return values[0], values[1], values[2], values[3]
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -307,6 +322,11 @@ def _request_arguments(gen: argparse.ArgumentParser) -> None:
         "--size", type=_size, default=None, metavar="WxH", help="image size, multiples of 8 (default: the model's)"
     )
     gen.add_argument("--init-image", type=Path, default=None, metavar="PATH", help=_help("init_image"))
+    gen.add_argument("--mask", type=Path, default=None, metavar="PATH", help=_help("mask"))
+    gen.add_argument("--outpaint", type=_sides, default=None, metavar="L,R,T,B", help=_help("outpaint"))
+    gen.add_argument(
+        "--hr-resize", type=_size, default=None, metavar="WxH", help="hires fix: target size instead of --hr-scale"
+    )
     gen.add_argument(
         "--lora",
         dest="loras",
@@ -494,7 +514,7 @@ def _request_fields(args: argparse.Namespace, limits: Limits) -> dict[str, Any]:
         if not text:
             raise UsageError("--from", f"{args.from_image} carries no generation parameters")
         fields = request_fields_from_infotext(text)
-        if "strength" in fields and args.init_image is None:
+        if "strength" in fields and args.init_image is None and not fields.get("enable_hr"):
             raise UsageError(
                 "--from",
                 f"{args.from_image} was made with image-to-image (denoising strength {fields['strength']}); "
@@ -514,10 +534,22 @@ def _request_fields(args: argparse.Namespace, limits: Limits) -> dict[str, Any]:
         fields["loras"] = args.loras
     if args.styles:
         fields["styles"] = args.styles
-    if args.init_image is not None:
-        fields["init_image"] = read_image_file(
-            args.init_image, field="init_image", max_pixels=limits.max_input_pixels, max_bytes=limits.max_input_bytes
-        )
+    if args.outpaint is not None:
+        fields["outpaint"] = args.outpaint
+    if args.hr_resize is not None:
+        fields["hr_resize_x"], fields["hr_resize_y"] = args.hr_resize
+    for name in ("init_image", "mask"):
+        path = getattr(args, name)
+        if path is not None:
+            fields[name] = read_image_file(
+                path,
+                field=name,
+                max_pixels=limits.max_input_pixels,
+                max_bytes=limits.max_input_bytes,
+                keep_alpha=name == "mask",
+            )
+    if "mask_blur" in fields and args.from_image is not None and "mask" not in fields and "outpaint" not in fields:
+        raise UsageError("--from", f"{args.from_image} was made by inpainting; pass the mask with --mask")
     if "prompt" not in fields:
         raise UsageError("PROMPT", "a prompt is required (or --from IMAGE to reuse one)")
     return fields

@@ -9,6 +9,7 @@ and one CPU ``torch.Generator`` per image, seeded
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import secrets
@@ -22,8 +23,21 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import torch
+from PIL import Image as PILImage
 
 from imagegen import __version__
+from imagegen.editing.masks import (
+    binary_mask,
+    blur_mask,
+    composite,
+    crop_region,
+    expand_to_aspect,
+    fill_masked,
+    mask_bounds,
+    outpaint_canvas,
+    paste_region,
+)
+from imagegen.editing.tiling import seamless
 from imagegen.errors import Cancelled, GenerationFailed, InvalidRequest, ResourceExhausted
 from imagegen.fields import FIELDS
 from imagegen.loading import (
@@ -44,8 +58,8 @@ from imagegen.prompts.conditioning import StagePrompts
 from imagegen.prompts.encoding import Emphasis, PromptEncoder
 from imagegen.prompts.styles import apply_styles, read_styles
 from imagegen.prompts.syntax import extract_network_tags
-from imagegen.requests import MAX_SEED, GenerationRequest, GenerationResult, Limits
-from imagegen.rules import check_models, effective_eta
+from imagegen.requests import MAX_SEED, GenerationRequest, GenerationResult, Limits, UpscaleRequest, UpscaleResult
+from imagegen.rules import check_hires, check_models, effective_eta, hires_size
 from imagegen.samplers import (
     SamplerChoice,
     build_scheduler,
@@ -55,10 +69,17 @@ from imagegen.samplers import (
     resolve_eta,
     sampler_for_scheduler,
 )
+from imagegen.upscalers import Upscalers
+from imagegen.upscalers.latent import is_latent_upscaler, upscale_latents
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     from diffusers import DiffusionPipeline
     from PIL.Image import Image
+
+    #: What a denoising run starts from: nothing (text-to-image), an image, one image per output, or latents.
+    _Init: TypeAlias = Image | list[Image] | torch.Tensor | None
 
 VERSION = f"imagegen {__version__}"
 #: Each request field's default: a field at its default is not written into the infotext.
@@ -88,6 +109,19 @@ class ProgressEvent:
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Inputs:
+    """The request's images as the run uses them: the init image (the grown canvas when outpainting) and, for
+    inpainting, the binary mask at the same size (inverted if asked, the outpainted area added)."""
+
+    image: Image | None = None
+    mask: Image | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.size if self.image is not None else (0, 0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -191,6 +225,8 @@ class Engine:
         self._embedding_files: dict[str, Embedding | str] = {}
         self._cache_lock = threading.RLock()
         self._device_lock = threading.Lock()
+        #: Image upscalers (A1111's names, Real-ESRGAN, ESRGAN files in the models directory).
+        self.upscalers = Upscalers(folders=self.options.upscaler_folders(), allow_pickle=allow_pickle)
 
     # Models -----------------------------------------------------------------------------------------------------
 
@@ -345,6 +381,8 @@ class Engine:
 
         # 1. Check the request against the operator's limits, merge its styles, find its LoRAs; then the models.
         self.limits.check(request)
+        if request.enable_hr and not is_latent_upscaler(request.hr_upscaler):
+            self.upscalers.check(request.hr_upscaler, field="hr_upscaler")
         request = self._with_styles(request)
         loras = self.resolve_loras(request)
         with self._device_lock:
@@ -353,7 +391,7 @@ class Engine:
             timings["load"] = time.perf_counter() - started
 
             # 2. Fill in defaults from the model and check what only the model can tell.
-            effective, init_image = self._effective(request, base, refiner)
+            effective, inputs = self._effective(request, base, refiner)
 
             # 3. Put on the request's LoRAs (and only those), run the denoisers, then decode.
             try:
@@ -368,7 +406,7 @@ class Engine:
                     hashes = base.adapters.activate(loras)
                     if loras:
                         timings["lora"] = time.perf_counter() - t0
-                images = self._run(effective, base, refiner, init_image, timings, progress, cancel)
+                images = self._run(effective, base, refiner, inputs, timings, progress, cancel)
             except torch.OutOfMemoryError as exc:
                 raise ResourceExhausted(f"out of memory on {self.device}: {exc}".splitlines()[0]) from None
             except MemoryError:
@@ -399,6 +437,71 @@ class Engine:
             warnings=tuple(warnings),
         )
 
+    # Upscaling --------------------------------------------------------------------------------------------------------
+
+    def upscale(
+        self,
+        request: UpscaleRequest,
+        *,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> UpscaleResult:
+        """Upscale one image (A1111's Extras): checked against the limits before any work, tile by tile with progress
+        (stage ``upscale``) and cancellation between tiles."""
+        started = time.perf_counter()
+        # 1. Check: the input and output sizes, the upscalers' names.
+        width, height, factor = request.target_size()
+        in_w, in_h = request.image.size
+        if in_w * in_h > self.limits.max_input_pixels:
+            raise InvalidRequest("image", f"must have at most {self.limits.max_input_pixels} pixels, got {in_w}x{in_h}")
+        self.limits.check_size("scale" if request.width is None else "width", width, height)
+        self.upscalers.check(request.upscaler, field="upscaler")
+        second = request.upscaler_2 if request.upscaler_2_visibility > 0 and request.upscaler_2 != "None" else None
+        if second is not None:
+            self.upscalers.check(second, field="upscaler_2")
+        # 2. Upscale (to cover the box when cropping), blend the second upscaler over it, crop.
+        cover = (max(width, round(in_w * factor)), max(height, round(in_h * factor)))
+        passes = [(request.upscaler, "upscaler"), *([(second, "upscaler_2")] if second else [])]
+        results = []
+        with self._device_lock:
+            for index, (name, field) in enumerate(passes):
+                results.append(
+                    self.upscalers.upscale(
+                        request.image,
+                        name,
+                        width=cover[0],
+                        height=cover[1],
+                        field=field,
+                        progress=_tile_progress(progress, index, len(passes)),
+                        cancel=cancel,
+                    )
+                )
+        image = results[0]
+        if second is not None:
+            image = PILImage.blend(image, results[1], request.upscaler_2_visibility)
+        image = _center_crop(image, width, height)
+        # 3. Describe it as A1111's Extras do.
+        if request.width is None:
+            info = [f"Postprocess upscale by: {format_number(request.scale)}"]
+        else:
+            info = [
+                f"Postprocess upscale to: {request.width}x{request.height}",
+                f"Postprocess crop to fit: {request.crop}",
+            ]
+        info.append(f"Postprocess upscaler: {request.upscaler}")
+        if second is not None:
+            info.append(f"Postprocess upscaler 2: {second}")
+            info.append(f"Postprocess upscaler 2 visibility: {format_number(request.upscaler_2_visibility)}")
+        return UpscaleResult(
+            images=(image,),
+            infotexts=(", ".join(info),),
+            effective=request,
+            model=request.upscaler,
+            timings=MappingProxyType(
+                {"upscale": time.perf_counter() - started, "total": time.perf_counter() - started}
+            ),
+        )
+
     def _load_refiner(self, request: GenerationRequest, base: LoadedModel) -> LoadedModel | None:
         if request.refiner is None:
             check_models(request, base.info, None)
@@ -409,21 +512,23 @@ class Engine:
 
     def _effective(
         self, request: GenerationRequest, base: LoadedModel, refiner: LoadedModel | None
-    ) -> tuple[GenerationRequest, Image | None]:
+    ) -> tuple[GenerationRequest, _Inputs]:
         defaults = base.info.defaults
-        init_image = request.init_image
+        inputs = _Inputs(image=request.init_image)
         width, height = request.width, request.height
-        if init_image is not None:
+        if request.inpainting:
+            # Inpainting keeps the image at its own size (the canvas, when outpainting) for the final composite.
+            inputs = _inpaint_inputs(request)
+            self.limits.check_size("outpaint", *inputs.size)
+            if not request.inpaint_full_res:
+                width = width or max(8, inputs.size[0] // 8 * 8)
+                height = height or max(8, inputs.size[1] // 8 * 8)
+        elif inputs.image is not None:
             # Image-to-image keeps the input's size unless a size is asked for (then the input is resized to it).
-            in_w, in_h = init_image.size
+            in_w, in_h = inputs.image.size
             width = width or max(8, in_w // 8 * 8)
             height = height or max(8, in_h // 8 * 8)
-            if (width, height) != init_image.size:
-                from PIL import Image as PILImage
-
-                init_image = init_image.convert("RGB").resize((width, height), PILImage.Resampling.LANCZOS)
-            else:
-                init_image = init_image.convert("RGB")
+            inputs = _Inputs(image=_resized(inputs.image, width, height))
         effective = dataclasses.replace(
             request,
             model=base.info.ref,
@@ -433,37 +538,79 @@ class Engine:
             num_inference_steps=request.num_inference_steps or defaults.num_inference_steps,
             guidance_scale=defaults.guidance_scale if request.guidance_scale is None else request.guidance_scale,
             seed=request.seed if request.seed != -1 else secrets.randbelow(MAX_SEED - request.num_images + 2),
-            init_image=init_image,
+            init_image=inputs.image if not request.inpainting else request.init_image,
             eta=effective_eta(request, base.info, refiner.info if refiner else None),
         )
         self.limits.check(effective)
+        if effective.enable_hr:
+            check_hires(effective, self.limits)
         # Record the sampler actually used, so the infotext can reproduce the image with any default changed later.
         scheduler = build_scheduler(
             parse_sampler(request.sampler, request.schedule_type), base.pipeline.scheduler.config
         )
         name, schedule = sampler_for_scheduler(diffusers_base(type(scheduler)).__name__, scheduler.config)
         effective = dataclasses.replace(effective, sampler=name, schedule_type=schedule.value)
-        return effective, init_image
+        return effective, inputs
 
     def _run(
         self,
         request: GenerationRequest,
         base: LoadedModel,
         refiner: LoadedModel | None,
-        init_image: Image | None,
+        inputs: _Inputs,
         timings: dict[str, float],
         progress: ProgressCallback | None,
         cancel: threading.Event | None,
     ) -> list[Image]:
+        """Denoise (and for the hires fix, upscale and denoise again), decode, and composite an inpainting."""
         steps = int(request.num_inference_steps or 0)  # filled in by _effective
+        first = int(steps * request.strength) if inputs.image is not None else steps
+        hires = int((request.hr_second_pass_steps or steps) * request.strength) if request.enable_hr else 0
+        counter = _StepCounter(total=max(first + hires, 1), progress=progress, cancel=cancel)
+        modules = [base.pipeline.unet, base.pipeline.vae, *([refiner.pipeline.unet] if refiner else [])]
+        with seamless(*modules) if request.tiling else contextlib.nullcontext():
+            if request.inpainting:
+                return self._inpaint(request, base, refiner, inputs, counter, timings)
+            init: _Init = inputs.image
+            mask = None
+            if _inpainting_unet(base) and init is None:
+                # An inpainting checkpoint makes text-to-image from a blank image with everything masked (A1111).
+                init = _blank(request.width or 8, request.height or 8)
+                request = dataclasses.replace(request, strength=1.0)
+            if _inpainting_unet(base):
+                mask = _full_mask(request.width or 8, request.height or 8)
+            latents, pipe = self._denoise(request, base, refiner, init, mask, counter, timings, later_steps=hires)
+            if request.enable_hr:
+                latents, pipe = self._hires(request, base, refiner, latents, pipe, counter, timings)
+            t0 = time.perf_counter()
+            images = decode_latents(pipe, latents)
+            timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - t0
+        return images
+
+    def _denoise(
+        self,
+        request: GenerationRequest,
+        base: LoadedModel,
+        refiner: LoadedModel | None,
+        init: _Init,
+        mask: Image | None,
+        counter: _StepCounter,
+        timings: dict[str, float],
+        *,
+        later_steps: int = 0,
+        stage: str = "base",
+    ) -> tuple[torch.Tensor, DiffusionPipeline]:
+        """One denoising run: the base from noise (or from ``init``, an image, images or latents), then the refiner
+        from ``denoising_end`` on the same latents; with ``mask``, inpainting. Returns the latents and the pipeline
+        whose VAE decodes them."""
+        steps = int(request.num_inference_steps or 0)
         choice = parse_sampler(request.sampler, request.schedule_type)
-        img2img = init_image is not None
+        inpaint = mask is not None
         generators = [torch.Generator("cpu").manual_seed(request.seed + i) for i in range(request.num_images)]
-        planned = int(steps * request.strength) if img2img else steps
-        counter = _StepCounter(total=max(planned, 1), progress=progress, cancel=cancel)
+        prefix = "" if stage == "base" else f"{stage}_"
 
         # 1. Base (or the only) denoiser.
-        cls = pipeline_class(base.info.family, img2img=img2img)
+        cls = pipeline_class(base.info.family, img2img=init is not None, inpaint=inpaint)
         # DPM++ SDE draws its Brownian noise from its own seed, not the generator: one seed per image, too.
         noise_seed = [request.seed + i for i in range(request.num_images)]
         scheduler = build_scheduler(choice, base.pipeline.scheduler.config, noise_seed=noise_seed, eta=request.eta)
@@ -471,7 +618,8 @@ class Engine:
         t0 = time.perf_counter()
         prompts = self._stage_prompts(request, base, pipe, steps)
         pooled = base.info.family in (Family.SDXL, Family.SDXL_REFINER)
-        timings["encode"] = time.perf_counter() - t0
+        timings[f"{prefix}encode"] = time.perf_counter() - t0
+        refiner_steps = max(1, round(steps * (1 - request.denoising_end))) if refiner else 0
         kwargs: dict[str, Any] = {
             **prompts.pipeline_arguments(0, pooled=pooled),
             "num_inference_steps": steps,
@@ -481,14 +629,14 @@ class Engine:
             "output_type": "latent",
             # With a refiner, the base's share of the steps is followed by (roughly) the rest.
             "callback_on_step_end": counter.callback(
-                "base",
-                later_steps=max(1, round(steps * (1 - request.denoising_end))) if refiner else 0,
-                then=prompts.updater(0, pooled=pooled),
+                stage, later_steps=refiner_steps + later_steps, then=prompts.updater(0, pooled=pooled)
             ),
             "callback_on_step_end_tensor_inputs": prompts.tensor_inputs(pooled=pooled),
         }
-        if img2img:
-            kwargs.update(image=init_image, strength=request.strength)
+        if mask is not None:
+            kwargs.update(_inpaint_arguments(pipe, request, init, mask))
+        elif init is not None:
+            kwargs.update(image=init, strength=request.strength)
         else:
             kwargs.update(width=request.width, height=request.height)
         if refiner is not None:
@@ -496,14 +644,14 @@ class Engine:
         kwargs.update(_eta_argument(choice, base, request.eta))
         t0 = time.perf_counter()
         latents = pipe(**kwargs).images
-        timings["denoise"] = time.perf_counter() - t0
+        timings[f"{prefix}denoise"] = time.perf_counter() - t0
 
         # 2. Refiner: continues from denoising_start on the same latents (ensemble of expert denoisers).
         if refiner is not None:
             t0 = time.perf_counter()
             refiner_eta = resolve_eta(request.eta, choice, refiner.pipeline.scheduler.config, sampler="")
             refine = derive_pipeline(
-                pipeline_class(Family.SDXL_REFINER),
+                pipeline_class(Family.SDXL_REFINER, inpaint=inpaint),
                 refiner.pipeline,
                 scheduler=build_scheduler(
                     choice, refiner.pipeline.scheduler.config, noise_seed=noise_seed, eta=refiner_eta
@@ -511,6 +659,10 @@ class Engine:
             )
             first = counter.step  # the refiner goes on with the prompt schedule where the base stopped
             refiner_prompts = self._stage_prompts(request, refiner, refine, steps)
+            extra: dict[str, Any] = {}
+            if inpaint:
+                extra = {"mask_image": mask, "width": request.width, "height": request.height}
+                extra["masked_image_latents"] = kwargs["masked_image_latents"]
             latents = refine(
                 **refiner_prompts.pipeline_arguments(first, pooled=True),
                 num_inference_steps=steps,
@@ -520,15 +672,100 @@ class Engine:
                 num_images_per_prompt=request.num_images,  # one latent per image arrives from the base
                 generator=generators,
                 output_type="latent",
-                callback_on_step_end=counter.callback("refiner", then=refiner_prompts.updater(first, pooled=True)),
+                callback_on_step_end=counter.callback(
+                    "refiner", later_steps=later_steps, then=refiner_prompts.updater(first, pooled=True)
+                ),
                 callback_on_step_end_tensor_inputs=refiner_prompts.tensor_inputs(pooled=True),
+                **extra,
                 **_eta_argument(choice, refiner, refiner_eta),
             ).images
-            timings["refine"] = time.perf_counter() - t0
+            timings[f"{prefix}refine"] = time.perf_counter() - t0
+        return latents, pipe
 
-        # 3. Decode with the (shared) VAE, refusing to return NaN images.
+    def _hires(
+        self,
+        request: GenerationRequest,
+        base: LoadedModel,
+        refiner: LoadedModel | None,
+        latents: torch.Tensor,
+        pipe: DiffusionPipeline,
+        counter: _StepCounter,
+        timings: dict[str, float],
+    ) -> tuple[torch.Tensor, DiffusionPipeline]:
+        """A1111's hires fix: upscale the first pass (its latents, or its decoded images with an image upscaler),
+        then denoise ``strength`` of the second pass's steps at the large size, with the same seeds."""
+        width, height, cover_w, cover_h = hires_size(request)
+        t0 = time.perf_counter()
+        init: _Init
+        if is_latent_upscaler(request.hr_upscaler):
+            factor = int(pipe.vae_scale_factor)  # 8 for SD and SDXL, 4 for the demo model's VAE
+            large = upscale_latents(latents, request.hr_upscaler, width=cover_w // factor, height=cover_h // factor)
+            init = _center_crop_latents(large, width // factor, height // factor)
+        else:
+            t1 = time.perf_counter()
+            images = decode_latents(pipe, latents)
+            timings["decode"] = time.perf_counter() - t1
+            init = [
+                _center_crop(
+                    self.upscalers.upscale(
+                        image, request.hr_upscaler, width=cover_w, height=cover_h, field="hr_upscaler"
+                    ),
+                    width,
+                    height,
+                )
+                for image in images
+            ]
+        timings["upscale"] = time.perf_counter() - t0
+        second = dataclasses.replace(
+            request,
+            width=width,
+            height=height,
+            num_inference_steps=request.hr_second_pass_steps or request.num_inference_steps,
+            sampler=request.hr_sampler or request.sampler,
+            schedule_type=request.hr_schedule_type or request.schedule_type,
+            prompt=request.hr_prompt or request.prompt,
+            negative_prompt=request.hr_negative_prompt or request.negative_prompt,
+            guidance_scale=request.guidance_scale if request.hr_cfg is None else request.hr_cfg,
+            eta=request.eta if request.hr_sampler is None else None,
+            enable_hr=False,
+        )
+        return self._denoise(second, base, refiner, init, None, counter, timings, stage="hires")
+
+    def _inpaint(
+        self,
+        request: GenerationRequest,
+        base: LoadedModel,
+        refiner: LoadedModel | None,
+        inputs: _Inputs,
+        counter: _StepCounter,
+        timings: dict[str, float],
+    ) -> list[Image]:
+        """A1111's order: blur the mask; crop around it ("only masked") or resize to the request's size; fill the
+        masked area; denoise with the mask; decode; composite onto the original through the blurred mask."""
+        if inputs.image is None or inputs.mask is None:
+            raise TypeError("inpainting needs the canvas and the mask of _inpaint_inputs")
+        width, height = int(request.width or 8), int(request.height or 8)
+        blurred = blur_mask(inputs.mask, request.mask_blur, request.mask_blur)
+        box: tuple[int, int, int, int] | None = None
+        if request.inpaint_full_res:
+            box = crop_region(blurred, request.inpaint_full_res_padding)
+            box = expand_to_aspect(box, width, height, *inputs.image.size)
+            original = inputs.image.crop(box)
+            work_mask = blurred.crop(box)
+        else:
+            original, work_mask = inputs.image, blurred
+        original = _resized(original, width, height)
+        work_mask = work_mask.resize((width, height), PILImage.Resampling.LANCZOS)
+        work_image = original
+        if request.inpainting_fill == "fill":
+            work_image = fill_masked(original, binary_mask(work_mask))
+        latents, pipe = self._denoise(request, base, refiner, work_image, work_mask, counter, timings)
         t0 = time.perf_counter()
         images = decode_latents(pipe, latents)
+        if box is not None:
+            images = [paste_region(inputs.image, image, box, blurred) for image in images]
+        else:
+            images = [composite(original, image, work_mask) for image in images]
         timings["decode"] = time.perf_counter() - t0
         return images
 
@@ -567,6 +804,8 @@ class Engine:
         for spec in FIELDS:
             if spec.infotext is None or spec.infotext in FIELD_KEYS or spec.field == "eta":
                 continue
+            if spec.field in _INPAINT_FIELDS or spec.field in _HIRES_FIELDS:
+                continue  # written below, as groups, only when inpainting / with the hires fix
             value = extra_value(getattr(request, spec.field), _REQUEST_DEFAULTS[spec.field])
             if value is not None:
                 extra[spec.infotext] = value
@@ -574,6 +813,8 @@ class Engine:
         if rule is not None and request.eta is not None and request.eta != rule.default:
             # As A1111: "Eta DDIM" / "Eta", only when not the sampler's default.
             extra[rule.infotext_key] = format_number(float(request.eta))
+        extra.update(_inpaint_infotext(request))
+        extra.update(_hires_infotext(request))
         prompt = request.prompt
         if request.loras:
             # LoRAs asked for by field are written as the tags that ask for the same, so that any A1111 reader
@@ -595,12 +836,75 @@ class Engine:
             height=request.height,
             model_hash=model.hash,
             model=model.ref,
-            denoising_strength=request.strength if request.init_image is not None else None,
+            denoising_strength=request.strength if request.init_image is not None or request.enable_hr else None,
             refiner=refiner.info.title if refiner else None,
             refiner_switch_at=request.denoising_end if refiner else None,
             version=VERSION,
             extra=extra,
         )
+
+
+#: Fields the infotext carries only for an inpainting (A1111 writes "Mask blur" then, even at its default).
+_INPAINT_FIELDS = frozenset(
+    {"mask_blur", "inpainting_fill", "inpaint_full_res", "inpaint_full_res_padding", "invert_mask", "outpaint"}
+)
+#: Fields the infotext carries only with the hires fix.
+_HIRES_FIELDS = frozenset(
+    {
+        "hr_scale",
+        "hr_resize_x",
+        "hr_resize_y",
+        "hr_upscaler",
+        "hr_second_pass_steps",
+        "hr_sampler",
+        "hr_schedule_type",
+        "hr_prompt",
+        "hr_negative_prompt",
+        "hr_cfg",
+    }
+)
+
+
+def _inpaint_infotext(request: GenerationRequest) -> dict[str, str]:
+    """A1111's inpainting keys: ``Mask blur``, ``Masked content``, ``Inpaint area``/``Masked area padding`` for
+    "only masked", ``Mask mode`` when inverted; ``Outpaint`` (imagegen's) for a grown canvas."""
+    if not request.inpainting:
+        return {}
+    extra = {"Mask blur": str(request.mask_blur), "Masked content": request.inpainting_fill}
+    if request.inpaint_full_res:
+        extra["Inpaint area"] = "Only masked"
+        extra["Masked area padding"] = str(request.inpaint_full_res_padding)
+    if request.invert_mask:
+        extra["Mask mode"] = "Inpaint not masked"
+    if any(request.outpaint):
+        extra["Outpaint"] = ",".join(str(v) for v in request.outpaint)
+    return extra
+
+
+def _hires_infotext(request: GenerationRequest) -> dict[str, str]:
+    """A1111's hires-fix keys (its ``Denoising strength`` is the request's ``strength``)."""
+    if not request.enable_hr:
+        return {}
+    extra: dict[str, str] = {}
+    if request.hr_resize_x or request.hr_resize_y:
+        width, height = hires_size(request)[:2]
+        extra["Hires resize"] = f"{width}x{height}"
+    else:
+        extra["Hires upscale"] = format_number(request.hr_scale)
+    if request.hr_second_pass_steps:
+        extra["Hires steps"] = str(request.hr_second_pass_steps)
+    extra["Hires upscaler"] = request.hr_upscaler
+    for key, value in (
+        ("Hires sampler", request.hr_sampler),
+        ("Hires schedule type", request.hr_schedule_type),
+        ("Hires prompt", request.hr_prompt),
+        ("Hires negative prompt", request.hr_negative_prompt),
+    ):
+        if value:
+            extra[key] = value
+    if request.hr_cfg is not None:
+        extra["Hires CFG Scale"] = format_number(request.hr_cfg)
+    return extra
 
 
 def _eta_argument(choice: SamplerChoice | None, model: LoadedModel, eta: float | None) -> dict[str, float]:
@@ -640,6 +944,17 @@ class _StepCounter:
             return then(pipe, i, callback_kwargs) if then is not None else callback_kwargs
 
         return on_step_end
+
+
+def _tile_progress(progress: ProgressCallback | None, index: int, passes: int) -> Callable[[int, int], None] | None:
+    """The upscaler's (done, total) tiles of pass ``index`` of ``passes`` as progress events over all passes."""
+    if progress is None:
+        return None
+
+    def on_tile(done: int, total: int) -> None:
+        progress(ProgressEvent(step=index * total + done, total=passes * total, stage="upscale"))
+
+    return on_tile
 
 
 def derive_pipeline(cls: type[DiffusionPipeline], source: DiffusionPipeline, **overrides: Any) -> DiffusionPipeline:
@@ -708,3 +1023,95 @@ def _embedding_encoders(pipe: DiffusionPipeline, family: Family) -> dict[str, An
     if family is Family.SDXL:
         encoders["clip_l"] = pipe.text_encoder
     return encoders
+
+
+def _resized(image: Image, width: int, height: int) -> Image:
+    """``image`` as RGB at ``width`` x ``height`` (Lanczos, only when the size differs)."""
+    image = image.convert("RGB")
+    return image if image.size == (width, height) else image.resize((width, height), PILImage.Resampling.LANCZOS)
+
+
+def _blank(width: int, height: int) -> Image:
+    """Mid-grey: zero in the VAE's [-1, 1] range, what an inpainting checkpoint sees where nothing is known."""
+    return PILImage.new("RGB", (width, height), (127, 127, 127))
+
+
+def _full_mask(width: int, height: int) -> Image:
+    return PILImage.new("L", (width, height), 255)
+
+
+def _inpainting_unet(model: LoadedModel) -> bool:
+    """An inpainting checkpoint: its UNet takes the latents, the mask and the masked image's latents (9 channels)."""
+    return int(getattr(model.pipeline.unet.config, "in_channels", 4)) == 9
+
+
+def _inpaint_inputs(request: GenerationRequest) -> _Inputs:
+    """The canvas and the binary mask of an inpainting or outpainting request, at the input's own size."""
+    if request.init_image is None:  # GenerationRequest refuses a mask or outpaint without one
+        raise InvalidRequest("init_image", "inpainting needs an init image")
+    image = request.init_image.convert("RGB")
+    if request.mask is not None:
+        mask = binary_mask(request.mask, invert=request.invert_mask)
+    else:
+        mask = PILImage.new("L", image.size, 0)
+    if any(request.outpaint):
+        left, right, top, bottom = request.outpaint
+        image, grown = outpaint_canvas(image, left, right, top, bottom)
+        grown.paste(mask.point(lambda v: 255 if v else 0), (left, top), mask)  # the user's mask inside, too
+        mask = grown
+    if mask_bounds(mask) is None:
+        inverted = " (after invert_mask)" if request.invert_mask else ""
+        raise InvalidRequest(
+            "mask", f"is empty{inverted}: no pixel is marked to repaint (white, or opaque in an RGBA mask)"
+        )
+    return _Inputs(image=image, mask=mask)
+
+
+def _inpaint_arguments(pipe: DiffusionPipeline, request: GenerationRequest, init: _Init, mask: Image) -> dict[str, Any]:
+    """The inpainting pipeline's arguments: the image, the mask, the masked image's latents (which a 9-channel UNet
+    reads, and which keep diffusers from masking latents when the image is given as latents) and, for A1111's
+    "latent noise" and "latent nothing" fills, the image's latents with the masked area replaced."""
+    if not isinstance(init, PILImage.Image):
+        raise TypeError(f"inpainting starts from one image, got {type(init).__name__}")
+    width, height = int(request.width or 8), int(request.height or 8)
+    vae = pipe.vae
+    pixels = pipe.image_processor.preprocess(init, height=height, width=width).to(device=vae.device, dtype=vae.dtype)
+    masked_pixels = pipe.mask_processor.preprocess(mask, height=height, width=width).to(pixels)
+    encode = torch.Generator("cpu").manual_seed(request.seed)
+    with torch.no_grad():
+        masked = pipe._encode_vae_image(pixels * (masked_pixels < 0.5), generator=encode)
+    arguments: dict[str, Any] = {
+        "image": init,
+        "mask_image": mask,
+        "masked_image_latents": masked,
+        "strength": request.strength,
+        "width": width,
+        "height": height,
+    }
+    if request.inpainting_fill in ("latent noise", "latent nothing"):
+        with torch.no_grad():
+            latents = pipe._encode_vae_image(pixels, generator=encode)
+        small = torch.nn.functional.interpolate(masked_pixels, size=latents.shape[-2:], mode="nearest")
+        if request.inpainting_fill == "latent noise":
+            fresh = torch.cat(
+                [
+                    torch.randn(latents.shape, generator=torch.Generator("cpu").manual_seed(request.seed + i))
+                    for i in range(request.num_images)
+                ]
+            ).to(latents)
+        else:
+            fresh = torch.zeros((request.num_images, *latents.shape[1:])).to(latents)
+        arguments["image"] = latents * (1 - small) + fresh * small
+    return arguments
+
+
+def _center_crop(image: Image, width: int, height: int) -> Image:
+    if image.size == (width, height):
+        return image
+    left, top = (image.width - width) // 2, (image.height - height) // 2
+    return image.crop((left, top, left + width, top + height))
+
+
+def _center_crop_latents(latents: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    top, left = (latents.shape[-2] - height) // 2, (latents.shape[-1] - width) // 2
+    return latents[..., top : top + height, left : left + width]

@@ -37,8 +37,9 @@ def decode_base64(data: str, *, field: str) -> bytes:
         raise InvalidRequest(field, f"is not valid base64 ({exc})") from None
 
 
-def decode_image(data: bytes, *, field: str, max_pixels: int, max_bytes: int) -> Image.Image:
-    """Decode image bytes into an RGB image, refusing oversized, animated or unknown inputs with a clear error."""
+def decode_image(data: bytes, *, field: str, max_pixels: int, max_bytes: int, keep_alpha: bool = False) -> Image.Image:
+    """Decode image bytes into an RGB image, refusing oversized, animated or unknown inputs with a clear error.
+    ``keep_alpha`` (masks, whose transparency means something) returns an image with transparency as RGBA."""
     if len(data) > max_bytes:
         raise InvalidRequest(field, f"must be at most {max_bytes} bytes, got {len(data)}")
     if not data:
@@ -66,6 +67,8 @@ def decode_image(data: bytes, *, field: str, max_pixels: int, max_bytes: int) ->
         image.load()
     except (OSError, ValueError, SyntaxError) as exc:
         raise InvalidRequest(field, f"could not be decoded (truncated or corrupt: {exc})") from None
+    if keep_alpha and image.has_transparency_data and not image.mode.startswith("I"):
+        return image.convert("RGBA")
     return to_rgb(image)
 
 
@@ -85,7 +88,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def read_image_file(path: str | Path, *, field: str, max_pixels: int, max_bytes: int) -> Image.Image:
+def read_image_file(
+    path: str | Path, *, field: str, max_pixels: int, max_bytes: int, keep_alpha: bool = False
+) -> Image.Image:
     """Read and decode an image file with the same guards as network input."""
     file = Path(path)
     try:
@@ -95,7 +100,7 @@ def read_image_file(path: str | Path, *, field: str, max_pixels: int, max_bytes:
         data = file.read_bytes()
     except OSError as exc:
         raise InvalidRequest(field, f"cannot read {file}: {exc.strerror or exc}") from None
-    return decode_image(data, field=field, max_pixels=max_pixels, max_bytes=max_bytes)
+    return decode_image(data, field=field, max_pixels=max_pixels, max_bytes=max_bytes, keep_alpha=keep_alpha)
 
 
 def encode_png(image: Image.Image, infotext: str | None = None) -> bytes:

@@ -385,12 +385,18 @@ def _identify_single_file(path: Path, *, ref: str, allow_pickle: bool) -> ModelI
 # 3. Load -------------------------------------------------------------------------------------------------------------
 
 
-def pipeline_class(family: Family, *, img2img: bool = False) -> type[DiffusionPipeline]:
-    """The diffusers pipeline class for a family (never a remote/custom class: no code from model repos runs)."""
+def pipeline_class(family: Family, *, img2img: bool = False, inpaint: bool = False) -> type[DiffusionPipeline]:
+    """The diffusers pipeline class for a family (never a remote/custom class: no code from model repos runs).
+
+    ``inpaint`` picks the inpainting pipeline, which serves both ordinary checkpoints (latent blending) and inpainting
+    checkpoints (a 9-channel UNet); an SDXL refiner continues an SDXL inpainting base with it too."""
     import diffusers
 
     cls: type[DiffusionPipeline]
-    if family is Family.SDXL_REFINER:
+    if inpaint:
+        sdxl = family in (Family.SDXL, Family.SDXL_REFINER)
+        cls = diffusers.StableDiffusionXLInpaintPipeline if sdxl else diffusers.StableDiffusionInpaintPipeline
+    elif family is Family.SDXL_REFINER:
         cls = diffusers.StableDiffusionXLImg2ImgPipeline
     elif family is Family.SDXL:
         cls = diffusers.StableDiffusionXLImg2ImgPipeline if img2img else diffusers.StableDiffusionXLPipeline

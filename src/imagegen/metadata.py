@@ -519,8 +519,10 @@ def request_fields_from_infotext(text: str) -> dict[str, Any]:
     from imagegen.fields import FIELDS
 
     info = parse_infotext(text)
-    values = infotext_values(info)
+    values = _editing_values(infotext_values(info))
     fields: dict[str, Any] = {"prompt": info.prompt, "negative_prompt": info.negative_prompt}
+    if any(key in values for key in ("Hires upscale", "Hires resize-1", "Hires upscaler")):
+        fields["enable_hr"] = True  # as A1111's paste: a hires key means the hires fix was on
     for spec in FIELDS:
         key = _eta_key(info.sampler) if spec.field == "eta" else spec.infotext
         if key is None:
@@ -532,6 +534,24 @@ def request_fields_from_infotext(text: str) -> dict[str, Any]:
         name, _, rest = str(fields["refiner"]).rpartition(" [")
         fields["refiner"] = name if name and rest.endswith("]") else fields["refiner"]
     return fields
+
+
+def _editing_values(values: dict[str, Any]) -> dict[str, Any]:
+    """The inpainting and hires keys whose text is not the field value, read as A1111 reads them:
+    ``Inpaint area: Only masked``, ``Mask mode: Inpaint not masked``, ``Hires resize: WxH`` (as ``-1``/``-2``),
+    ``Outpaint: l,r,t,b``."""
+    values = dict(values)
+    if "Inpaint area" in values:
+        values["Inpaint area"] = str(values["Inpaint area"]).strip() == "Only masked"
+    if "Mask mode" in values:
+        values["Mask mode"] = str(values["Mask mode"]).strip() == "Inpaint not masked"
+    resize = _SIZE_RE.fullmatch(str(values.pop("Hires resize", "")).strip())
+    if resize:
+        values["Hires resize-1"], values["Hires resize-2"] = int(resize.group(1)), int(resize.group(2))
+    if "Outpaint" in values:
+        parts = str(values["Outpaint"]).split(",")
+        values["Outpaint"] = tuple(int(p) for p in parts) if all(p.strip().isdigit() for p in parts) else None
+    return values
 
 
 def _eta_key(sampler: str | None) -> str | None:
@@ -547,7 +567,7 @@ def _eta_key(sampler: str | None) -> str | None:
 
 def _typed(value: Any, kind: type) -> Any:
     """``value`` as ``kind`` (a text value is parsed), or None when it is missing or does not read as one."""
-    if value is None or isinstance(value, kind):
+    if value is None or isinstance(value, (kind, tuple)):
         return value
     if kind is float and isinstance(value, int):
         return float(value)

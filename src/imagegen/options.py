@@ -95,6 +95,11 @@ class EngineOptions:
         """Where embedding names resolve: ``embeddings_dirs``, ``<models dir>/embeddings``, the shipped ones."""
         return (*self.embeddings_dirs, self.models_root() / "embeddings", _builtin_networks("embeddings"))
 
+    def upscaler_folders(self) -> tuple[Path, ...]:
+        """Where ESRGAN-family upscaler files are found (A1111's ``models/ESRGAN`` and ``models/RealESRGAN``)."""
+        root = self.models_root()
+        return (root / "ESRGAN", root / "RealESRGAN")
+
     def styles_path(self) -> Path:
         """The styles file: ``styles_file``, else ``<models dir>/styles.csv``."""
         return self.styles_file or self.models_root() / "styles.csv"

@@ -33,6 +33,15 @@ MAX_CLIP_SKIP = 12
 MAX_LORA_WEIGHT = 10.0
 #: Emphasis modes (A1111's ``emphasis`` setting): how attention weights like ``(word:1.2)`` are applied.
 EMPHASIS_MODES = ("Original", "No norm", "Ignore", "None")
+#: What the masked area starts from (A1111's "Masked content", API ``inpainting_fill`` 0-3, in that order).
+INPAINT_FILLS = ("fill", "original", "latent noise", "latent nothing")
+#: Largest mask blur (standard deviation, pixels) and "only masked" padding: beyond them nothing changes but the cost.
+MAX_MASK_BLUR = 64
+MAX_INPAINT_PADDING = 256
+#: Largest canvas growth per side for outpainting, in pixels.
+MAX_OUTPAINT = 2048
+#: Hires fix: the largest upscale factor (A1111's slider stops at 4; the size limits still apply).
+MAX_HR_SCALE = 8.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,10 +84,22 @@ class Limits:
             raise InvalidRequest(
                 "guidance_scale", f"must be between 0 and {self.max_guidance_scale}, got {request.guidance_scale}"
             )
-        if request.init_image is not None:
-            w, h = request.init_image.size
-            if w * h > self.max_input_pixels:
-                raise InvalidRequest("init_image", f"must have at most {self.max_input_pixels} pixels, got {w}x{h}")
+        for name in ("init_image", "mask"):
+            image = getattr(request, name)
+            if image is not None:
+                w, h = image.size
+                if w * h > self.max_input_pixels:
+                    raise InvalidRequest(name, f"must have at most {self.max_input_pixels} pixels, got {w}x{h}")
+
+    def check_size(self, field: str, width: int, height: int) -> None:
+        """Raise :class:`InvalidRequest` naming ``field`` if an image of ``width`` x ``height`` is too large to make
+        (the hires fix's second pass, an outpainted canvas, an upscale)."""
+        if width > self.max_width or height > self.max_height or width * height > self.max_pixels:
+            raise InvalidRequest(
+                field,
+                f"would make a {width}x{height} image; the limits are {self.max_width}x{self.max_height} and "
+                f"{self.max_pixels} pixels",
+            )
 
 
 def _check_int(name: str, value: object, low: int, high: int | None, *, none_ok: bool = False) -> None:
@@ -105,6 +126,11 @@ def _check_float(
         lb = "(" if low_open else "["
         rb = ")" if high_open else "]"
         raise InvalidRequest(name, f"must be in {lb}{low}, {high}{rb}, got {value!r}")
+
+
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise InvalidRequest(name, f"must be true or false, got {value!r}")
 
 
 def _check_text(name: str, value: object) -> None:
@@ -187,6 +213,17 @@ class GenerationRequest:
       ``<lora:name:weight>`` tags and embedding names; ``loras`` asks for LoRAs without tags.
     * ``clip_skip`` (A1111's "Clip skip", SD 1.x) reads the text encoder that many layers from the end.
     * ``styles`` names styles of the styles file; their text is merged into the prompts (A1111's ``{prompt}`` rule).
+    * ``mask`` (with ``init_image``) inpaints: white pixels are repainted, black ones kept; an RGBA mask with
+      transparency uses its alpha (opaque = repaint), as A1111. ``mask_blur`` softens its edge (pixels),
+      ``inpainting_fill`` is what the masked area starts from, ``inpaint_full_res`` repaints only a crop around the
+      mask (``inpaint_full_res_padding`` pixels of context) at the request's size, ``invert_mask`` swaps the areas.
+      Pixels outside the blurred mask are the input's own. ``outpaint`` (left, right, top, bottom) grows the canvas
+      and repaints the new area.
+    * ``tiling`` makes a seamless tile (circular padding in the UNet and VAE convolutions, for this request only).
+    * ``enable_hr`` (text-to-image) is A1111's hires fix: generate, upscale by ``hr_scale`` (or to ``hr_resize_x`` x
+      ``hr_resize_y``) with ``hr_upscaler``, then re-run ``strength`` of ``hr_second_pass_steps`` (0: ``steps``) at
+      the large size; ``hr_sampler``, ``hr_schedule_type``, ``hr_prompt``, ``hr_negative_prompt`` and ``hr_cfg``
+      change the second pass (empty/None: the first pass's).
     """
 
     prompt: str = ""
@@ -209,6 +246,30 @@ class GenerationRequest:
     clip_skip: int = 1
     emphasis: str = "Original"
     styles: tuple[str, ...] = ()
+    mask: Image | None = None
+    mask_blur: int = 4
+    inpainting_fill: str = "original"
+    inpaint_full_res: bool = False
+    inpaint_full_res_padding: int = 32
+    invert_mask: bool = False
+    outpaint: tuple[int, int, int, int] = (0, 0, 0, 0)
+    tiling: bool = False
+    enable_hr: bool = False
+    hr_scale: float = 2.0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    hr_upscaler: str = "Latent"
+    hr_second_pass_steps: int = 0
+    hr_sampler: str | None = None
+    hr_schedule_type: str | None = None
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
+    hr_cfg: float | None = None
+
+    @property
+    def inpainting(self) -> bool:
+        """Whether this request repaints part of its init image (a mask, or a canvas grown by ``outpaint``)."""
+        return self.mask is not None or any(self.outpaint)
 
     def __post_init__(self) -> None:
         _check_text("prompt", self.prompt)
@@ -248,8 +309,15 @@ class GenerationRequest:
         object.__setattr__(self, "styles", tuple(self.styles))
         for index, style in enumerate(self.styles):
             _check_text(f"styles[{index}]", style)
+        self._check_editing()
+        self._check_hires()
         # Sampler names are checked here (pure Python), so a typo fails before any model work.
         from imagegen.samplers import parse_sampler, resolve_eta
+
+        try:
+            parse_sampler(self.hr_sampler, self.hr_schedule_type)
+        except InvalidRequest as exc:  # the same names, but the second pass's fields
+            raise InvalidRequest(f"hr_{exc.field}", exc.message) from None
 
         choice = parse_sampler(self.sampler, self.schedule_type)
         if self.eta is not None:
@@ -257,6 +325,61 @@ class GenerationRequest:
             if choice is not None and not choice.uses_model_scheduler:
                 # A named sampler's eta rule needs no model; the model's own sampler is checked in imagegen.rules.
                 resolve_eta(self.eta, choice, {}, sampler=choice.name)
+
+    def _check_editing(self) -> None:
+        """Inpainting, outpainting and tiling fields."""
+        if self.mask is not None:
+            if not hasattr(self.mask, "size"):
+                raise InvalidRequest("mask", f"must be a PIL image, got {type(self.mask).__name__}")
+            if self.init_image is None:
+                raise InvalidRequest("mask", "needs an init_image to paint into")
+            if self.mask.size != self.init_image.size:
+                mw, mh = self.mask.size
+                iw, ih = self.init_image.size
+                raise InvalidRequest(
+                    "mask", f"is {mw}x{mh} but the init image is {iw}x{ih}; they must be the same size"
+                )
+        _check_int("mask_blur", self.mask_blur, 0, MAX_MASK_BLUR)
+        if self.inpainting_fill not in INPAINT_FILLS:
+            raise InvalidRequest(
+                "inpainting_fill", f"must be one of {', '.join(INPAINT_FILLS)}, got {self.inpainting_fill!r}"
+            )
+        _check_bool("inpaint_full_res", self.inpaint_full_res)
+        _check_int("inpaint_full_res_padding", self.inpaint_full_res_padding, 0, MAX_INPAINT_PADDING)
+        _check_bool("invert_mask", self.invert_mask)
+        if not isinstance(self.outpaint, (list, tuple)) or len(self.outpaint) != 4:
+            raise InvalidRequest(
+                "outpaint", f"must be 4 pixel counts (left, right, top, bottom), got {self.outpaint!r}"
+            )
+        object.__setattr__(self, "outpaint", tuple(self.outpaint))
+        for side, value in zip(("left", "right", "top", "bottom"), self.outpaint, strict=True):
+            _check_int(f"outpaint.{side}", value, 0, MAX_OUTPAINT)
+        if any(self.outpaint) and self.init_image is None:
+            raise InvalidRequest("outpaint", "needs an init_image to extend")
+        _check_bool("tiling", self.tiling)
+
+    def _check_hires(self) -> None:
+        """The hires fix's fields (checked whether or not it is enabled: a bad value is a client bug either way)."""
+        _check_bool("enable_hr", self.enable_hr)
+        if self.enable_hr and self.init_image is not None:
+            raise InvalidRequest("enable_hr", "the hires fix is for text-to-image; for an init image, ask for its size")
+        _check_float("hr_scale", self.hr_scale, 1.0, MAX_HR_SCALE)
+        object.__setattr__(self, "hr_scale", float(self.hr_scale))
+        for name in ("hr_resize_x", "hr_resize_y"):
+            value = getattr(self, name)
+            _check_int(name, value, 0, None)
+            if value and (value < 8 or value % 8):
+                raise InvalidRequest(name, f"must be 0 (use hr_scale) or a multiple of 8, got {value}")
+        _check_text("hr_upscaler", self.hr_upscaler)
+        _check_int("hr_second_pass_steps", self.hr_second_pass_steps, 0, MAX_STEPS)
+        for name in ("hr_sampler", "hr_schedule_type"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_text(name, value)
+        _check_text("hr_prompt", self.hr_prompt)
+        _check_text("hr_negative_prompt", self.hr_negative_prompt)
+        if self.hr_cfg is not None:
+            _check_float("hr_cfg", self.hr_cfg, 0.0, 100.0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -280,3 +403,62 @@ class GenerationResult:
         from imagegen.metadata import save_images
 
         return save_images(self.images, self.infotexts, self.seeds, folder)
+
+
+#: Largest upscale factor of an upscale request (A1111's Extras slider stops at 8).
+MAX_UPSCALE = 8.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpscaleRequest:
+    """Upscale one image (A1111's "Extras"): by ``scale``, or to ``width`` x ``height`` (``crop``: cover the box,
+    then cut the overflow from the centre; else keep the aspect ratio and cover it). ``upscaler_2`` is blended over
+    the first at ``upscaler_2_visibility`` (0 = off). Upscaler names are checked by the engine, which knows them."""
+
+    image: Image
+    upscaler: str = "R-ESRGAN 4x+"
+    scale: float = 2.0
+    width: int | None = None
+    height: int | None = None
+    crop: bool = True
+    upscaler_2: str = "None"
+    upscaler_2_visibility: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not hasattr(self.image, "size"):
+            raise InvalidRequest("image", f"must be a PIL image, got {type(self.image).__name__}")
+        _check_text("upscaler", self.upscaler)
+        _check_text("upscaler_2", self.upscaler_2)
+        _check_float("scale", self.scale, 0.0, MAX_UPSCALE, low_open=True)
+        if (self.width is None) != (self.height is None):
+            raise InvalidRequest("width" if self.width is None else "height", "give both width and height, or neither")
+        _check_int("width", self.width, 1, None, none_ok=True)
+        _check_int("height", self.height, 1, None, none_ok=True)
+        _check_bool("crop", self.crop)
+        _check_float("upscaler_2_visibility", self.upscaler_2_visibility, 0.0, 1.0)
+        object.__setattr__(self, "scale", float(self.scale))
+        object.__setattr__(self, "upscaler_2_visibility", float(self.upscaler_2_visibility))
+
+    def target_size(self) -> tuple[int, int, float]:
+        """(width, height) of the result and the factor the image is upscaled by before any crop."""
+        in_w, in_h = self.image.size
+        if self.width is None or self.height is None:
+            return max(1, round(in_w * self.scale)), max(1, round(in_h * self.scale)), float(self.scale)
+        factor = max(self.width / in_w, self.height / in_h)
+        if self.crop:
+            return self.width, self.height, factor
+        return max(1, round(in_w * factor)), max(1, round(in_h * factor)), factor
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpscaleResult:
+    """The upscaled image with its infotext (A1111's "Postprocess ..." keys) and the time it took."""
+
+    images: tuple[Image, ...]
+    infotexts: tuple[str, ...]
+    effective: UpscaleRequest
+    #: The upscaler used (what a job's "model" shows).
+    model: str
+    seeds: tuple[int, ...] = ()
+    timings: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    warnings: tuple[str, ...] = ()

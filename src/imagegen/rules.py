@@ -18,10 +18,10 @@ from imagegen.samplers import parse_sampler, resolve_eta
 if TYPE_CHECKING:
     from imagegen.loading import ModelInfo
     from imagegen.options import EngineOptions
-    from imagegen.requests import GenerationRequest
+    from imagegen.requests import GenerationRequest, Limits, UpscaleRequest
     from imagegen.samplers import SamplerChoice
 
-__all__ = ["check_models", "check_networks", "effective_eta"]
+__all__ = ["check_hires", "check_models", "check_networks", "check_upscale", "effective_eta", "hires_size"]
 
 
 def check_models(request: GenerationRequest, base: ModelInfo, refiner: ModelInfo | None) -> None:
@@ -59,8 +59,9 @@ def _model_eta(request: GenerationRequest, choice: SamplerChoice | None, model: 
 
 
 def check_networks(request: GenerationRequest, options: EngineOptions) -> None:
-    """Raise :class:`InvalidRequest` for a style, LoRA or extra-network tag the engine would refuse: unknown names,
-    paths instead of names, pickle files without the operator's opt-in. File lookups only, no weights read."""
+    """Raise :class:`InvalidRequest` for a style, LoRA, extra-network tag or hires upscaler the engine would refuse:
+    unknown names, paths instead of names, pickle files without the operator's opt-in. File lookups only, no weights
+    read."""
     from imagegen.networks.lora import resolve_loras
     from imagegen.prompts.styles import apply_styles, read_styles
 
@@ -70,3 +71,47 @@ def check_networks(request: GenerationRequest, options: EngineOptions) -> None:
         )
         request = dataclasses.replace(request, prompt=prompt, negative_prompt=negative, styles=())
     resolve_loras(request, folders=options.lora_folders(), allow_pickle=options.allow_pickle)
+    if request.enable_hr:
+        from imagegen.upscalers import Upscalers
+        from imagegen.upscalers.latent import is_latent_upscaler
+
+        if not is_latent_upscaler(request.hr_upscaler):
+            upscalers = Upscalers(folders=options.upscaler_folders(), allow_pickle=options.allow_pickle)
+            upscalers.check(request.hr_upscaler, field="hr_upscaler")
+
+
+def hires_size(request: GenerationRequest) -> tuple[int, int, int, int]:
+    """The hires fix's size (width, height) and the size the first pass is upscaled to before a centred crop to it
+    (A1111: with both ``hr_resize_x`` and ``hr_resize_y``, the image covers the box and is cropped)."""
+    w, h = int(request.width or 8), int(request.height or 8)
+    x, y = request.hr_resize_x, request.hr_resize_y
+    if x and y:
+        scale = max(x / w, y / h)
+        return x, y, max(x, _multiple_of_8(w * scale, up=True)), max(y, _multiple_of_8(h * scale, up=True))
+    if x:
+        y = _multiple_of_8(x * h / w)
+    elif y:
+        x = _multiple_of_8(y * w / h)
+    else:
+        x, y = _multiple_of_8(w * request.hr_scale), _multiple_of_8(h * request.hr_scale)
+    return x, y, x, y
+
+
+def _multiple_of_8(value: float, *, up: bool = False) -> int:
+    whole = -(-int(round(value, 6)) // 8) if up else int(round(value, 6)) // 8
+    return max(8, whole * 8)
+
+
+def check_hires(request: GenerationRequest, limits: Limits) -> None:
+    """The hires fix's second pass must fit the operator's size limits (``request`` has its size filled in)."""
+    field = "hr_resize_x" if request.hr_resize_x or request.hr_resize_y else "hr_scale"
+    limits.check_size(field, *hires_size(request)[:2])
+
+
+def check_upscale(request: UpscaleRequest, limits: Limits) -> None:
+    """An upscale's input and output must fit the operator's limits (before it is queued)."""
+    in_w, in_h = request.image.size
+    if in_w * in_h > limits.max_input_pixels:
+        raise InvalidRequest("image", f"must have at most {limits.max_input_pixels} pixels, got {in_w}x{in_h}")
+    width, height, _ = request.target_size()
+    limits.check_size("scale" if request.width is None else "width", width, height)

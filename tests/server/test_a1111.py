@@ -287,9 +287,8 @@ def test_webuiapi_defaults_are_accepted() -> None:
 @pytest.mark.parametrize(
     ("fields", "name"),
     [
-        ({"enable_hr": True}, "enable_hr"),
+        ({"enable_hr": True, "hr_checkpoint_name": "other.safetensors"}, "hr_checkpoint_name"),
         ({"restore_faces": True}, "restore_faces"),
-        ({"tiling": True}, "tiling"),
         ({"subseed_strength": 0.3}, "subseed_strength"),
         ({"seed_resize_from_w": 512}, "seed_resize_from_w"),
         ({"alwayson_scripts": {"ADetailer": {"args": []}}}, "alwayson_scripts"),
@@ -306,9 +305,10 @@ def test_unsupported_non_default_values_are_refused_by_name(fields: dict, name: 
 
 
 def test_img2img_only_fields() -> None:
-    check_supported(A1111Img2ImgRequest(mask_blur=8, inpainting_fill=1, image_cfg_scale=1.5))
+    check_supported(A1111Img2ImgRequest(mask="abc", mask_blur=8, inpainting_fill=1, image_cfg_scale=1.5))
     for fields, name in (
-        ({"mask": "abc"}, "mask"),
+        ({"mask": "abc", "mask_round": False}, "mask_round"),
+        ({"latent_mask": "abc"}, "latent_mask"),
         ({"resize_mode": 1}, "resize_mode"),
         ({"init_images": ["a", "b"]}, "init_images"),
         ({"initial_noise_multiplier": 0.9}, "initial_noise_multiplier"),
@@ -316,8 +316,8 @@ def test_img2img_only_fields() -> None:
         with pytest.raises(InvalidRequest) as info:
             check_supported(A1111Img2ImgRequest(**fields))
         assert info.value.field == name
-    with pytest.raises(InvalidRequest, match="inpainting"):
-        check_supported(A1111Img2ImgRequest(mask="abc"))
+    with pytest.raises(InvalidRequest, match="soft inpainting"):
+        check_supported(A1111Img2ImgRequest(mask="abc", mask_round=False))
 
 
 @pytest.mark.parametrize(
@@ -676,7 +676,9 @@ def test_img2img_happy_path_keeps_input_size(client) -> None:
         ({"steps": 1_000_000}, "steps"),
         ({"steps": -1}, "steps"),
         ({"batch_size": 10_000}, "batch_size"),
-        ({"enable_hr": True}, "enable_hr"),
+        ({"enable_hr": True, "hr_scale": 100}, "hr_scale"),
+        ({"enable_hr": True, "hr_upscaler": "Nope"}, "hr_upscaler"),
+        ({"enable_hr": True, "hr_sampler_name": "Nope"}, "hr_sampler_name"),
         ({"sampler_name": "Nope"}, "sampler_name"),
         ({"override_settings": {"sd_model_checkpoint": "../../etc/passwd"}}, "override_settings.sd_model_checkpoint"),
         ({"refiner_checkpoint": "/abs/path.safetensors"}, "refiner_checkpoint"),
@@ -762,10 +764,15 @@ def test_img2img_cheap_checks_come_before_decoding(client) -> None:
 
 def test_img2img_without_image_or_with_mask(client) -> None:
     _assert_a1111_error(client.post("/sdapi/v1/img2img", json={"prompt": "x"}), 422, "init_images")
+    small = _b64(_png((32, 32)))
     body = _assert_a1111_error(
-        client.post("/sdapi/v1/img2img", json={"init_images": [_b64(_png())], "mask": _b64(_png())}), 422, "mask"
+        client.post("/sdapi/v1/img2img", json={"init_images": [_b64(_png())], "mask": small}), 422, "mask"
     )
-    assert "inpainting" in body["detail"]
+    assert "same size" in body["detail"]
+    different = {"init_images": [_b64(_png())], "mask": _b64(_png()), "mask_blur_x": 4, "mask_blur_y": 8}
+    _assert_a1111_error(client.post("/sdapi/v1/img2img", json=different), 422, "mask_blur_y")
+    bad_fill = {"init_images": [_b64(_png())], "mask": _b64(_png()), "inpainting_fill": 7}
+    _assert_a1111_error(client.post("/sdapi/v1/img2img", json=bad_fill), 422, "inpainting_fill")
 
 
 def test_auth_basic_required(client) -> None:
@@ -942,9 +949,9 @@ def test_a1111_client_over_real_http(server) -> None:
     info = server.post("/sdapi/v1/png-info", json={"image": body["images"][1]}).json()
     assert info["parameters"]["Seed"] == 10
     assert info["parameters"]["Prompt"] == "a red circle"
-    error = server.post("/sdapi/v1/txt2img", json={"prompt": "x", "tiling": True})
+    error = server.post("/sdapi/v1/txt2img", json={"prompt": "x", "restore_faces": True})
     assert error.status_code == 422
-    assert error.json()["detail"].startswith("tiling:")
+    assert error.json()["detail"].startswith("restore_faces:")
 
 
 def test_a_full_queue_is_an_a1111_429_end_to_end(tmp_path: Path) -> None:

@@ -297,10 +297,32 @@ def test_edits_accepts_image_array_field(client) -> None:
     assert response.status_code == 200, response.text
 
 
-def test_edits_with_mask_is_a_clear_400(client) -> None:
-    files = {"image": ("in.png", _png(), "image/png"), "mask": ("mask.png", _png(mode="RGBA"), "image/png")}
+def test_edits_with_a_mask_without_transparent_pixels_is_a_clear_400(client) -> None:
+    opaque = io.BytesIO()
+    Image.new("RGBA", (64, 48), (0, 0, 0, 255)).save(opaque, format="PNG")
+    files = {"image": ("in.png", _png(), "image/png"), "mask": ("mask.png", opaque.getvalue(), "image/png")}
     error = _assert_openai_error(client.post("/v1/images/edits", files=files, data={"prompt": "x"}), 400, "mask")
-    assert "inpainting" in error["message"]
+    assert "transparent" in error["message"]
+
+
+def test_edits_with_a_mask_become_an_inpainting_job(client) -> None:
+    half = Image.new("RGBA", (64, 48), (0, 0, 0, 255))
+    half.paste((0, 0, 0, 0), (32, 0, 64, 48))  # the right half is the area to edit
+    buffer = io.BytesIO()
+    half.save(buffer, format="PNG")
+    files = {"image": ("in.png", _png(), "image/png"), "mask": ("mask.png", buffer.getvalue(), "image/png")}
+    response = client.post("/v1/images/edits", files=files, data={"prompt": "x", "response_format": "b64_json"})
+    assert response.status_code == 200, response.text
+    job = client.get("/v1/jobs", params={"limit": 1}).json()["data"][0]
+    assert job["request"]["mask"] is True
+    assert job["request"]["strength"] == 1.0  # the masked area is painted anew unless strength is sent
+    # The image's own transparency is the mask when none is sent.
+    files = {"image": ("in.png", buffer.getvalue(), "image/png")}
+    assert client.post("/v1/images/edits", files=files, data={"prompt": "x"}).status_code == 200
+    assert client.get("/v1/jobs", params={"limit": 1}).json()["data"][0]["request"]["mask"] is True
+    # A mask of another size is refused by name.
+    files = {"image": ("in.png", _png((32, 32)), "image/png"), "mask": ("mask.png", buffer.getvalue(), "image/png")}
+    _assert_openai_error(client.post("/v1/images/edits", files=files, data={"prompt": "x"}), 400, "mask")
 
 
 @pytest.mark.parametrize(

@@ -12,12 +12,17 @@ on ``PYTHONPATH``). Magic words in the prompt drive it:
 - ``[fail]``: raises an unexpected ``RuntimeError``.
 
 ``IMAGEGEN_FAKE_LOAD_ERROR=1`` makes ``load`` fail (a default model that cannot be loaded).
+
+``upscale`` resizes with PIL (Nearest for "Nearest", Lanczos for every other name) in "tiles" of 64 output pixels:
+one progress event per tile (after sleeping ``IMAGEGEN_FAKE_STEP_SLEEP`` seconds), cancellable between tiles, with the
+real engine's sizes (crop or not) and infotext.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 import re
 import threading
@@ -30,11 +35,13 @@ from typing import Any
 from PIL import Image
 
 from imagegen.errors import Cancelled, ModelLoadError, ResourceExhausted
-from imagegen.metadata import Infotext, format_infotext
-from imagegen.requests import MAX_SEED, GenerationRequest, GenerationResult
+from imagegen.metadata import Infotext, format_infotext, format_number
+from imagegen.requests import MAX_SEED, GenerationRequest, GenerationResult, UpscaleRequest, UpscaleResult
 
 DEFAULT_STEPS = 4
 DEFAULT_SIZE = 64
+#: Output pixels per side of one fake upscale tile.
+UPSCALE_TILE = 64
 _SLEEP = re.compile(r"\[sleep=([0-9.]+)\]")
 
 
@@ -51,7 +58,7 @@ def _colour(seed: int) -> tuple[int, int, int]:
 
 
 class FakeEngine:
-    """Duck-types :class:`imagegen.engine.Engine` for the worker: ``load`` and ``generate``."""
+    """Duck-types :class:`imagegen.engine.Engine` for the worker: ``load``, ``generate`` and ``upscale``."""
 
     def __init__(self, *, default_model: str | None, data_dir: str, step_sleep: float = 0.0) -> None:
         self.default_model = default_model
@@ -89,7 +96,15 @@ class FakeEngine:
                 raise Cancelled(f"cancelled after step {step} of {steps}")
         model = request.model or self.default_model or "fake"
         effective = dataclasses.replace(
-            request, seed=seed, num_inference_steps=steps, width=width, height=height, model=model, init_image=None
+            request,
+            seed=seed,
+            num_inference_steps=steps,
+            width=width,
+            height=height,
+            model=model,
+            init_image=None,
+            mask=None,
+            outpaint=(0, 0, 0, 0),
         )
         seeds = tuple(seed + i for i in range(request.num_images))
         infotexts = tuple(
@@ -117,6 +132,44 @@ class FakeEngine:
             effective=effective,
             model=model,
             timings=MappingProxyType({"total": sleep * steps}),
+        )
+
+    def upscale(
+        self,
+        request: UpscaleRequest,
+        *,
+        progress: Callable[[Any], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> UpscaleResult:
+        width, height, factor = request.target_size()
+        in_w, in_h = request.image.size
+        cover = (max(width, round(in_w * factor)), max(height, round(in_h * factor)))
+        tiles = math.ceil(cover[0] / UPSCALE_TILE) * math.ceil(cover[1] / UPSCALE_TILE)
+        for tile in range(1, tiles + 1):
+            if self.step_sleep:
+                time.sleep(self.step_sleep)
+            if progress is not None:
+                progress(FakeProgress(step=tile, total=tiles, stage="upscale"))
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(f"upscale cancelled after tile {tile} of {tiles}")
+        resample = Image.Resampling.NEAREST if request.upscaler == "Nearest" else Image.Resampling.LANCZOS
+        image = request.image.convert("RGB").resize(cover, resample)
+        left, top = (cover[0] - width) // 2, (cover[1] - height) // 2
+        image = image.crop((left, top, left + width, top + height))
+        if request.width is None:
+            info = [f"Postprocess upscale by: {format_number(request.scale)}"]
+        else:
+            info = [
+                f"Postprocess upscale to: {request.width}x{request.height}",
+                f"Postprocess crop to fit: {request.crop}",
+            ]
+        info.append(f"Postprocess upscaler: {request.upscaler}")
+        return UpscaleResult(
+            images=(image,),
+            infotexts=(", ".join(info),),
+            effective=request,
+            model=request.upscaler,
+            timings=MappingProxyType({"upscale": self.step_sleep * tiles, "total": self.step_sleep * tiles}),
         )
 
     def _magic(self, prompt: str) -> None:

@@ -62,14 +62,29 @@ def test_dialect_names():
         dialect_names("a1111")["seed"] = "x"  # type: ignore[index]
 
 
+_EDITING = (
+    frozenset(
+        {"mask_blur", "inpainting_fill", "inpaint_full_res", "inpaint_full_res_padding", "invert_mask", "outpaint"}
+    )
+    | {f"hr_{name}" for name in ("scale", "resize_x", "resize_y", "upscaler", "second_pass_steps", "sampler")}
+    | {
+        "hr_schedule_type",
+        "hr_prompt",
+        "hr_negative_prompt",
+        "hr_cfg",
+    }
+)
+
+
 def test_infotext_keys_are_the_typed_ones_or_written_as_extras():
     # Every key the table names is either a field of Infotext or written by extra_value.
     for spec in FIELDS:
         if spec.field == "eta":
             # eta's key depends on the sampler ("Eta" / "Eta DDIM"); the table names the ancestral samplers' one.
             assert spec.infotext == eta_rule(parse_sampler("Euler a"), {}).infotext_key  # type: ignore[union-attr]
-        elif spec.field in ("clip_skip", "emphasis"):
-            # Written by the engine as extras (only when not the default), read back by request_fields_from_infotext.
+        elif spec.field in ("clip_skip", "emphasis", "tiling") or spec.field in _EDITING:
+            # Written by the engine as extras (clip skip and the rest only when not the default; the inpainting and
+            # hires groups only when inpainting / with the hires fix), read back by request_fields_from_infotext.
             assert spec.infotext not in FIELD_KEYS, spec
         elif spec.infotext is not None:
             assert spec.infotext in FIELD_KEYS, spec

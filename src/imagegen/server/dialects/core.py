@@ -5,11 +5,15 @@ under :class:`~imagegen.requests.GenerationRequest`'s names, the input image sti
 field (from :data:`imagegen.fields.FIELDS`) — and calls :func:`submit` (native: answer 202 at once) or :func:`run`
 (A1111, OpenAI: block until the job ends). Errors come out as :class:`~imagegen.errors.InvalidRequest` naming the
 field the way the dialect's client sent it; each dialect renders them in its own shape.
+
+Upscale jobs (A1111's Extras, ``POST /v1/upscales``) take the same path with :class:`UpscaleSubmission` and
+:func:`submit_upscale` (or :func:`prepare_upscale` + :func:`enqueue_upscale` to check a batch before queuing any).
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -31,7 +35,7 @@ from imagegen.errors import (
     UnsafeModelFile,
 )
 from imagegen.imageio import decode_base64, decode_image
-from imagegen.requests import GenerationRequest, Limits
+from imagegen.requests import GenerationRequest, Limits, UpscaleRequest
 from imagegen.server.errors import JobNotFound
 from imagegen.server.jobs.model import Job, JobStatus
 
@@ -39,18 +43,24 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
     from imagegen.server.jobs.queue import JobQueue
+    from imagegen.server.upscalers import UpscalerCatalog
 
 __all__ = [
     "JobFailed",
     "Submission",
+    "UpscaleSubmission",
     "b64",
     "decode_input_image",
+    "enqueue_upscale",
     "fit_size",
     "job_exception",
+    "prepare_upscale",
     "read_result_image",
     "renamed_fields",
     "run",
     "submit",
+    "submit_upscale",
+    "succeeded",
 ]
 
 #: The exception a failed job's recorded error code stands for, so it gets the same status as when raised directly.
@@ -67,6 +77,8 @@ class Submission:
     fields: Mapping[str, object]
     #: The input image as the client sent it (base64 / data URI text, or file bytes); ``None`` for text-to-image.
     init_image: str | bytes | None = None
+    #: The inpainting mask as the client sent it (same forms), or ``None``.
+    mask: str | bytes | None = None
     #: The dialect's name of each request field, for errors (``num_inference_steps`` -> ``steps``).
     names: Mapping[str, str] = field(default_factory=dict)
     #: Words put in front of a renamed field's message (``n_iter × batch_size images: ``).
@@ -82,8 +94,7 @@ async def submit(queue: JobQueue, limits: Limits, submission: Submission) -> Job
     with renamed_fields(submission.names, prefix=submission.prefixes):
         # 1. Check: every field rule and the operator's limits on the request without its image, so a bad step count
         #    is refused before megabytes of base64 are decoded.
-        preview = GenerationRequest(**submission.fields)  # type: ignore[arg-type]  # checked by GenerationRequest
-        limits.check(preview)
+        preview = check_fields(submission, limits)
         fields = dict(submission.fields)
         if submission.init_image is not None:
             image_field = submission.names.get("init_image", "init_image")
@@ -93,6 +104,11 @@ async def submit(queue: JobQueue, limits: Limits, submission: Submission) -> Job
             if preview.width is None and preview.height is None:
                 fields["width"], fields["height"] = fit_size(*image.size, limits)
             fields["init_image"] = image
+        if submission.mask is not None:
+            mask_field = submission.names.get("mask", "mask")
+            fields["mask"] = await run_in_threadpool(
+                decode_input_image, submission.mask, field=mask_field, limits=limits, keep_alpha=True
+            )
         # 4. The request, 5. queued (off the event loop: saving the init image, hashing, SQLite).
         request = GenerationRequest(**fields)  # type: ignore[arg-type]
         return await run_in_threadpool(
@@ -100,14 +116,77 @@ async def submit(queue: JobQueue, limits: Limits, submission: Submission) -> Job
         )
 
 
+def check_fields(submission: Submission, limits: Limits) -> GenerationRequest:
+    """Every field rule and the operator's limits on the request without its images (cheap: run before decoding any
+    image); the request so far. Errors name the dialect's fields."""
+    with renamed_fields(submission.names, prefix=submission.prefixes):
+        preview = GenerationRequest(**submission.fields)  # type: ignore[arg-type]  # checked by GenerationRequest
+        limits.check(preview)
+    return preview
+
+
 async def run(queue: JobQueue, limits: Limits, submission: Submission) -> Job:
     """:func:`submit`, then 6. wait for the job to end and 7. raise its error if it did not succeed."""
     job = await submit(queue, limits, submission)
+    return await succeeded(queue, job, names=submission.names, prefixes=submission.prefixes)
+
+
+async def succeeded(
+    queue: JobQueue, job: Job, *, names: Mapping[str, str], prefixes: Mapping[str, str] | None = None
+) -> Job:
+    """The job once it has ended; its error (fields named as the dialect names them) if it did not succeed."""
     job = await queue.wait(job.id)
     if job.status is not JobStatus.SUCCEEDED:
-        with renamed_fields(submission.names, prefix=submission.prefixes):
+        with renamed_fields(names, prefix=prefixes):
             raise job_exception(job)
     return job
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpscaleSubmission:
+    """A dialect's upscale request, translated: :class:`UpscaleRequest` fields and the image still encoded."""
+
+    #: :class:`UpscaleRequest` keyword arguments, without ``image``.
+    fields: Mapping[str, object]
+    #: The image as the client sent it (base64 / data URI text, or file bytes).
+    image: str | bytes
+    #: The dialect's name of each request field, for errors (``upscaler`` -> ``upscaler_1``).
+    names: Mapping[str, str] = field(default_factory=dict)
+    dialect: str = "native"
+    idempotency_key: str | None = None
+
+
+async def prepare_upscale(limits: Limits, upscalers: UpscalerCatalog, submission: UpscaleSubmission) -> UpscaleRequest:
+    """Check an upscale submission's fields and upscaler names, then decode its image: the request to queue."""
+    from PIL import Image
+
+    with renamed_fields(submission.names):
+        # 1. Check every field and the upscaler names before the image is decoded (a 1x1 image stands in for it),
+        #    so a typo in a name costs no decoding of megabytes of base64.
+        preview = UpscaleRequest(image=Image.new("RGB", (1, 1)), **submission.fields)  # type: ignore[arg-type]
+        await run_in_threadpool(upscalers.check, preview)
+        # 2. Decode the image under the input limits (off the event loop: decoding is CPU work).
+        image = await run_in_threadpool(
+            decode_input_image, submission.image, field=submission.names.get("image", "image"), limits=limits
+        )
+        return dataclasses.replace(preview, image=image)
+
+
+async def enqueue_upscale(queue: JobQueue, request: UpscaleRequest, submission: UpscaleSubmission) -> Job:
+    """Queue a prepared upscale (the queue checks its sizes against the limits); the job, or the earlier one of the
+    same Idempotency-Key."""
+    with renamed_fields(submission.names):
+        return await run_in_threadpool(
+            queue.submit, request, dialect=submission.dialect, idempotency_key=submission.idempotency_key
+        )
+
+
+async def submit_upscale(
+    queue: JobQueue, limits: Limits, upscalers: UpscalerCatalog, submission: UpscaleSubmission
+) -> Job:
+    """:func:`prepare_upscale`, then :func:`enqueue_upscale`."""
+    request = await prepare_upscale(limits, upscalers, submission)
+    return await enqueue_upscale(queue, request, submission)
 
 
 class JobFailed(ImagegenError):
@@ -150,7 +229,7 @@ def renamed_fields(names: Mapping[str, str], *, prefix: Mapping[str, str] | None
         raise InvalidRequest(name, f"{lead}{exc.message}") from None
 
 
-def decode_input_image(data: str | bytes, *, field: str, limits: Limits) -> Image:
+def decode_input_image(data: str | bytes, *, field: str, limits: Limits, keep_alpha: bool = False) -> Image:
     """Decode an untrusted image (base64 / data URI text, or raw bytes) under the configured limits.
 
     The encoded length is checked before base64 decoding and the declared pixel count before pixel decoding, so
@@ -165,7 +244,9 @@ def decode_input_image(data: str | bytes, *, field: str, limits: Limits) -> Imag
         raw = decode_base64(text, field=field)
     else:
         raw = data
-    return decode_image(raw, field=field, max_pixels=limits.max_input_pixels, max_bytes=limits.max_input_bytes)
+    return decode_image(
+        raw, field=field, max_pixels=limits.max_input_pixels, max_bytes=limits.max_input_bytes, keep_alpha=keep_alpha
+    )
 
 
 def fit_size(width: int, height: int, limits: Limits) -> tuple[int, int]:

@@ -12,10 +12,22 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from imagegen.requests import GenerationRequest
+from imagegen.requests import GenerationRequest, UpscaleRequest
 
-#: Request fields stored in a job record (``init_image`` is stored as a file name under ``data_dir/inputs``).
+#: Request fields stored in a job record (the image fields are stored as file names under ``data_dir/inputs``).
 REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(GenerationRequest))
+#: Request fields that are images: saved as PNG files under ``data_dir/inputs``, the record holds their names.
+IMAGE_FIELDS = ("init_image", "mask")
+
+
+def input_name(job_id: str, field: str) -> str:
+    """The file under ``data_dir/inputs`` of a job's image field (``ID.png`` for the init image, ``ID-mask.png``)."""
+    return f"{job_id}.png" if field == "init_image" else f"{job_id}-{field}.png"
+
+
+def input_names(record: Mapping[str, Any]) -> list[str]:
+    """The input files a job record names."""
+    return [str(record[name]) for name in IMAGE_FIELDS if isinstance(record.get(name), str) and record[name]]
 
 
 class JobStatus(str, Enum):
@@ -82,16 +94,19 @@ def batch_key(record: Mapping[str, Any]) -> str:
 
     Derived from the record rather than listed, so a new request field can never let two incompatible jobs share a
     batch."""
-    if record.get("init_image"):
+    if any(record.get(name) for name in IMAGE_FIELDS) or record.get("operation"):
         return ""
     shared = {name: value for name, value in record.items() if name not in PER_IMAGE_FIELDS}
     return json.dumps(shared, sort_keys=True, default=str)
 
 
-def request_record(request: GenerationRequest, *, init_image_name: str | None = None) -> dict[str, Any]:
-    """The JSON-able fields of ``request``; the init image is saved by the caller and referenced by name."""
-    record = {name: _jsonable(getattr(request, name)) for name in REQUEST_FIELDS if name != "init_image"}
-    record["init_image"] = init_image_name if request.init_image is not None else None
+def request_record(request: GenerationRequest, *, job_id: str | None = None) -> dict[str, Any]:
+    """The JSON-able fields of ``request``; each image field names its file (:func:`input_name` of ``job_id``; the
+    caller saves it), or is ``None``."""
+    record = {name: _jsonable(getattr(request, name)) for name in REQUEST_FIELDS if name not in IMAGE_FIELDS}
+    for name in IMAGE_FIELDS:
+        present = getattr(request, name) is not None
+        record[name] = input_name(job_id, name) if present and job_id is not None else None
     return record
 
 
@@ -104,14 +119,49 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def request_from_record(record: Mapping[str, Any], *, inputs_dir: Path) -> GenerationRequest:
+#: An upscale job's record: ``operation`` says so; its image is stored as the init image is.
+UPSCALE = "upscale"
+UPSCALE_FIELDS = tuple(f.name for f in dataclasses.fields(UpscaleRequest) if f.name != "image")
+
+
+def upscale_record(request: UpscaleRequest, *, job_id: str | None = None) -> dict[str, Any]:
+    """The JSON-able fields of an upscale request; its image is saved by the caller as ``init_image``."""
+    record: dict[str, Any] = {"operation": UPSCALE, **{name: getattr(request, name) for name in UPSCALE_FIELDS}}
+    record["init_image"] = input_name(job_id, "init_image") if job_id is not None else None
+    return record
+
+
+def upscale_digest(request: UpscaleRequest, *, dialect: str) -> str:
+    """A digest of an upscale request (fields + image pixels), for idempotency."""
+    digest = hashlib.sha256()
+    record = upscale_record(request)
+    record["dialect"] = dialect
+    digest.update(json.dumps(record, sort_keys=True, default=str).encode())
+    digest.update(f"{request.image.size}{request.image.mode}".encode())
+    digest.update(request.image.tobytes())
+    return digest.hexdigest()
+
+
+def request_from_record(record: Mapping[str, Any], *, inputs_dir: Path) -> GenerationRequest | UpscaleRequest:
     """Rebuild the request a job was submitted with (validated again, as any request is when built)."""
-    fields = {name: record[name] for name in REQUEST_FIELDS if name in record and name != "init_image"}
-    if record.get("init_image"):
+    if record.get("operation") == UPSCALE:
         from PIL import Image
 
         with Image.open(inputs_dir / str(record["init_image"])) as image:
-            fields["init_image"] = image.convert("RGB")
+            rgb = image.convert("RGB")
+        return UpscaleRequest(image=rgb, **{name: record[name] for name in UPSCALE_FIELDS if name in record})
+    fields = {name: record[name] for name in REQUEST_FIELDS if name in record and name not in IMAGE_FIELDS}
+    for name in IMAGE_FIELDS:
+        if record.get(name):
+            from PIL import Image
+
+            with Image.open(inputs_dir / str(record[name])) as image:
+                # A mask keeps its alpha (an RGBA mask's transparency says what to repaint).
+                fields[name] = (
+                    image.convert("RGBA" if image.mode == "RGBA" else "RGB")
+                    if name == "mask"
+                    else (image.convert("RGB"))
+                )
     return GenerationRequest(**fields)
 
 
@@ -121,8 +171,9 @@ def request_digest(request: GenerationRequest, *, dialect: str) -> str:
     record = request_record(request)
     record["dialect"] = dialect
     digest.update(json.dumps(record, sort_keys=True, default=str).encode())
-    if request.init_image is not None:
-        image = request.init_image
-        digest.update(f"{image.size}{image.mode}".encode())
-        digest.update(image.tobytes())
+    for name in IMAGE_FIELDS:
+        image = getattr(request, name)
+        if image is not None:
+            digest.update(f"{name}{image.size}{image.mode}".encode())
+            digest.update(image.tobytes())
     return digest.hexdigest()

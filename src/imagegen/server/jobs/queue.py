@@ -17,15 +17,30 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from imagegen.errors import InvalidRequest
-from imagegen.requests import GenerationRequest
-from imagegen.rules import check_models, check_networks, effective_eta
+from imagegen.requests import GenerationRequest, UpscaleRequest
+from imagegen.rules import check_hires, check_models, check_networks, check_upscale, effective_eta
 from imagegen.server.catalog import ModelCatalog
 from imagegen.server.errors import IdempotencyConflict, JobNotFound, QueueFull, ServiceUnavailable
-from imagegen.server.jobs.model import Job, JobEvent, JobStatus, batch_key, request_digest, request_record
+from imagegen.server.jobs.model import (
+    IMAGE_FIELDS,
+    Job,
+    JobEvent,
+    JobStatus,
+    batch_key,
+    input_names,
+    request_digest,
+    request_record,
+    upscale_digest,
+    upscale_record,
+)
 from imagegen.server.jobs.store import Insert, JobStore
 from imagegen.server.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 __all__ = ["IMAGE_NAME", "JobQueue", "result_image_path"]
 
@@ -63,7 +78,7 @@ class JobQueue:
 
     def submit(
         self,
-        request: GenerationRequest,
+        request: GenerationRequest | UpscaleRequest,
         *,
         dialect: str = "native",
         idempotency_key: str | None = None,
@@ -79,44 +94,36 @@ class JobQueue:
         if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
             raise InvalidRequest("Idempotency-Key", "must be 1 to 255 printable ASCII characters without spaces")
         # 1. The limits, the served models and the rules that depend on them.
-        limits = self.settings.limits
-        limits.check(request)
-        base = self.catalog.resolve(request.model)
-        refiner = self.catalog.resolve(request.refiner) if request.refiner is not None else None
-        check_models(request, base, refiner)
-        effective_eta(request, base, refiner)
-        check_networks(request, self.settings.engine)
-        if request.init_image is None:
-            # The model's native size is used when none is given; it must be within the limits too.
-            limits.check(
-                dataclasses.replace(
-                    request,
-                    width=request.width or base.defaults.width,
-                    height=request.height or base.defaults.height,
-                )
-            )
-        request = dataclasses.replace(request, model=base.ref, refiner=refiner.ref if refiner else None)
-        # 2. The init image goes to a file; the record names it.
-        digest = body_digest or request_digest(request, dialect=dialect)
         job_id = uuid.uuid4().hex
-        init_name = None
-        if request.init_image is not None:
-            init_name = f"{job_id}.png"
-            request.init_image.save(self.settings.inputs_dir / init_name, format="PNG")
-        record = request_record(request, init_image_name=init_name)
+        if isinstance(request, UpscaleRequest):
+            model = request.upscaler
+            check_upscale(request, self.settings.limits)
+            digest = body_digest or upscale_digest(request, dialect=dialect)
+            record = upscale_record(request, job_id=job_id)
+            images: dict[str, Image] = {"init_image": request.image}
+        else:
+            request = self._checked(request)
+            model = str(request.model)
+            # 2. The input images go to files; the record names them.
+            digest = body_digest or request_digest(request, dialect=dialect)
+            record = request_record(request, job_id=job_id)
+            images = {name: getattr(request, name) for name in IMAGE_FIELDS if getattr(request, name) is not None}
+        for name, image in images.items():
+            image.save(self.settings.inputs_dir / str(record[name]), format="PNG")
         # 3. One transaction: idempotency, the queue bound, the insert.
         outcome, job = self.store.insert(
             job_id=job_id,
             dialect=dialect,
-            model=base.ref,
+            model=model,
             request=record,
             batch_key=batch_key(record),
             max_queue=self.settings.max_queue,
             idempotency_key=idempotency_key,
             body_digest=digest,
         )
-        if outcome is not Insert.CREATED and init_name is not None:
-            (self.settings.inputs_dir / init_name).unlink(missing_ok=True)
+        if outcome is not Insert.CREATED:
+            for name in input_names(record):
+                (self.settings.inputs_dir / name).unlink(missing_ok=True)
         if outcome is Insert.FULL:
             raise QueueFull(
                 f"the queue is full ({self.settings.max_queue} jobs waiting); retry later",
@@ -129,6 +136,25 @@ class JobQueue:
         if outcome is Insert.CREATED:
             self._wake()
         return job
+
+    def _checked(self, request: GenerationRequest) -> GenerationRequest:
+        """``request`` checked against the limits, the served models and their rules, with its models resolved."""
+        limits = self.settings.limits
+        limits.check(request)
+        base = self.catalog.resolve(request.model)
+        refiner = self.catalog.resolve(request.refiner) if request.refiner is not None else None
+        check_models(request, base, refiner)
+        effective_eta(request, base, refiner)
+        check_networks(request, self.settings.engine)
+        if request.init_image is None:
+            # The model's native size is used when none is given; it must be within the limits too.
+            sized = dataclasses.replace(
+                request, width=request.width or base.defaults.width, height=request.height or base.defaults.height
+            )
+            limits.check(sized)
+            if sized.enable_hr:
+                check_hires(sized, limits)
+        return dataclasses.replace(request, model=base.ref, refiner=refiner.ref if refiner else None)
 
     def _retry_after(self) -> int:
         """Seconds until a queue slot is likely free: a recent job's run time over the number of workers."""
@@ -174,8 +200,9 @@ class JobQueue:
         job = self.store.cancel(job_id)
         if job is None:
             raise JobNotFound(f"no job {job_id[:100]!r}")
-        if job.status is JobStatus.CANCELLED and job.request.get("init_image"):
-            (self.settings.inputs_dir / str(job.request["init_image"])).unlink(missing_ok=True)
+        if job.status is JobStatus.CANCELLED:
+            for name in input_names(job.request):
+                (self.settings.inputs_dir / name).unlink(missing_ok=True)
         return job
 
     def interrupt(self, *, dialect: str) -> list[str]:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagegen.server.jobs.model import Job
+from imagegen.server.jobs.model import Job, input_names
 from imagegen.server.jobs.queue import IMAGE_NAME
 from imagegen.server.jobs.store import JobStore
 from imagegen.server.settings import ServerSettings
@@ -27,7 +27,7 @@ __all__ = ["STRAY_FILE_GRACE_SECONDS", "Retention", "RetentionReport"]
 
 #: Files the service writes, by folder: result images (and a worker's ``.partial`` of one), init images.
 _RESULT_FILE = re.compile(r"\.?(?P<job>[0-9a-f]{32})-[0-9]{1,4}\.png(?:\.partial)?")
-_INPUT_FILE = re.compile(r"(?P<job>[0-9a-f]{32})\.png")
+_INPUT_FILE = re.compile(r"(?P<job>[0-9a-f]{32})(?:-mask)?\.png")
 #: A file without a job row is only removed once it is this old: an init image is saved just before its job's row is
 #: inserted, and a worker may still be writing a result.
 STRAY_FILE_GRACE_SECONDS = 3600.0
@@ -105,9 +105,7 @@ class Retention:
 
     def _remove_job_files(self, job: Job) -> int:
         paths = [self.settings.images_dir / name for name in job.images if IMAGE_NAME.fullmatch(name)]
-        init = job.request.get("init_image")
-        if isinstance(init, str) and _INPUT_FILE.fullmatch(init):
-            paths.append(self.settings.inputs_dir / init)
+        paths += [self.settings.inputs_dir / name for name in input_names(job.request) if _INPUT_FILE.fullmatch(name)]
         return sum(_unlink(path) for path in paths)
 
     def _remove_stray_files(self, now: float) -> int:

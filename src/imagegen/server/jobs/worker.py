@@ -25,8 +25,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from imagegen.errors import Cancelled, ImagegenError
-from imagegen.requests import GenerationRequest, GenerationResult
-from imagegen.server.jobs.model import Job, JobStatus, request_from_record
+from imagegen.requests import GenerationRequest, GenerationResult, UpscaleRequest, UpscaleResult
+from imagegen.server.jobs.model import Job, JobStatus, input_names, request_from_record
 from imagegen.server.jobs.store import JobStore
 from imagegen.server.settings import ServerSettings
 
@@ -55,6 +55,14 @@ class EngineLike(Protocol):
         progress: Callable[[ProgressLike], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> GenerationResult: ...
+
+    def upscale(
+        self,
+        request: UpscaleRequest,
+        *,
+        progress: Callable[[ProgressLike], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> UpscaleResult: ...
 
 
 def default_engine(settings: ServerSettings) -> EngineLike:
@@ -123,7 +131,12 @@ class Worker:
             request = request_from_record(job.request, inputs_dir=self.settings.inputs_dir)
             if self.store.cancel_requested(job.id):
                 raise Cancelled("cancelled before it started")
-            result = self.engine.generate(request, progress=self._progress(job, cancel), cancel=cancel)
+            if isinstance(request, UpscaleRequest):
+                result: GenerationResult | UpscaleResult = self.engine.upscale(
+                    request, progress=self._progress(job, cancel), cancel=cancel
+                )
+            else:
+                result = self.engine.generate(request, progress=self._progress(job, cancel), cancel=cancel)
             fields = self._save(job, result)
             status = JobStatus.SUCCEEDED
         except Cancelled:
@@ -135,9 +148,10 @@ class Worker:
             message = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:1000]
             fields = {"error_code": "internal_error", "error_message": message}
         held = self.store.finish(job.id, self.id, status, **fields)
-        if held and job.request.get("init_image"):
-            # The input is only kept for a retry; once the job has ended it is no longer needed.
-            (self.settings.inputs_dir / str(job.request["init_image"])).unlink(missing_ok=True)
+        if held:
+            # The inputs are only kept for a retry; once the job has ended they are no longer needed.
+            for name in input_names(job.request):
+                (self.settings.inputs_dir / name).unlink(missing_ok=True)
         seconds = round(time.monotonic() - started, 3)
         logger.info(
             "job %s", status.value if held else "finished after it was taken away", extra={**log, "seconds": seconds}
@@ -159,7 +173,7 @@ class Worker:
 
         return on_step
 
-    def _save(self, job: Job, result: GenerationResult) -> dict[str, Any]:
+    def _save(self, job: Job, result: GenerationResult | UpscaleResult) -> dict[str, Any]:
         from imagegen.metadata import write_image
 
         folder = self.settings.images_dir

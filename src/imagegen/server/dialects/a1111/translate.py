@@ -43,6 +43,7 @@ from imagegen.fields import FIELDS, dialect_names
 from imagegen.imageio import decode_base64, encode_image
 from imagegen.loading import ModelInfo
 from imagegen.metadata import Infotext, infotext_values, parse_infotext, read_infotext, request_fields_from_infotext
+from imagegen.requests import INPAINT_FILLS
 from imagegen.samplers import ScheduleType, eta_rule, parse_sampler
 from imagegen.server.catalog import ModelCatalog
 from imagegen.server.dialects.a1111.options import CHECKPOINT, check_option, effective_options
@@ -89,8 +90,17 @@ _TRANSLATED = frozenset(
         "denoising_end",
         "eta",
         "num_inference_steps",
+        "mask",
+        "mask_blur",
+        "inpainting_fill",
+        "invert_mask",
+        "hr_upscaler",
+        "hr_sampler",
+        "hr_schedule_type",
     }
 )
+#: A1111's "same as the first pass" values of the hires fix's choices.
+_SAME = frozenset({"", "Use same sampler", "Use same scheduler", "Use same checkpoint", "Use same choices"})
 
 #: A1111 ≥ 1.9's schedule for "Automatic", per sampler (modules/sd_samplers_kdiffusion.py's sampler options).
 AUTOMATIC_SCHEDULES: Mapping[str, ScheduleType] = MappingProxyType(
@@ -150,8 +160,6 @@ def check_supported(body: A1111GenerationRequest) -> None:
             raise _unsupported(name, getattr(body, name), "no seed resizing")
     if body.restore_faces:
         raise _unsupported("restore_faces", body.restore_faces, "no face restoration")
-    if body.tiling:
-        raise _unsupported("tiling", body.tiling, "no tiling")
     neutral = (
         ("s_min_uncond", (0,)),
         ("s_churn", (0,)),
@@ -173,13 +181,16 @@ def check_supported(body: A1111GenerationRequest) -> None:
             raise InvalidRequest(name, f"must be at least 1, got {getattr(body, name)}")
     # 2. txt2img: every hires-fix field is ignored, as in A1111, while enable_hr is false.
     if isinstance(body, A1111Txt2ImgRequest) and body.enable_hr:
-        raise _unsupported("enable_hr", body.enable_hr, "no hires fix (upscaling) yet")
+        if (body.hr_checkpoint_name or "") not in _SAME:
+            raise _unsupported("hr_checkpoint_name", body.hr_checkpoint_name, "the second pass uses the same model")
+        if any(module not in _SAME for module in body.hr_additional_modules or []):
+            raise _unsupported("hr_additional_modules", body.hr_additional_modules, "no additional modules")
     # 3. img2img: the inpainting fields are ignored, as in A1111, without a mask.
     if isinstance(body, A1111Img2ImgRequest):
-        if body.mask:
-            raise _unsupported("mask", "<image>", "no inpainting yet; send init_images without a mask for img2img")
         if body.latent_mask:
-            raise _unsupported("latent_mask", "<image>", "no inpainting yet")
+            raise _unsupported("latent_mask", "<image>", "the mask serves the latents too")
+        if body.mask and not body.mask_round:
+            raise _unsupported("mask_round", body.mask_round, "the mask is always rounded (no soft inpainting)")
         if body.resize_mode != 0:
             raise _unsupported("resize_mode", body.resize_mode, "only 0, 'just resize', is implemented")
         if _off(body.initial_noise_multiplier, 1):
@@ -352,8 +363,43 @@ def translate(
     for field, option in (("clip_skip", "CLIP_stop_at_last_layers"), ("emphasis", "emphasis")):
         fields[field] = options[option]
         names[field] = f"override_settings.{option}" if option in overrides else option
-    submission = Submission(fields=fields, init_image=init_image, names=names, prefixes=prefixes, dialect=DIALECT)
+    mask = None
+    if isinstance(body, A1111Img2ImgRequest):
+        mask = body.mask or None
+        fields.update(_inpaint_fields(body))
+    if isinstance(body, A1111Txt2ImgRequest):
+        fields.update(
+            hr_upscaler=body.hr_upscaler or "Latent",
+            hr_sampler=None if (body.hr_sampler_name or "") in _SAME else body.hr_sampler_name,
+            hr_schedule_type=None if (body.hr_scheduler or "") in _SAME else body.hr_scheduler,
+        )
+        if body.enable_hr:
+            fields["strength"] = 0.75 if body.denoising_strength is None else body.denoising_strength
+    submission = Submission(
+        fields=fields, init_image=init_image, mask=mask, names=names, prefixes=prefixes, dialect=DIALECT
+    )
     return Translation(submission=submission, body=body, options=options, overrides=overrides)
+
+
+def _inpaint_fields(body: A1111Img2ImgRequest) -> dict[str, object]:
+    """A1111's inpainting fields as imagegen's: the fill by number, the invert flag as 0/1, one blur for both axes."""
+    blur = body.mask_blur
+    if blur is None:
+        if body.mask_blur_x != body.mask_blur_y:
+            raise _unsupported(
+                "mask_blur_y", body.mask_blur_y, f"the mask is blurred alike on both axes; send {body.mask_blur_x}"
+            )
+        blur = body.mask_blur_x
+    fills = INPAINT_FILLS
+    if not 0 <= body.inpainting_fill < len(fills):
+        raise InvalidRequest("inpainting_fill", f"must be 0 to 3 ({', '.join(fills)}), got {body.inpainting_fill}")
+    if body.inpainting_mask_invert not in (0, 1):
+        raise InvalidRequest("inpainting_mask_invert", f"must be 0 or 1, got {body.inpainting_mask_invert}")
+    return {
+        "mask_blur": blur,
+        "inpainting_fill": fills[body.inpainting_fill],
+        "invert_mask": body.inpainting_mask_invert == 1,
+    }
 
 
 def _refiner(catalog: ModelCatalog, body: A1111GenerationRequest, hints: InfotextModels) -> ModelInfo | None:

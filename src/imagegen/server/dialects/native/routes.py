@@ -3,6 +3,7 @@
 ``POST /v1/jobs`` answers 202 at once with the job; ``GET /v1/jobs/{id}`` and the Server-Sent Events of
 ``GET /v1/jobs/{id}/events`` follow it; ``DELETE /v1/jobs/{id}`` cancels it. Errors are
 ``{"error": {"code", "message", "field", "type", "param"}}`` (``type`` and ``param`` for OpenAI SDK clients).
+``POST /v1/upscales`` queues an upscale job, followed and cancelled the same way.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from imagegen.errors import InvalidRequest
 from imagegen.loading import ModelInfo
 from imagegen.server import networks
-from imagegen.server.deps import Catalog, ServicesDep, Settings
+from imagegen.server.deps import Catalog, ServicesDep, Settings, Upscalers
 from imagegen.server.dialects import core
 from imagegen.server.dialects.native.schemas import (
     EmbeddingList,
@@ -37,10 +38,13 @@ from imagegen.server.dialects.native.schemas import (
     ReadinessOut,
     StyleList,
     StyleOut,
+    UpscaleCreate,
+    UpscalerList,
+    UpscalerOut,
     WorkerOut,
 )
 from imagegen.server.errors import JobNotFound
-from imagegen.server.jobs.model import Job, JobStatus
+from imagegen.server.jobs.model import IMAGE_FIELDS, Job, JobStatus
 from imagegen.server.jobs.queue import JobQueue, result_image_path
 from imagegen.server.services import Services
 
@@ -84,8 +88,7 @@ def image_url(request: Request, name: str, services: Services) -> str:
 def job_json(job: Job, request: Request, services: Services) -> dict[str, Any]:
     """The native representation of a job, as :class:`JobOut` describes it (built as plain data: status reads are
     the most frequent request, and a poll must cost the worker's cores as little as possible)."""
-    public_request = {k: v for k, v in job.request.items() if k != "init_image"}
-    public_request["init_image"] = bool(job.request.get("init_image"))
+    public_request = {k: (bool(v) if k in IMAGE_FIELDS else v) for k, v in job.request.items()}
     queue: JobQueue = services.queue
     return {
         "id": job.id,
@@ -145,12 +148,43 @@ async def create_job(
     key with another body is 409. A full queue is 429 with ``Retry-After``."""
     fields = body.model_dump()
     submission = core.Submission(
-        fields={k: v for k, v in fields.items() if k != "init_image"},
+        fields={k: v for k, v in fields.items() if k not in IMAGE_FIELDS},
         init_image=fields["init_image"],
+        mask=fields["mask"],
         dialect="native",
         idempotency_key=idempotency_key,
     )
     job = await core.submit(services.queue, services.settings.limits, submission)
+    response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
+    return job_out(job, request, services)
+
+
+@router.post(
+    "/v1/upscales",
+    status_code=202,
+    tags=["jobs"],
+    summary="Submit an upscale job",
+    response_model=JobOut,
+    responses=_errors(400, 409, 413, 422, 429, 503),
+)
+async def create_upscale(
+    body: UpscaleCreate,
+    request: Request,
+    response: Response,
+    services: ServicesDep,
+    upscalers: Upscalers,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JobOut:
+    """Check the upscaler names and sizes, enqueue; 202 with the job, which ``/v1/jobs/{id}`` follows (progress in
+    tiles) and cancels. Idempotency-Key as for ``POST /v1/jobs``."""
+    fields = body.model_dump()
+    submission = core.UpscaleSubmission(
+        fields={k: v for k, v in fields.items() if k != "image"},
+        image=fields["image"],
+        dialect="native",
+        idempotency_key=idempotency_key,
+    )
+    job = await core.submit_upscale(services.queue, services.settings.limits, upscalers, submission)
     response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
     return job_out(job, request, services)
 
@@ -343,6 +377,24 @@ async def list_embeddings(catalog: Catalog, settings: Settings, model: str | Non
 async def list_styles(settings: Settings) -> StyleList:
     styles = await run_in_threadpool(networks.list_styles, settings.engine)
     return StyleList(data=[StyleOut(name=s.name, prompt=s.prompt, negative_prompt=s.negative_prompt) for s in styles])
+
+
+@router.get(
+    "/v1/upscalers",
+    tags=["models"],
+    summary="The upscalers an upscale job (and the hires fix) can name, available here or not (with the reason)",
+    response_model=UpscalerList,
+    responses=_errors(),
+)
+async def list_upscalers(upscalers: Upscalers) -> UpscalerList:
+    infos = await run_in_threadpool(upscalers.list)
+    return UpscalerList(
+        data=[
+            UpscalerOut(name=i.name, scale=i.scale, model_name=i.model_name, available=i.available, reason=i.reason)
+            for i in infos
+        ],
+        latent_modes=upscalers.latent_modes(),
+    )
 
 
 @router.get(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, create_model
 
 from imagegen.fields import FIELDS
-from imagegen.requests import GenerationRequest
+from imagegen.requests import MAX_UPSCALE, GenerationRequest, UpscaleRequest
 from imagegen.server.jobs.model import JobStatus
 
 __all__ = [
@@ -28,6 +28,8 @@ __all__ = [
     "ModelList",
     "ModelOut",
     "StyleList",
+    "UpscaleCreate",
+    "UpscalerList",
 ]
 
 _EXAMPLES: tuple[Mapping[str, JsonValue], ...] = (
@@ -47,7 +49,7 @@ class LoraIn(BaseModel):
 
 
 #: Request fields whose JSON type is not their CLI type (lists).
-_ANNOTATIONS: Mapping[str, Any] = MappingProxyType({"loras": list[LoraIn], "styles": list[str]})
+_ANNOTATIONS: Mapping[str, Any] = MappingProxyType({"loras": list[LoraIn], "styles": list[str], "outpaint": list[int]})
 
 
 def _job_create_model() -> type[BaseModel]:
@@ -195,3 +197,52 @@ class ReadinessOut(BaseModel):
     ready: bool
     reason: str = Field(description="ready, draining, not_running, model_not_loadable, worker_starting, no_worker")
     workers: list[WorkerOut]
+
+
+_UPSCALE_DEFAULTS: Mapping[str, Any] = MappingProxyType({f.name: f.default for f in dataclasses.fields(UpscaleRequest)})
+
+
+class UpscaleCreate(BaseModel):
+    """An upscale job (A1111's Extras): by ``scale``, or to ``width`` x ``height``. Upscaler names are those of
+    GET /v1/upscalers."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"image": "data:image/png;base64,...", "upscaler": "R-ESRGAN 4x+", "scale": 4},
+                {"image": "data:image/png;base64,...", "upscaler": "Lanczos", "width": 1920, "height": 1080},
+            ]
+        },
+    )
+    image: str = Field(description="the image: base64 or a data: URI (PNG, JPEG, WebP)")
+    upscaler: str = Field(_UPSCALE_DEFAULTS["upscaler"], description="the upscaler's name (GET /v1/upscalers)")
+    scale: float = Field(
+        _UPSCALE_DEFAULTS["scale"],
+        description=f"upscale factor, above 0, at most {MAX_UPSCALE:g}; unused with width",
+    )
+    width: int | None = Field(None, description="target width (with height), instead of scale")
+    height: int | None = Field(None, description="target height (with width), instead of scale")
+    crop: bool = Field(
+        _UPSCALE_DEFAULTS["crop"],
+        description="with width/height: cover the box and crop the overflow from the centre (exactly width x height); "
+        "false keeps the aspect ratio, covering the box",
+    )
+    upscaler_2: str = Field(_UPSCALE_DEFAULTS["upscaler_2"], description="a second upscaler blended over the first")
+    upscaler_2_visibility: float = Field(
+        _UPSCALE_DEFAULTS["upscaler_2_visibility"], description="upscaler_2's share of the result, 0 (off) to 1"
+    )
+
+
+class UpscalerOut(BaseModel):
+    name: str = Field(description="what upscaler, upscaler_2 and hr_upscaler take")
+    scale: float = Field(description="the model's native factor (4 for the resamplers, as A1111 lists them)")
+    model_name: str | None = Field(description="the weight file's stem; null for the resamplers")
+    available: bool = Field(description="whether it can run on this server")
+    reason: str | None = Field(description="why not, when not available")
+
+
+class UpscalerList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[UpscalerOut]
+    latent_modes: list[str] = Field(description="latent upscale modes: hr_upscaler also takes these")

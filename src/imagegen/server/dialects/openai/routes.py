@@ -21,8 +21,9 @@ Mapping decisions (also in the README's "Serving" section):
 - Accepted and ignored: ``quality``, ``style``, ``user``, ``moderation``, ``input_fidelity`` (their values are
   checked). ``stream`` true and ``partial_images`` > 0 are refused (no streaming).
 - Edits: one ``image`` (or ``image[]``) file is image-to-image with the prompt at ``strength`` 0.75 (the A1111 and
-  library default). A ``mask`` (transparent pixels = the area to edit) is a 400 until inpainting exists. The
-  image's own alpha channel is composited on white, not used as a mask.
+  library default). A ``mask`` (a PNG of the image's size whose fully transparent pixels are the area to edit) makes
+  it an inpainting: only that area is repainted (from scratch: ``strength`` 1 unless sent), every other pixel is the
+  input's. Without a mask, an image with fully transparent pixels is inpainted there, as OpenAI does.
 - Variations: image-to-image with an empty prompt at ``strength`` 0.6, enough to vary details while keeping the
   composition.
 - imagegen extensions (the SDK sends them with ``extra_body``): ``seed``, ``negative_prompt``, and ``strength`` for
@@ -32,6 +33,8 @@ Mapping decisions (also in the README's "Serving" section):
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +49,7 @@ from starlette.datastructures import UploadFile
 from imagegen.errors import InvalidRequest
 from imagegen.fields import dialect_names
 from imagegen.imageio import encode_image
+from imagegen.requests import Limits
 from imagegen.server.catalog import ModelCatalog
 from imagegen.server.deps import ServicesDep
 from imagegen.server.dialects import core
@@ -215,6 +219,7 @@ def submission(
     seed: int | None = None,
     negative_prompt: str | None = None,
     init_image: bytes | None = None,
+    mask: bytes | None = None,
     strength: float | None = None,
 ) -> core.Submission:
     """What an OpenAI call asks the dialect core for; ``size`` auto (or omitted) is the model's native size, or for
@@ -231,7 +236,22 @@ def submission(
     }
     if init_image is not None and strength is not None:
         fields["strength"] = strength
-    return core.Submission(fields=fields, init_image=init_image, names=FIELD_NAMES, dialect=DIALECT)
+    return core.Submission(fields=fields, init_image=init_image, mask=mask, names=FIELD_NAMES, dialect=DIALECT)
+
+
+def transparent_area(data: bytes, *, field: str, limits: Limits, required: bool) -> bytes | None:
+    """OpenAI's mask convention as imagegen's: a PNG mask, white where ``data``'s image is fully transparent (the area
+    to edit). ``None`` when the image has no such pixel and ``required`` is false (a plain image to edit whole)."""
+    image = core.decode_input_image(data, field=field, limits=limits, keep_alpha=True)
+    if image.mode == "RGBA":
+        area = image.getchannel("A").point(lambda alpha: 255 if alpha == 0 else 0)
+        if area.getbbox() is not None:
+            buffer = io.BytesIO()
+            area.save(buffer, format="PNG")
+            return buffer.getvalue()
+    if required:
+        raise InvalidRequest(field, "has no fully transparent pixel: the area to edit is where the mask's alpha is 0")
+    return None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -270,7 +290,7 @@ async def _run(
 class _Form:
     text: Mapping[str, str]
     images: tuple[bytes, ...]
-    has_mask: bool
+    mask: bytes | None
 
 
 def _text(form: _Form, name: str) -> str | None:
@@ -314,7 +334,7 @@ async def _read_form(request: Request, *, text_fields: Sequence[str], mask_allow
         raise InvalidRequest("image", "send multipart/form-data with the image as a file field")
     text: dict[str, str] = {}
     images: list[bytes] = []
-    has_mask = False
+    mask: bytes | None = None
     async with request.form(max_files=_MAX_FORM_FILES, max_fields=_MAX_FORM_FIELDS) as form:
         for key, value in form.multi_items():
             if key in ("image", "image[]"):
@@ -323,14 +343,16 @@ async def _read_form(request: Request, *, text_fields: Sequence[str], mask_allow
                 # One byte over the limit is enough to refuse the file without reading the rest.
                 images.append(await value.read(max_bytes + 1))
             elif key == "mask" and mask_allowed:
-                has_mask = True
+                if not isinstance(value, UploadFile):
+                    raise InvalidRequest("mask", "must be a file upload (a PNG with transparency), not text")
+                mask = await value.read(max_bytes + 1)
             elif key in text_fields:
                 if isinstance(value, UploadFile):
                     raise InvalidRequest(key, "must be a text field, not a file")
                 text[key] = value
             else:
                 raise InvalidRequest(key, f"unrecognized request argument; accepted: image, {', '.join(text_fields)}")
-    return _Form(text=text, images=tuple(images), has_mask=has_mask)
+    return _Form(text=text, images=tuple(images), mask=mask)
 
 
 def _one_image(form: _Form) -> bytes:
@@ -345,7 +367,11 @@ def _multipart_doc(fields: Sequence[str], required: Sequence[str]) -> dict[str, 
     properties: dict[str, Any] = {"image": {"type": "string", "format": "binary"}}
     properties.update({name: {"type": "string"} for name in fields})
     if "prompt" in fields:
-        properties["mask"] = {"type": "string", "format": "binary", "description": "not supported yet (400)"}
+        properties["mask"] = {
+            "type": "string",
+            "format": "binary",
+            "description": "PNG of the image's size; its fully transparent pixels are the area to edit",
+        }
     schema = {"type": "object", "properties": properties, "required": ["image", *required]}
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
 
@@ -391,20 +417,20 @@ async def generations(
     openapi_extra=_multipart_doc(EDIT_TEXT_FIELDS, ["prompt"]),
 )
 async def edits(request: Request, services: ServicesDep) -> OpenAIImagesResponse:
-    """Image to image with a prompt (OpenAI ``images.edit``); a mask is refused until inpainting exists."""
+    """Image to image with a prompt (OpenAI ``images.edit``); with a mask (or transparent pixels), inpainting."""
     max_bytes = services.settings.limits.max_input_bytes
     form = await _read_form(request, text_fields=EDIT_TEXT_FIELDS, mask_allowed=True, max_bytes=max_bytes)
-    if form.has_mask:
-        raise InvalidRequest(
-            "mask",
-            "inpainting (editing only the masked area) is not supported yet; "
-            "send the image without a mask to re-render the whole image from the prompt",
-        )
     prompt = form.text.get("prompt")
     if prompt is None or not prompt.strip():
         raise InvalidRequest("prompt", "is required: say what the edited image should show")
     return await _image_to_image(
-        request, services, form, prompt=prompt, default_strength=EDIT_STRENGTH, text_fields=EDIT_TEXT_FIELDS
+        request,
+        services,
+        form,
+        prompt=prompt,
+        default_strength=EDIT_STRENGTH,
+        text_fields=EDIT_TEXT_FIELDS,
+        inpaint=True,
     )
 
 
@@ -431,6 +457,7 @@ async def _image_to_image(
     prompt: str,
     default_strength: float,
     text_fields: Sequence[str],
+    inpaint: bool = False,
 ) -> OpenAIImagesResponse:
     model = _text(form, "model")
     check_ignored(
@@ -448,14 +475,29 @@ async def _image_to_image(
         background=_text(form, "background"),
     )
     strength = _float(form, "strength")
-    call = submission(
+    init_image = _one_image(form)
+    fields = submission(
         prompt=prompt,
         n=parse_n(_int(form, "n")),
         size=_text(form, "size"),
         model=model_ref(services.catalog, model),
         seed=_int(form, "seed"),
         negative_prompt=_text(form, "negative_prompt") if "negative_prompt" in text_fields else None,
-        init_image=_one_image(form),
-        strength=default_strength if strength is None else strength,
+    )
+    core.check_fields(fields, services.settings.limits)  # the cheap checks first, before any image is decoded
+    mask = None
+    if inpaint:
+        limits = services.settings.limits
+        if form.mask is not None:
+            mask = await run_in_threadpool(transparent_area, form.mask, field="mask", limits=limits, required=True)
+        else:
+            mask = await run_in_threadpool(transparent_area, init_image, field="image", limits=limits, required=False)
+    if mask is not None and strength is None:
+        strength = 1.0  # the masked area is painted anew, as OpenAI's edits do
+    call = dataclasses.replace(
+        fields,
+        fields={**fields.fields, **({"strength": default_strength if strength is None else strength})},
+        init_image=init_image,
+        mask=mask,
     )
     return await _run(request, services, call, options)
