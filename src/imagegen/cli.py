@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from imagegen.engine import Engine, ProgressEvent
     from imagegen.loading import ModelInfo
+    from imagegen.requests import UpscaleRequest, UpscaleResult
     from imagegen.server.services import Services
     from imagegen.server.settings import ServerSettings
 
@@ -197,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
         # Listed here for `imagegen --help`; main() hands their arguments to their own parser before this one runs.
         sub.add_parser(name, help=text, add_help=False)
     _serve_options(sub.add_parser("serve", help="run the HTTP service (native job API, A1111 and OpenAI dialects)"))
+    _upscale_arguments(sub.add_parser("upscale", help="upscale images (A1111's Extras); writes PNGs, prints paths"))
+    _upscalers_arguments(sub.add_parser("upscalers", help="list the upscalers, available here or not (with why)"))
     return parser
 
 
@@ -467,6 +470,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(args)
         if args.command == "serve":
             return _serve(args)
+        if args.command == "upscale":
+            return _upscale(args)
+        if args.command == "upscalers":
+            return _upscalers(args)
         return _models(args)
     except UsageError as exc:
         parser.exit(2, f"imagegen: error: {exc}\n")
@@ -587,6 +594,178 @@ def _run_with_progress(engine: Engine, request: GenerationRequest) -> Generation
             bar.update(event.step - bar.n)
 
         return engine.generate(request, progress=on_progress)
+
+
+# upscale / upscalers ---------------------------------------------------------------------------------------------
+
+#: ``upscale``'s output limits: above the server's defaults, since a local photo upscaled 4x is often over 2048 px.
+UPSCALE_LIMITS = Limits(max_width=8192, max_height=8192, max_pixels=8192 * 8192)
+#: UpscaleRequest field -> the ``upscale`` argument that sets it, so errors name what the user typed.
+UPSCALE_FLAGS: Mapping[str, str] = MappingProxyType(
+    {
+        "image": "IMAGE",
+        "upscaler": "--upscaler",
+        "scale": "--scale",
+        "width": "--size",
+        "height": "--size",
+        "crop": "--no-crop",
+        "upscaler_2": "--upscaler-2",
+        "upscaler_2_visibility": "--upscaler-2-visibility",
+    }
+)
+
+
+def _upscale_arguments(parser: argparse.ArgumentParser) -> None:
+    from imagegen.requests import UpscaleRequest
+
+    defaults = {f.name: f.default for f in dataclasses.fields(UpscaleRequest)}
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG, JPEG or WebP files")
+    parser.add_argument(
+        "--upscaler",
+        default=defaults["upscaler"],
+        metavar="NAME",
+        help=f"upscaler (see `imagegen upscalers`; default {defaults['upscaler']})",
+    )
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument(
+        "--scale", type=float, default=None, metavar="F", help=f"upscale factor (default {defaults['scale']:g})"
+    )
+    size.add_argument("--size", type=_size, default=None, metavar="WxH", help="upscale to this size instead")
+    parser.add_argument(
+        "--no-crop",
+        dest="crop",
+        action="store_false",
+        help="with --size: keep the aspect ratio (the result covers WxH) instead of cropping to exactly WxH",
+    )
+    parser.add_argument(
+        "--upscaler-2", default=defaults["upscaler_2"], metavar="NAME", help="a second upscaler blended over the first"
+    )
+    parser.add_argument(
+        "--upscaler-2-visibility",
+        type=float,
+        default=defaults["upscaler_2_visibility"],
+        metavar="F",
+        help="--upscaler-2's share of the result, 0 (off, the default) to 1",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("outputs"), metavar="DIR", help="output folder (default outputs/)"
+    )
+    parser.add_argument("--device", default=None, help="for model files: auto (default), cpu, cuda, cuda:N, mps")
+    parser.add_argument(
+        "--threads", type=_bounded_int(1, 1024), default=None, metavar="N", help="CPU threads for torch"
+    )
+    _upscaler_folder_arguments(parser)
+
+
+def _upscalers_arguments(parser: argparse.ArgumentParser) -> None:
+    _upscaler_folder_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _upscaler_folder_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="models folder whose ESRGAN/ and RealESRGAN/ hold upscaler model files (default $IMAGEGEN_MODELS_DIR)",
+    )
+    parser.add_argument("--allow-pickle", action="store_true", help="allow .pth/.pt pickle files (can run code)")
+
+
+def _upscale(args: argparse.Namespace) -> int:
+    """Upscale each IMAGE; writes ``<stem>-<upscaler>-x<scale>.png`` (or ``-<W>x<H>``) with its infotext."""
+    from imagegen.imageio import read_image_file
+    from imagegen.metadata import write_image
+    from imagegen.requests import UpscaleRequest
+    from imagegen.rules import check_upscale
+
+    if not args.crop and args.size is None:
+        raise UsageError("--no-crop", "only applies with --size")
+    fields: dict[str, Any] = {
+        "upscaler": args.upscaler,
+        "upscaler_2": args.upscaler_2,
+        "upscaler_2_visibility": args.upscaler_2_visibility,
+        "crop": args.crop,
+    }
+    if args.size is not None:
+        fields["width"], fields["height"] = args.size
+    elif args.scale is not None:
+        fields["scale"] = args.scale
+    limits = UPSCALE_LIMITS
+    try:
+        # 1. Read and check every image before any work, so a bad last argument costs no upscaling of the first.
+        requests = []
+        for path in args.images:
+            image = read_image_file(
+                path, field="image", max_pixels=limits.max_input_pixels, max_bytes=limits.max_input_bytes
+            )
+            request = UpscaleRequest(image=image, **fields)
+            check_upscale(request, limits)
+            requests.append(request)
+        # 2. Upscale each (the engine checks the upscaler names before its first tile).
+        options = EngineOptions(
+            device=args.device, models_dir=args.models_dir, allow_pickle=args.allow_pickle, threads=args.threads
+        )
+        engine = options.engine(limits=limits)
+        for path, request in zip(args.images, requests, strict=True):
+            result = _upscale_with_progress(engine, request)
+            out = _upscale_path(args.out, path, request, result.images[0].size)
+            try:
+                args.out.mkdir(parents=True, exist_ok=True)
+                write_image(result.images[0], result.infotexts[0], out)
+            except OSError as exc:
+                raise UsageError("--out", f"cannot write {out}: {exc.strerror or exc}") from None
+            print(out)
+    except InvalidRequest as exc:
+        raise UsageError(UPSCALE_FLAGS.get(exc.field, exc.field), exc.message) from None
+    return 0
+
+
+def _upscale_with_progress(engine: Engine, request: UpscaleRequest) -> UpscaleResult:
+    from tqdm import tqdm
+
+    with tqdm(total=0, unit="tile", desc="upscaling", file=sys.stderr, disable=None, leave=False) as bar:
+
+        def on_progress(event: ProgressEvent) -> None:
+            bar.total = event.total
+            bar.update(event.step - bar.n)
+
+        return engine.upscale(request, progress=on_progress)
+
+
+def _upscale_path(folder: Path, source: Path, request: UpscaleRequest, size: tuple[int, int]) -> Path:
+    """``<stem>-<upscaler slug>-x<scale>.png`` (``-<W>x<H>`` with a target size); ``-2``, ``-3``, ... rather than
+    overwriting a file."""
+    import re
+
+    from imagegen.metadata import format_number
+
+    slug = re.sub(r"[^a-z0-9]+", "-", request.upscaler.lower()).strip("-") or "upscaled"
+    what = f"x{format_number(request.scale)}" if request.width is None else f"{size[0]}x{size[1]}"
+    stem = f"{source.stem}-{slug}-{what}"
+    path = folder / f"{stem}.png"
+    number = 1
+    while path.exists():
+        number += 1
+        path = folder / f"{stem}-{number}.png"
+    return path
+
+
+def _upscalers(args: argparse.Namespace) -> int:
+    from imagegen.metadata import format_number
+    from imagegen.upscalers import Upscalers
+
+    options = EngineOptions(models_dir=args.models_dir, allow_pickle=args.allow_pickle)
+    infos = Upscalers(folders=options.upscaler_folders(), allow_pickle=options.allow_pickle).list()
+    if args.json:
+        print(json.dumps([dataclasses.asdict(info) for info in infos], indent=2))
+        return 0
+    width = max(len(info.name) for info in infos)
+    for info in infos:
+        state = "available" if info.available else f"unavailable: {info.reason}"
+        print(f"{info.name:{width}}  x{format_number(float(info.scale)):<3} {state}")
+    return 0
 
 
 # serve -----------------------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from imagegen.editing.masks import (
     outpaint_canvas,
     paste_region,
 )
+from imagegen.editing.tiles import combine_tiles, split_tiles
 from imagegen.editing.tiling import seamless
 from imagegen.errors import Cancelled, GenerationFailed, InvalidRequest, ResourceExhausted
 from imagegen.fields import FIELDS
@@ -59,7 +60,7 @@ from imagegen.prompts.encoding import Emphasis, PromptEncoder
 from imagegen.prompts.styles import apply_styles, read_styles
 from imagegen.prompts.syntax import extract_network_tags
 from imagegen.requests import MAX_SEED, GenerationRequest, GenerationResult, Limits, UpscaleRequest, UpscaleResult
-from imagegen.rules import check_hires, check_models, effective_eta, hires_size
+from imagegen.rules import check_hires, check_models, check_sd_upscale, effective_eta, hires_size, sd_upscale_size
 from imagegen.samplers import (
     SamplerChoice,
     build_scheduler,
@@ -383,6 +384,8 @@ class Engine:
         self.limits.check(request)
         if request.enable_hr and not is_latent_upscaler(request.hr_upscaler):
             self.upscalers.check(request.hr_upscaler, field="hr_upscaler")
+        if request.sd_upscale:
+            self.upscalers.check(request.sd_upscale_upscaler, field="sd_upscale_upscaler")
         request = self._with_styles(request)
         loras = self.resolve_loras(request)
         with self._device_lock:
@@ -523,6 +526,11 @@ class Engine:
             if not request.inpaint_full_res:
                 width = width or max(8, inputs.size[0] // 8 * 8)
                 height = height or max(8, inputs.size[1] // 8 * 8)
+        elif inputs.image is not None and request.sd_upscale:
+            # SD upscale: the tiles are the request's size (default: the model's native size); the input is upscaled.
+            width, height = width or defaults.width, height or defaults.height
+            check_sd_upscale(dataclasses.replace(request, width=width, height=height), self.limits)
+            inputs = _Inputs(image=inputs.image.convert("RGB"))
         elif inputs.image is not None:
             # Image-to-image keeps the input's size unless a size is asked for (then the input is resized to it).
             in_w, in_h = inputs.image.size
@@ -571,6 +579,8 @@ class Engine:
         with seamless(*modules) if request.tiling else contextlib.nullcontext():
             if request.inpainting:
                 return self._inpaint(request, base, refiner, inputs, counter, timings)
+            if request.sd_upscale and inputs.image is not None:
+                return self._sd_upscale(request, base, refiner, inputs.image, timings, progress, cancel)
             init: _Init = inputs.image
             mask = None
             if _inpainting_unet(base) and init is None:
@@ -618,7 +628,7 @@ class Engine:
         t0 = time.perf_counter()
         prompts = self._stage_prompts(request, base, pipe, steps)
         pooled = base.info.family in (Family.SDXL, Family.SDXL_REFINER)
-        timings[f"{prefix}encode"] = time.perf_counter() - t0
+        timings[f"{prefix}encode"] = timings.get(f"{prefix}encode", 0.0) + time.perf_counter() - t0
         refiner_steps = max(1, round(steps * (1 - request.denoising_end))) if refiner else 0
         kwargs: dict[str, Any] = {
             **prompts.pipeline_arguments(0, pooled=pooled),
@@ -644,7 +654,7 @@ class Engine:
         kwargs.update(_eta_argument(choice, base, request.eta))
         t0 = time.perf_counter()
         latents = pipe(**kwargs).images
-        timings[f"{prefix}denoise"] = time.perf_counter() - t0
+        timings[f"{prefix}denoise"] = timings.get(f"{prefix}denoise", 0.0) + time.perf_counter() - t0
 
         # 2. Refiner: continues from denoising_start on the same latents (ensemble of expert denoisers).
         if refiner is not None:
@@ -679,7 +689,7 @@ class Engine:
                 **extra,
                 **_eta_argument(choice, refiner, refiner_eta),
             ).images
-            timings[f"{prefix}refine"] = time.perf_counter() - t0
+            timings[f"{prefix}refine"] = timings.get(f"{prefix}refine", 0.0) + time.perf_counter() - t0
         return latents, pipe
 
     def _hires(
@@ -730,6 +740,44 @@ class Engine:
             enable_hr=False,
         )
         return self._denoise(second, base, refiner, init, None, counter, timings, stage="hires")
+
+    def _sd_upscale(
+        self,
+        request: GenerationRequest,
+        base: LoadedModel,
+        refiner: LoadedModel | None,
+        image: Image,
+        timings: dict[str, float],
+        progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ) -> list[Image]:
+        """A1111's "SD upscale" script: upscale the init image, re-run ``strength`` of the steps on each tile of the
+        request's size (every tile of image *n* with seed + *n*), and blend the tiles back together."""
+        t0 = time.perf_counter()
+        large_w, large_h = sd_upscale_size(request, image.size)
+        large = self.upscalers.upscale(
+            image, request.sd_upscale_upscaler, width=large_w, height=large_h, field="sd_upscale_upscaler"
+        )
+        timings["upscale"] = time.perf_counter() - t0
+        grid = split_tiles(large, int(request.width or 8), int(request.height or 8), request.sd_upscale_overlap)
+        per_tile = max(1, int(int(request.num_inference_steps or 1) * request.strength))
+        runs = len(grid.tiles) * request.num_images
+        counter = _StepCounter(total=runs * per_tile, progress=progress, cancel=cancel)
+        mask = _full_mask(grid.tile_w, grid.tile_h) if _inpainting_unet(base) else None
+        results = []
+        for n in range(request.num_images):
+            one = dataclasses.replace(request, seed=request.seed + n, num_images=1)
+            tiles = []
+            for k, tile in enumerate(grid.tiles):
+                later = (runs - n * len(grid.tiles) - k - 1) * per_tile
+                latents, pipe = self._denoise(
+                    one, base, refiner, tile.image, mask, counter, timings, later_steps=later, stage="tile"
+                )
+                t1 = time.perf_counter()
+                tiles.extend(decode_latents(pipe, latents))
+                timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - t1
+            results.append(combine_tiles(grid, tiles))
+        return results
 
     def _inpaint(
         self,
@@ -804,8 +852,8 @@ class Engine:
         for spec in FIELDS:
             if spec.infotext is None or spec.infotext in FIELD_KEYS or spec.field == "eta":
                 continue
-            if spec.field in _INPAINT_FIELDS or spec.field in _HIRES_FIELDS:
-                continue  # written below, as groups, only when inpainting / with the hires fix
+            if spec.field in _INPAINT_FIELDS or spec.field in _HIRES_FIELDS or spec.field.startswith("sd_upscale"):
+                continue  # written below, as groups, only when inpainting / with the hires fix / SD upscale
             value = extra_value(getattr(request, spec.field), _REQUEST_DEFAULTS[spec.field])
             if value is not None:
                 extra[spec.infotext] = value
@@ -815,6 +863,11 @@ class Engine:
             extra[rule.infotext_key] = format_number(float(request.eta))
         extra.update(_inpaint_infotext(request))
         extra.update(_hires_infotext(request))
+        if request.sd_upscale:
+            # A1111's script writes its overlap and upscaler; the factor is imagegen's, so --from can repeat it.
+            extra["SD upscale"] = format_number(request.sd_upscale)
+            extra["SD upscale overlap"] = str(request.sd_upscale_overlap)
+            extra["SD upscale upscaler"] = request.sd_upscale_upscaler
         prompt = request.prompt
         if request.loras:
             # LoRAs asked for by field are written as the tags that ask for the same, so that any A1111 reader

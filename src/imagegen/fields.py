@@ -348,6 +348,28 @@ FIELDS: tuple[FieldNames, ...] = (
         a1111="hr_cfg",
         infotext="Hires CFG Scale",
     ),
+    FieldNames(
+        field="sd_upscale",
+        kind=float,
+        help="image-to-image: A1111's SD upscale: upscale the init image by this factor, then re-run each tile of "
+        "the request's size at --strength (0 = off)",
+        cli="--sd-upscale",
+        infotext="SD upscale",
+    ),
+    FieldNames(
+        field="sd_upscale_upscaler",
+        kind=str,
+        help="SD upscale: the upscaler applied before the tiles are re-run",
+        cli="--sd-upscale-upscaler",
+        infotext="SD upscale upscaler",
+    ),
+    FieldNames(
+        field="sd_upscale_overlap",
+        kind=int,
+        help="SD upscale: pixels by which neighbouring tiles overlap (blended)",
+        cli="--sd-upscale-overlap",
+        infotext="SD upscale overlap",
+    ),
 )
 
 _BY_FIELD: Mapping[str, FieldNames] = MappingProxyType({spec.field: spec for spec in FIELDS})

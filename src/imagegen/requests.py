@@ -40,6 +40,8 @@ MAX_MASK_BLUR = 64
 MAX_INPAINT_PADDING = 256
 #: Largest canvas growth per side for outpainting, in pixels.
 MAX_OUTPAINT = 2048
+#: Largest upscale factor of an upscale request and of the SD upscale script (A1111's Extras slider stops at 8).
+MAX_UPSCALE = 8.0
 #: Hires fix: the largest upscale factor (A1111's slider stops at 4; the size limits still apply).
 MAX_HR_SCALE = 8.0
 
@@ -224,6 +226,9 @@ class GenerationRequest:
       ``hr_resize_y``) with ``hr_upscaler``, then re-run ``strength`` of ``hr_second_pass_steps`` (0: ``steps``) at
       the large size; ``hr_sampler``, ``hr_schedule_type``, ``hr_prompt``, ``hr_negative_prompt`` and ``hr_cfg``
       change the second pass (empty/None: the first pass's).
+    * ``sd_upscale`` (image-to-image; 0 = off) is A1111's "SD upscale" script: the init image is upscaled by that
+      factor with ``sd_upscale_upscaler``, cut into tiles of the request's size overlapping by ``sd_upscale_overlap``
+      pixels, each tile re-run at ``strength`` (the same seed for every tile of an image), and stitched back.
     """
 
     prompt: str = ""
@@ -265,6 +270,9 @@ class GenerationRequest:
     hr_prompt: str = ""
     hr_negative_prompt: str = ""
     hr_cfg: float | None = None
+    sd_upscale: float = 0.0
+    sd_upscale_upscaler: str = "Lanczos"
+    sd_upscale_overlap: int = 64
 
     @property
     def inpainting(self) -> bool:
@@ -311,6 +319,7 @@ class GenerationRequest:
             _check_text(f"styles[{index}]", style)
         self._check_editing()
         self._check_hires()
+        self._check_sd_upscale()
         # Sampler names are checked here (pure Python), so a typo fails before any model work.
         from imagegen.samplers import parse_sampler, resolve_eta
 
@@ -358,6 +367,21 @@ class GenerationRequest:
             raise InvalidRequest("outpaint", "needs an init_image to extend")
         _check_bool("tiling", self.tiling)
 
+    def _check_sd_upscale(self) -> None:
+        """A1111's "SD upscale" script's fields."""
+        _check_float("sd_upscale", self.sd_upscale, 0.0, MAX_UPSCALE)
+        if 0 < self.sd_upscale < 1:
+            raise InvalidRequest(
+                "sd_upscale", f"must be 0 (off) or between 1 and {MAX_UPSCALE}, got {self.sd_upscale!r}"
+            )
+        if self.sd_upscale and self.init_image is None:
+            raise InvalidRequest("sd_upscale", "upscales an init_image: send one")
+        if self.sd_upscale and self.inpainting:
+            raise InvalidRequest("sd_upscale", "cannot be combined with a mask or outpaint")
+        object.__setattr__(self, "sd_upscale", float(self.sd_upscale))
+        _check_text("sd_upscale_upscaler", self.sd_upscale_upscaler)
+        _check_int("sd_upscale_overlap", self.sd_upscale_overlap, 0, 1024)
+
     def _check_hires(self) -> None:
         """The hires fix's fields (checked whether or not it is enabled: a bad value is a client bug either way)."""
         _check_bool("enable_hr", self.enable_hr)
@@ -403,10 +427,6 @@ class GenerationResult:
         from imagegen.metadata import save_images
 
         return save_images(self.images, self.infotexts, self.seeds, folder)
-
-
-#: Largest upscale factor of an upscale request (A1111's Extras slider stops at 8).
-MAX_UPSCALE = 8.0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -21,7 +21,16 @@ if TYPE_CHECKING:
     from imagegen.requests import GenerationRequest, Limits, UpscaleRequest
     from imagegen.samplers import SamplerChoice
 
-__all__ = ["check_hires", "check_models", "check_networks", "check_upscale", "effective_eta", "hires_size"]
+__all__ = [
+    "check_hires",
+    "check_models",
+    "check_networks",
+    "check_sd_upscale",
+    "check_upscale",
+    "effective_eta",
+    "hires_size",
+    "sd_upscale_size",
+]
 
 
 def check_models(request: GenerationRequest, base: ModelInfo, refiner: ModelInfo | None) -> None:
@@ -71,13 +80,28 @@ def check_networks(request: GenerationRequest, options: EngineOptions) -> None:
         )
         request = dataclasses.replace(request, prompt=prompt, negative_prompt=negative, styles=())
     resolve_loras(request, folders=options.lora_folders(), allow_pickle=options.allow_pickle)
-    if request.enable_hr:
-        from imagegen.upscalers import Upscalers
-        from imagegen.upscalers.latent import is_latent_upscaler
+    check_upscalers(request, options)
 
-        if not is_latent_upscaler(request.hr_upscaler):
-            upscalers = Upscalers(folders=options.upscaler_folders(), allow_pickle=options.allow_pickle)
-            upscalers.check(request.hr_upscaler, field="hr_upscaler")
+
+def check_upscalers(request: GenerationRequest, options: EngineOptions) -> None:
+    """The hires fix's and the SD upscale script's upscaler must be one the engine has (a latent mode for the hires
+    fix too); nothing is loaded."""
+    from imagegen.upscalers import Upscalers
+    from imagegen.upscalers.latent import is_latent_upscaler
+
+    names = []
+    if request.enable_hr and not is_latent_upscaler(request.hr_upscaler):
+        names.append((request.hr_upscaler, "hr_upscaler"))
+    if request.sd_upscale:
+        names.append((request.sd_upscale_upscaler, "sd_upscale_upscaler"))
+    if names:
+        # Names only: whether a library imports is the engine's to say (it refuses an unavailable one with the
+        # reason); importing OpenCV and Vulkan here, in the API process, for every request would cost too much.
+        upscalers = Upscalers(
+            folders=options.upscaler_folders(), allow_pickle=options.allow_pickle, import_probe=lambda package: None
+        )
+        for name, field in names:
+            upscalers.check(name, field=field)
 
 
 def hires_size(request: GenerationRequest) -> tuple[int, int, int, int]:
@@ -115,3 +139,27 @@ def check_upscale(request: UpscaleRequest, limits: Limits) -> None:
         raise InvalidRequest("image", f"must have at most {limits.max_input_pixels} pixels, got {in_w}x{in_h}")
     width, height, _ = request.target_size()
     limits.check_size("scale" if request.width is None else "width", width, height)
+
+
+def sd_upscale_size(request: GenerationRequest, size: tuple[int, int]) -> tuple[int, int]:
+    """The size the SD upscale script upscales an init image of ``size`` to."""
+    return max(1, round(size[0] * request.sd_upscale)), max(1, round(size[1] * request.sd_upscale))
+
+
+def check_sd_upscale(request: GenerationRequest, limits: Limits) -> None:
+    """The SD upscale script's result must fit the limits and hold at least one tile (``request`` has its size)."""
+    if request.init_image is None or not request.sd_upscale:
+        return
+    width, height = sd_upscale_size(request, request.init_image.size)
+    limits.check_size("sd_upscale", width, height)
+    tile_w, tile_h = int(request.width or 8), int(request.height or 8)
+    if width < tile_w or height < tile_h:
+        raise InvalidRequest(
+            "sd_upscale",
+            f"makes a {width}x{height} image, smaller than one {tile_w}x{tile_h} tile; ask for a larger factor or "
+            "a smaller width and height",
+        )
+    if request.sd_upscale_overlap >= min(tile_w, tile_h):
+        raise InvalidRequest(
+            "sd_upscale_overlap", f"must be less than the tile size {tile_w}x{tile_h}, got {request.sd_upscale_overlap}"
+        )

@@ -72,6 +72,9 @@ _EDITING = (
         "hr_prompt",
         "hr_negative_prompt",
         "hr_cfg",
+        "sd_upscale",
+        "sd_upscale_upscaler",
+        "sd_upscale_overlap",
     }
 )
 

@@ -10,6 +10,7 @@ from imagegen.server.catalog import ModelCatalog
 from imagegen.server.jobs.queue import JobQueue
 from imagegen.server.services import Services
 from imagegen.server.settings import ServerSettings
+from imagegen.server.upscalers import UpscalerCatalog
 
 
 def get_services(request: Request) -> Services:
@@ -30,7 +31,12 @@ def get_settings(request: Request) -> ServerSettings:
     return get_services(request).settings
 
 
+def get_upscalers(request: Request) -> UpscalerCatalog:
+    return get_services(request).upscalers
+
+
 ServicesDep = Annotated[Services, Depends(get_services)]
 Queue = Annotated[JobQueue, Depends(get_queue)]
 Catalog = Annotated[ModelCatalog, Depends(get_catalog)]
 Settings = Annotated[ServerSettings, Depends(get_settings)]
+Upscalers = Annotated[UpscalerCatalog, Depends(get_upscalers)]

@@ -4,7 +4,8 @@
 - :class:`~imagegen.server.jobs.queue.JobQueue`: submit, read, cancel, follow jobs;
 - :class:`~imagegen.server.jobs.supervisor.WorkerSupervisor`: the worker processes;
 - :class:`~imagegen.server.jobs.retention.Retention`: deletes expired results;
-- :class:`~imagegen.server.jobs.urls.URLSigner`: signs image URLs.
+- :class:`~imagegen.server.jobs.urls.URLSigner`: signs image URLs;
+- :class:`~imagegen.server.upscalers.UpscalerCatalog`: the upscalers the workers offer.
 
 :class:`Services` owns their life cycle (the data directory's lock, the store, start, drain, stop) and nothing else.
 """
@@ -26,6 +27,7 @@ from imagegen.server.jobs.store import JobStore
 from imagegen.server.jobs.supervisor import Readiness, WorkerState, WorkerSupervisor
 from imagegen.server.jobs.urls import URLSigner, load_or_create_key
 from imagegen.server.settings import ServerSettings
+from imagegen.server.upscalers import UpscalerCatalog
 
 logger = logging.getLogger("imagegen.server")
 
@@ -42,6 +44,7 @@ class Services:
     def __init__(self, settings: ServerSettings, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.catalog = ModelCatalog(settings)
+        self.upscalers = UpscalerCatalog(settings.engine)
         self._clock = clock
         self._draining = threading.Event()
         self._store: JobStore | None = None

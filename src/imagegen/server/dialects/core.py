@@ -36,6 +36,7 @@ from imagegen.errors import (
 )
 from imagegen.imageio import decode_base64, decode_image
 from imagegen.requests import GenerationRequest, Limits, UpscaleRequest
+from imagegen.rules import check_upscale
 from imagegen.server.errors import JobNotFound
 from imagegen.server.jobs.model import Job, JobStatus
 
@@ -169,7 +170,11 @@ async def prepare_upscale(limits: Limits, upscalers: UpscalerCatalog, submission
         image = await run_in_threadpool(
             decode_input_image, submission.image, field=submission.names.get("image", "image"), limits=limits
         )
-        return dataclasses.replace(preview, image=image)
+        request = dataclasses.replace(preview, image=image)
+        # 3. The result's size against the limits. The queue checks it too; checked here as well, a batch of images
+        #    (A1111's extra-batch-images) is refused as a whole before any of its jobs is queued.
+        check_upscale(request, limits)
+        return request
 
 
 async def enqueue_upscale(queue: JobQueue, request: UpscaleRequest, submission: UpscaleSubmission) -> Job:

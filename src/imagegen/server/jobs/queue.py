@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING
 
 from imagegen.errors import InvalidRequest
 from imagegen.requests import GenerationRequest, UpscaleRequest
-from imagegen.rules import check_hires, check_models, check_networks, check_upscale, effective_eta
+from imagegen.rules import (
+    check_hires,
+    check_models,
+    check_networks,
+    check_sd_upscale,
+    check_upscale,
+    effective_eta,
+)
 from imagegen.server.catalog import ModelCatalog
 from imagegen.server.errors import IdempotencyConflict, JobNotFound, QueueFull, ServiceUnavailable
 from imagegen.server.jobs.model import (
@@ -154,6 +161,13 @@ class JobQueue:
             limits.check(sized)
             if sized.enable_hr:
                 check_hires(sized, limits)
+        elif request.sd_upscale:
+            check_sd_upscale(
+                dataclasses.replace(
+                    request, width=request.width or base.defaults.width, height=request.height or base.defaults.height
+                ),
+                limits,
+            )
         return dataclasses.replace(request, model=base.ref, refiner=refiner.ref if refiner else None)
 
     def _retry_after(self) -> int:

@@ -6,6 +6,9 @@ A1111's shape ``{"error", "detail", "body", "errors"}``; validation errors are 4
 A1111 field name. Interrupted jobs (``/interrupt``, ``/skip``, or a native DELETE) answer 409: imagegen keeps no
 partial image. ``/interrupt`` and ``/skip`` cancel the running jobs of this dialect only, never a native or OpenAI
 client's job; ``/skip`` cancels a batch as a whole (the engine has no per-image skip).
+
+``extra-single-image`` and ``extra-batch-images`` (Extras: upscaling) are upscale jobs on the same queue (see
+:mod:`.extras`); ``/progress`` reports them as job ``extras``.
 """
 
 from __future__ import annotations
@@ -23,8 +26,14 @@ from starlette.concurrency import run_in_threadpool
 from imagegen.errors import InvalidRequest
 from imagegen.samplers import list_samplers, list_schedule_types
 from imagegen.server import networks
-from imagegen.server.deps import Catalog, Queue, ServicesDep
+from imagegen.server.deps import Catalog, Queue, ServicesDep, Upscalers
 from imagegen.server.dialects import core
+from imagegen.server.dialects.a1111.extras import (
+    check_face_restoration,
+    extras_submission,
+    html_info,
+    result_image,
+)
 from imagegen.server.dialects.a1111.options import (
     CHECKPOINT,
     CHECKPOINT_HASH,
@@ -33,15 +42,23 @@ from imagegen.server.dialects.a1111.options import (
     current_values,
 )
 from imagegen.server.dialects.a1111.schemas import (
+    A1111ExtrasBatchImagesRequest,
+    A1111ExtrasBatchImagesResponse,
+    A1111ExtrasSingleImageRequest,
+    A1111ExtrasSingleImageResponse,
+    A1111FaceRestorer,
     A1111GenerationRequest,
     A1111ImageResponse,
     A1111Img2ImgRequest,
+    A1111LatentUpscaleMode,
     A1111Model,
     A1111PngInfoRequest,
     A1111PngInfoResponse,
     A1111ProgressResponse,
     A1111ProgressState,
+    A1111RealesrganModel,
     A1111Txt2ImgRequest,
+    A1111Upscaler,
 )
 from imagegen.server.dialects.a1111.translate import (
     DIALECT,
@@ -51,6 +68,7 @@ from imagegen.server.dialects.a1111.translate import (
     translate,
 )
 from imagegen.server.errors import ErrorInfo, register_dialect_errors
+from imagegen.server.jobs.model import UPSCALE, Job
 from imagegen.server.services import Services
 from imagegen.server.settings import ServerSettings
 
@@ -96,7 +114,12 @@ async def _generate(
     request: Request, services: Services, body: A1111GenerationRequest, *, img2img: bool
 ) -> A1111ImageResponse:
     options = a1111_options(request)
-    translation = translate(body, catalog=services.catalog, stored_options=options.values(), img2img=img2img)
+    names: list[str] = []
+    if img2img and body.script_name:  # the SD upscale script names its upscaler by its index in /upscalers
+        names = [info.name for info in await run_in_threadpool(services.upscalers.available)]
+    translation = translate(
+        body, catalog=services.catalog, stored_options=options.values(), img2img=img2img, upscalers=names
+    )
     job = await core.run(services.queue, services.settings.limits, translation.submission)
     if not body.override_settings_restore_afterwards and translation.overrides:
         options.update(translation.overrides)  # A1111 keeps such overrides as the new options
@@ -116,11 +139,65 @@ async def img2img(request: Request, services: ServicesDep, body: A1111Img2ImgReq
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# Extras (upscaling).
+
+
+@router.post("/extra-single-image", response_model=A1111ExtrasSingleImageResponse)
+async def extra_single_image(
+    services: ServicesDep, upscalers: Upscalers, body: A1111ExtrasSingleImageRequest
+) -> A1111ExtrasSingleImageResponse:
+    """Upscale one image (an upscale job in the shared queue); blocks until it ends."""
+    check_face_restoration(body, [r["name"] or "" for r in await run_in_threadpool(upscalers.face_restorers)])
+    submission = extras_submission(body, body.image, image_field="image")
+    job = await core.submit_upscale(services.queue, services.settings.limits, upscalers, submission)
+    job = await core.succeeded(services.queue, job, names=submission.names)
+    image, infotext = await run_in_threadpool(result_image, services.queue, job)
+    return A1111ExtrasSingleImageResponse(html_info=html_info(infotext), image=image)
+
+
+@router.post("/extra-batch-images", response_model=A1111ExtrasBatchImagesResponse)
+async def extra_batch_images(
+    services: ServicesDep, upscalers: Upscalers, body: A1111ExtrasBatchImagesRequest
+) -> A1111ExtrasBatchImagesResponse:
+    """Upscale each image of ``imageList`` (one job per image, in order); blocks until all have ended. Every image is
+    checked and decoded before any job is queued; when one job fails, the others are cancelled."""
+    check_face_restoration(body, [r["name"] or "" for r in await run_in_threadpool(upscalers.face_restorers)])
+    queue, limits = services.queue, services.settings.limits
+    submissions = [
+        extras_submission(body, item.data, image_field=f"imageList[{i}].data") for i, item in enumerate(body.imageList)
+    ]
+    # 1. Check and decode every image, 2. queue one job each, in order, 3. wait for each.
+    requests = [await core.prepare_upscale(limits, upscalers, submission) for submission in submissions]
+    jobs: list[Job] = []
+    try:
+        for request, submission in zip(requests, submissions, strict=True):
+            jobs.append(await core.enqueue_upscale(queue, request, submission))
+        done = [await core.succeeded(queue, job, names=s.names) for job, s in zip(jobs, submissions, strict=True)]
+    except BaseException:
+        # Nobody will collect the rest (the client gets an error, or went away): free the workers for others.
+        # Called directly: after a cancellation of this handler, every further await would be cancelled too.
+        for job in jobs:
+            queue.cancel(job.id)
+        raise
+    results = [await run_in_threadpool(result_image, queue, job) for job in done]
+    return A1111ExtrasBatchImagesResponse(
+        html_info=html_info(results[-1][1]) if results else "", images=[image for image, _ in results]
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Progress and control.
 
 
 def _timestamp(seconds: float | None) -> str:
     return time.strftime("%Y%m%d%H%M%S", time.localtime(seconds or 0))
+
+
+def _job_name(record: Mapping[str, Any]) -> str:
+    """A1111's name of the kind of job (its ``shared.state.job``)."""
+    if record.get("operation") == UPSCALE:
+        return "extras"
+    return "img2img" if record.get("init_image") else "txt2img"
 
 
 @router.get("/progress", response_model=A1111ProgressResponse)
@@ -136,7 +213,7 @@ def progress(queue: Queue, skip_current_image: bool = False) -> A1111ProgressRes
         eta = elapsed / fraction - elapsed
     state = A1111ProgressState(
         interrupted=job.cancel_requested,
-        job="img2img" if job.request.get("init_image") else "txt2img",
+        job=_job_name(job.request),
         job_count=1,
         job_no=0,
         job_timestamp=_timestamp(job.started_at),
@@ -235,21 +312,32 @@ def schedulers() -> list[dict[str, Any]]:
     return list_schedule_types()
 
 
-@router.get("/upscalers")
-def upscalers() -> list[dict[str, Any]]:
-    """Empty: imagegen has no upscalers yet."""
-    return []
+@router.get("/upscalers", response_model=list[A1111Upscaler])
+async def upscalers(catalog: Upscalers) -> list[A1111Upscaler]:
+    """The upscalers that can run here (None, Lanczos, Nearest first; see the native ``/v1/upscalers`` for the
+    unavailable ones and why); ``upscaler_1``, ``upscaler_2`` and ``hr_upscaler`` take their names."""
+    infos = await run_in_threadpool(catalog.available)
+    return [
+        A1111Upscaler(name=i.name, model_name=i.model_name, model_path=i.model_path, model_url=None, scale=i.scale)
+        for i in infos
+    ]
 
 
-@router.get("/latent-upscale-modes")
-def latent_upscale_modes() -> list[dict[str, Any]]:
-    return []
+@router.get("/latent-upscale-modes", response_model=list[A1111LatentUpscaleMode])
+def latent_upscale_modes(catalog: Upscalers) -> list[A1111LatentUpscaleMode]:
+    """The latent upscalers ``hr_upscaler`` takes (the hires fix upscales the latents instead of the image)."""
+    return [A1111LatentUpscaleMode(name=name) for name in catalog.latent_modes()]
 
 
-@router.get("/realesrgan-models")
-def realesrgan_models() -> list[dict[str, Any]]:
-    """Empty: imagegen has no Real-ESRGAN upscalers yet."""
-    return []
+@router.get("/realesrgan-models", response_model=list[A1111RealesrganModel])
+async def realesrgan_models(catalog: Upscalers) -> list[A1111RealesrganModel]:
+    """The Real-ESRGAN upscalers that can run here."""
+    infos = await run_in_threadpool(catalog.available)
+    return [
+        A1111RealesrganModel(name=i.name, path=i.model_path, scale=int(i.scale))
+        for i in infos
+        if i.name.startswith("R-ESRGAN")
+    ]
 
 
 @router.get("/sd-vae")
@@ -276,9 +364,11 @@ def hypernetworks() -> list[dict[str, Any]]:
     return []
 
 
-@router.get("/face-restorers")
-def face_restorers() -> list[dict[str, Any]]:
-    return []
+@router.get("/face-restorers", response_model=list[A1111FaceRestorer])
+async def face_restorers(catalog: Upscalers) -> list[A1111FaceRestorer]:
+    """The face restorers whose weights are installed (none ship with imagegen, and none can run yet)."""
+    found = await run_in_threadpool(catalog.face_restorers)
+    return [A1111FaceRestorer(name=r["name"] or "", cmd_dir=r["cmd_dir"]) for r in found]
 
 
 @router.get("/prompt-styles")

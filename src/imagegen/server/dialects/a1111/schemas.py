@@ -13,7 +13,7 @@ model's defaults (its native size, its own scheduler) instead of SD 1.5's. A ``n
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -95,6 +95,7 @@ class A1111Txt2ImgRequest(A1111GenerationRequest):
     hr_scheduler: str | None = None
     hr_prompt: str = ""
     hr_negative_prompt: str = ""
+    hr_cfg: float | None = None
 
 
 class A1111Img2ImgRequest(A1111GenerationRequest):
@@ -163,3 +164,101 @@ class A1111Model(BaseModel):
     sha256: str | None = None
     filename: str
     config: str | None = None
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Extras (upscaling), A1111's ``ExtrasBaseRequest`` family with its field constraints.
+
+
+class A1111ExtrasRequest(BaseModel):
+    """Fields shared by ``extra-single-image`` and ``extra-batch-images`` (A1111's ``ExtrasBaseRequest``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    resize_mode: Literal[0, 1] = Field(
+        0, description="0: upscale by upscaling_resize; 1: upscale to upscaling_resize_w x upscaling_resize_h"
+    )
+    show_extras_results: bool = Field(True, description="accepted for compatibility; results are always returned")
+    gfpgan_visibility: float = Field(
+        0.0, ge=0, le=1, allow_inf_nan=False, description="GFPGAN face restoration; must be 0 (not available)"
+    )
+    codeformer_visibility: float = Field(
+        0.0, ge=0, le=1, allow_inf_nan=False, description="CodeFormer face restoration; must be 0 (not available)"
+    )
+    codeformer_weight: float = Field(
+        0.0, ge=0, le=1, allow_inf_nan=False, description="CodeFormer weight; no effect without CodeFormer"
+    )
+    upscaling_resize: float = Field(
+        2.0, ge=1, le=8, allow_inf_nan=False, description="upscale factor, used when resize_mode is 0"
+    )
+    upscaling_resize_w: int = Field(512, ge=1, description="target width, used when resize_mode is 1")
+    upscaling_resize_h: int = Field(512, ge=1, description="target height, used when resize_mode is 1")
+    upscaling_crop: bool = Field(
+        True,
+        description="resize_mode 1: cover the target size and crop the overflow from the centre; false: keep the "
+        "aspect ratio (the result covers the target size and may be larger on one side)",
+    )
+    upscaler_1: str = Field("None", description="an upscaler's name from /sdapi/v1/upscalers")
+    upscaler_2: str = Field("None", description="a second upscaler blended over the first")
+    extras_upscaler_2_visibility: float = Field(
+        0.0, ge=0, le=1, allow_inf_nan=False, description="upscaler_2's share of the result (0 = off)"
+    )
+    upscale_first: bool = Field(False, description="accepted for compatibility (there is no face restoration)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_unset(cls, data: Any) -> Any:
+        """``null`` means "not sent", as for txt2img: the default applies."""
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if value is not None}
+        return data
+
+
+class A1111ExtrasSingleImageRequest(A1111ExtrasRequest):
+    """``POST /sdapi/v1/extra-single-image``."""
+
+    image: str = Field("", description="the image: base64 or a data: URI (PNG, JPEG, WebP)")
+
+
+class A1111FileData(BaseModel):
+    data: str = Field(description="the image: base64 or a data: URI (PNG, JPEG, WebP)")
+    name: str = Field(description="file name (accepted for compatibility; unused)")
+
+
+class A1111ExtrasBatchImagesRequest(A1111ExtrasRequest):
+    """``POST /sdapi/v1/extra-batch-images``: one upscale job per image, run in order."""
+
+    imageList: list[A1111FileData] = Field(description="the images to upscale")  # A1111's name
+
+
+class A1111ExtrasSingleImageResponse(BaseModel):
+    html_info: str = Field(description="the result's infotext as HTML (<p>...</p>)")
+    image: str = Field(description="the upscaled image: base64 PNG with its infotext")
+
+
+class A1111ExtrasBatchImagesResponse(BaseModel):
+    html_info: str = Field(description="the last result's infotext as HTML (<p>...</p>)")
+    images: list[str] = Field(description="the upscaled images in the order sent: base64 PNGs with their infotext")
+
+
+class A1111Upscaler(BaseModel):
+    name: str
+    model_name: str | None = None
+    model_path: str | None = None
+    model_url: str | None = None
+    scale: float | None = None
+
+
+class A1111RealesrganModel(BaseModel):
+    name: str
+    path: str | None = None
+    scale: int | None = None
+
+
+class A1111LatentUpscaleMode(BaseModel):
+    name: str
+
+
+class A1111FaceRestorer(BaseModel):
+    name: str
+    cmd_dir: str | None = None

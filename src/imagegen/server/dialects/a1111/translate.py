@@ -31,7 +31,7 @@ import io
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -172,8 +172,8 @@ def check_supported(body: A1111GenerationRequest) -> None:
             raise _unsupported(name, getattr(body, name), "the samplers' noise settings are fixed")
     if body.firstpass_image:
         raise _unsupported("firstpass_image", "<image>", "no hires fix")
-    if body.script_name:
-        raise _unsupported("script_name", body.script_name, "no A1111 scripts")
+    if body.script_name and not (isinstance(body, A1111Img2ImgRequest) and _is_sd_upscale(body.script_name)):
+        raise _unsupported("script_name", body.script_name, "of A1111's scripts only 'SD upscale' (img2img)")
     if body.alwayson_scripts:
         raise _unsupported("alwayson_scripts", sorted(body.alwayson_scripts), "no A1111 extensions")
     for name in ("batch_size", "n_iter"):
@@ -302,9 +302,15 @@ class Translation:
 
 
 def translate(
-    body: A1111GenerationRequest, *, catalog: ModelCatalog, stored_options: Mapping[str, object], img2img: bool
+    body: A1111GenerationRequest,
+    *,
+    catalog: ModelCatalog,
+    stored_options: Mapping[str, object],
+    img2img: bool,
+    upscalers: Sequence[str] = (),
 ) -> Translation:
-    """The :class:`Submission` an A1111 txt2img / img2img request asks for; errors name the A1111 field."""
+    """The :class:`Submission` an A1111 txt2img / img2img request asks for; errors name the A1111 field.
+    ``upscalers`` are the names ``/upscalers`` lists, in its order (the SD upscale script names one by index)."""
     # 1. A pasted infotext fills unset fields; the request's options; what cannot be honoured is refused.
     body, hints = apply_infotext(body)
     overrides = check_overrides(body.override_settings)
@@ -367,6 +373,10 @@ def translate(
     if isinstance(body, A1111Img2ImgRequest):
         mask = body.mask or None
         fields.update(_inpaint_fields(body))
+        if body.script_name:  # check_supported let only "SD upscale" through
+            fields.update(sd_upscale_fields(body.script_args, upscalers))
+            names.update(sd_upscale="script_args[3]", sd_upscale_upscaler="script_args[2]")
+            names["sd_upscale_overlap"] = "script_args[1]"
     if isinstance(body, A1111Txt2ImgRequest):
         fields.update(
             hr_upscaler=body.hr_upscaler or "Latent",
@@ -379,6 +389,33 @@ def translate(
         fields=fields, init_image=init_image, mask=mask, names=names, prefixes=prefixes, dialect=DIALECT
     )
     return Translation(submission=submission, body=body, options=options, overrides=overrides)
+
+
+def _is_sd_upscale(name: str) -> bool:
+    return name.strip().lower() == "sd upscale"
+
+
+def sd_upscale_fields(args: Sequence[Any], upscalers: Sequence[str]) -> dict[str, object]:
+    """A1111's SD upscale ``script_args``: ``[info, overlap, upscaler_index, scale_factor]`` (an upscaler's name is
+    taken too), as imagegen's ``sd_upscale`` fields."""
+    values = list(args) + [None] * (4 - len(args))
+    overlap = 64 if values[1] is None else values[1]
+    index = 0 if values[2] is None else values[2]
+    scale = 2.0 if values[3] is None else values[3]
+    if isinstance(index, str):
+        upscaler = index
+    elif isinstance(index, int) and not isinstance(index, bool) and 0 <= index < len(upscalers):
+        upscaler = upscalers[index]
+    else:
+        listed = ", ".join(f"{i}: {name}" for i, name in enumerate(upscalers))
+        raise InvalidRequest(
+            "script_args[2]", f"must be an upscaler's index in /sdapi/v1/upscalers ({listed}), got {index!r}"
+        )
+    if not isinstance(overlap, int) or isinstance(overlap, bool):
+        raise InvalidRequest("script_args[1]", f"must be the tile overlap in pixels, got {overlap!r}")
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool):
+        raise InvalidRequest("script_args[3]", f"must be the scale factor, got {scale!r}")
+    return {"sd_upscale": float(scale), "sd_upscale_upscaler": upscaler, "sd_upscale_overlap": overlap}
 
 
 def _inpaint_fields(body: A1111Img2ImgRequest) -> dict[str, object]:

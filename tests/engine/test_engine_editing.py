@@ -416,3 +416,57 @@ def test_upscale_errors(engine) -> None:
     with pytest.raises(InvalidRequest) as info:
         UpscaleRequest(image=image, width=64)
     assert info.value.field == "height"
+
+
+# SD upscale (A1111's img2img script) ---------------------------------------------------------------------------------
+
+
+def test_sd_upscale_reruns_each_tile_and_stitches_them(engine, tiny_models) -> None:
+    source = Image.fromarray(np.random.default_rng(4).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    events: list[ProgressEvent] = []
+    request = GenerationRequest(
+        prompt="a cat",
+        model=str(tiny_models["sd1"]),
+        init_image=source,
+        sd_upscale=2,
+        sd_upscale_overlap=16,
+        strength=0.5,
+        num_inference_steps=4,
+        num_images=2,
+        sampler="Euler",
+        seed=9,
+    )
+    result = engine.generate(request, progress=events.append)
+    assert [image.size for image in result.images] == [(128, 96), (128, 96)]
+    # 128x96 in 64x64 tiles overlapping by at least 16: 3 x 2 tiles, 2 steps each, for 2 images.
+    assert [e.step for e in events] == list(range(1, 25))
+    assert {e.total for e in events} == {24}
+    info = parse_infotext(result.infotexts[0])
+    assert (info.width, info.height) == (64, 64)  # the tile size, as A1111 writes it
+    assert info.extra["SD upscale"] == "2"
+    assert info.extra["SD upscale overlap"] == "16"
+    assert info.extra["SD upscale upscaler"] == "Lanczos"
+    fields = request_fields_from_infotext(result.infotexts[0])
+    again = engine.generate(GenerationRequest(**{**fields, "init_image": source, "model": str(tiny_models["sd1"])}))
+    assert np.array_equal(pixels(again.images[0]), pixels(result.images[0]))
+    # Not a plain resize: the tiles were re-run.
+    resized = pixels(source.resize((128, 96), Image.Resampling.LANCZOS))
+    assert np.abs(pixels(result.images[0]) - resized).mean() > 5
+
+
+def test_sd_upscale_errors(engine, tiny_models) -> None:
+    source = Image.new("RGB", (40, 40), RED)
+    common = {"prompt": "x", "model": str(tiny_models["sd1"]), "init_image": source}
+    with pytest.raises(InvalidRequest) as info:
+        engine.generate(GenerationRequest(sd_upscale=1.5, **common))  # 60x60 < one 64x64 tile
+    assert info.value.field == "sd_upscale"
+    assert "tile" in info.value.message
+    with pytest.raises(InvalidRequest) as info:
+        engine.generate(GenerationRequest(sd_upscale=2, sd_upscale_upscaler="Magic", **common))
+    assert info.value.field == "sd_upscale_upscaler"
+    with pytest.raises(InvalidRequest) as info:
+        GenerationRequest(prompt="x", sd_upscale=2)
+    assert info.value.field == "sd_upscale"
+    with pytest.raises(InvalidRequest) as info:
+        GenerationRequest(sd_upscale=0.5, **common)
+    assert info.value.field == "sd_upscale"
