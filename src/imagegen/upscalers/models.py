@@ -3,7 +3,11 @@ spandrel. Both take one RGB tile and return it ``scale`` times larger; heavy imp
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -41,9 +45,29 @@ class RealEsrganNcnn:
         return 4
 
     def __call__(self, tile: Image.Image) -> Image.Image:
-        with self._lock:
+        with self._lock, _quiet_native_stderr():
             upscaled: Image.Image = self._net.process_pil(tile)
         return upscaled
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """ncnn's C++ code prints "0.00%" to file descriptor 2 for every tile, under the CLI's progress bar and into the
+    worker's log: point descriptor 2 at /dev/null for the native call (Python's own writes are flushed first)."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 (a daemon without stderr): nothing to silence
+        yield
+        return
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 class SpandrelModel:
