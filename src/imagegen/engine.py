@@ -526,11 +526,11 @@ class Engine:
             if not request.inpaint_full_res:
                 width = width or max(8, inputs.size[0] // 8 * 8)
                 height = height or max(8, inputs.size[1] // 8 * 8)
-        elif inputs.image is not None and request.sd_upscale:
+        elif request.sd_upscale:
             # SD upscale: the tiles are the request's size (default: the model's native size); the input is upscaled.
             width, height = width or defaults.width, height or defaults.height
             check_sd_upscale(dataclasses.replace(request, width=width, height=height), self.limits)
-            inputs = _Inputs(image=inputs.image.convert("RGB"))
+            inputs = _Inputs(image=inputs.image.convert("RGB") if inputs.image is not None else None)
         elif inputs.image is not None:
             # Image-to-image keeps the input's size unless a size is asked for (then the input is resized to it).
             in_w, in_h = inputs.image.size

@@ -148,8 +148,10 @@ def sd_upscale_size(request: GenerationRequest, size: tuple[int, int]) -> tuple[
 
 def check_sd_upscale(request: GenerationRequest, limits: Limits) -> None:
     """The SD upscale script's result must fit the limits and hold at least one tile (``request`` has its size)."""
-    if request.init_image is None or not request.sd_upscale:
+    if not request.sd_upscale:
         return
+    if request.init_image is None:
+        raise InvalidRequest("sd_upscale", "upscales an init_image: send one")
     width, height = sd_upscale_size(request, request.init_image.size)
     limits.check_size("sd_upscale", width, height)
     tile_w, tile_h = int(request.width or 8), int(request.height or 8)

@@ -465,8 +465,9 @@ def test_sd_upscale_errors(engine, tiny_models) -> None:
         engine.generate(GenerationRequest(sd_upscale=2, sd_upscale_upscaler="Magic", **common))
     assert info.value.field == "sd_upscale_upscaler"
     with pytest.raises(InvalidRequest) as info:
-        GenerationRequest(prompt="x", sd_upscale=2)
+        engine.generate(GenerationRequest(prompt="x", model=str(tiny_models["sd1"]), sd_upscale=2))
     assert info.value.field == "sd_upscale"
+    assert "init_image" in info.value.message
     with pytest.raises(InvalidRequest) as info:
         GenerationRequest(sd_upscale=0.5, **common)
     assert info.value.field == "sd_upscale"

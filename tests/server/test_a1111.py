@@ -965,3 +965,78 @@ def test_a_full_queue_is_an_a1111_429_end_to_end(tmp_path: Path) -> None:
         assert int(response.headers["retry-after"]) >= 1
         for job_id in queued:
             client.delete(f"/v1/jobs/{job_id}", headers=bearer)
+
+
+def _job(client, response) -> dict:
+    assert response.status_code == 200, response.text
+    job_id = json.loads(response.json()["info"])["job_id"]
+    return client.get(f"/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {API_KEY}"}).json()["request"]
+
+
+def test_hires_fix_fields_reach_the_request(client) -> None:
+    payload = {
+        "prompt": "x",
+        "enable_hr": True,
+        "hr_scale": 1.5,
+        "hr_upscaler": "Lanczos",
+        "hr_second_pass_steps": 7,
+        "denoising_strength": 0.4,
+        "hr_sampler_name": "Use same sampler",
+        "hr_scheduler": "Karras",
+        "hr_prompt": "y",
+        "hr_cfg": 4.5,
+    }
+    request = _job(client, client.post("/sdapi/v1/txt2img", json=payload))
+    assert request["enable_hr"] is True
+    assert (request["hr_scale"], request["hr_upscaler"], request["hr_second_pass_steps"]) == (1.5, "Lanczos", 7)
+    assert (request["strength"], request["hr_sampler"], request["hr_schedule_type"]) == (0.4, None, "Karras")
+    assert (request["hr_prompt"], request["hr_cfg"]) == ("y", 4.5)
+    # hr_upscaler unset is A1111's default, Latent; enable_hr false leaves the hires fields inert.
+    assert (
+        _job(client, client.post("/sdapi/v1/txt2img", json={"prompt": "x", "enable_hr": True}))["hr_upscaler"]
+        == "Latent"
+    )
+    assert _job(client, client.post("/sdapi/v1/txt2img", json={"prompt": "x", "hr_scale": 99}))["enable_hr"] is False
+
+
+def test_inpainting_fields_reach_the_request(client) -> None:
+    payload = {
+        "init_images": [_b64(_png())],
+        "mask": _b64(_png()),
+        "mask_blur_x": 6,
+        "mask_blur_y": 6,
+        "inpainting_fill": 2,
+        "inpaint_full_res": True,
+        "inpaint_full_res_padding": 12,
+        "inpainting_mask_invert": 1,
+        "tiling": True,
+    }
+    request = _job(client, client.post("/sdapi/v1/img2img", json=payload))
+    assert request["mask"] is True
+    assert (request["mask_blur"], request["inpainting_fill"], request["invert_mask"]) == (6, "latent noise", True)
+    assert (request["inpaint_full_res"], request["inpaint_full_res_padding"], request["tiling"]) == (True, 12, True)
+    assert _job(client, client.post("/sdapi/v1/img2img", json={**payload, "mask_blur": 3}))["mask_blur"] == 3
+
+
+def test_the_sd_upscale_script_is_the_sd_upscale_field(client) -> None:
+    listed = [u["name"] for u in client.get("/sdapi/v1/upscalers").json()]
+    payload = {
+        "init_images": [_b64(_png((64, 64)))],
+        "script_name": "SD upscale",
+        "script_args": [None, 16, listed.index("Lanczos"), 2.0],
+        "width": 64,
+        "height": 64,
+    }
+    request = _job(client, client.post("/sdapi/v1/img2img", json=payload))
+    assert (request["sd_upscale"], request["sd_upscale_upscaler"], request["sd_upscale_overlap"]) == (
+        2.0,
+        "Lanczos",
+        16,
+    )
+    bad = client.post("/sdapi/v1/img2img", json={**payload, "script_args": [None, 16, 99, 2.0]})
+    _assert_a1111_error(bad, 422, "script_args[2]")
+    _assert_a1111_error(
+        client.post("/sdapi/v1/img2img", json={**payload, "script_args": [None, 16, 0, 0.5]}), 422, "script_args[3]"
+    )
+    other = client.post("/sdapi/v1/img2img", json={**payload, "script_name": "loopback"})
+    _assert_a1111_error(other, 422, "script_name")

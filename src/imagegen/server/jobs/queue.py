@@ -153,21 +153,15 @@ class JobQueue:
         check_models(request, base, refiner)
         effective_eta(request, base, refiner)
         check_networks(request, self.settings.engine)
+        sized = dataclasses.replace(
+            request, width=request.width or base.defaults.width, height=request.height or base.defaults.height
+        )
         if request.init_image is None:
             # The model's native size is used when none is given; it must be within the limits too.
-            sized = dataclasses.replace(
-                request, width=request.width or base.defaults.width, height=request.height or base.defaults.height
-            )
             limits.check(sized)
             if sized.enable_hr:
                 check_hires(sized, limits)
-        elif request.sd_upscale:
-            check_sd_upscale(
-                dataclasses.replace(
-                    request, width=request.width or base.defaults.width, height=request.height or base.defaults.height
-                ),
-                limits,
-            )
+        check_sd_upscale(sized, limits)
         return dataclasses.replace(request, model=base.ref, refiner=refiner.ref if refiner else None)
 
     def _retry_after(self) -> int:

@@ -43,7 +43,7 @@ from imagegen.fields import FIELDS, dialect_names
 from imagegen.imageio import decode_base64, encode_image
 from imagegen.loading import ModelInfo
 from imagegen.metadata import Infotext, infotext_values, parse_infotext, read_infotext, request_fields_from_infotext
-from imagegen.requests import INPAINT_FILLS
+from imagegen.requests import INPAINT_FILLS, GenerationRequest
 from imagegen.samplers import ScheduleType, eta_rule, parse_sampler
 from imagegen.server.catalog import ModelCatalog
 from imagegen.server.dialects.a1111.options import CHECKPOINT, check_option, effective_options
@@ -377,14 +377,17 @@ def translate(
             fields.update(sd_upscale_fields(body.script_args, upscalers))
             names.update(sd_upscale="script_args[3]", sd_upscale_upscaler="script_args[2]")
             names["sd_upscale_overlap"] = "script_args[1]"
-    if isinstance(body, A1111Txt2ImgRequest):
+    if isinstance(body, A1111Txt2ImgRequest) and not body.enable_hr:
+        # A1111 ignores every hires-fix field while enable_hr is false: so does imagegen (their defaults apply).
+        defaults = GenerationRequest()
+        fields.update({name: getattr(defaults, name) for name in fields if name.startswith("hr_")})
+    if isinstance(body, A1111Txt2ImgRequest) and body.enable_hr:
         fields.update(
             hr_upscaler=body.hr_upscaler or "Latent",
             hr_sampler=None if (body.hr_sampler_name or "") in _SAME else body.hr_sampler_name,
             hr_schedule_type=None if (body.hr_scheduler or "") in _SAME else body.hr_scheduler,
         )
-        if body.enable_hr:
-            fields["strength"] = 0.75 if body.denoising_strength is None else body.denoising_strength
+        fields["strength"] = 0.75 if body.denoising_strength is None else body.denoising_strength
     submission = Submission(
         fields=fields, init_image=init_image, mask=mask, names=names, prefixes=prefixes, dialect=DIALECT
     )
