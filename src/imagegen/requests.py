@@ -374,6 +374,8 @@ class GenerationRequest:
             raise InvalidRequest(
                 "sd_upscale", f"must be 0 (off) or between 1 and {MAX_UPSCALE}, got {self.sd_upscale!r}"
             )
+        if self.sd_upscale and self.init_image is None:
+            raise InvalidRequest("sd_upscale", "upscales an init_image: send one")
         if self.sd_upscale and self.inpainting:
             raise InvalidRequest("sd_upscale", "cannot be combined with a mask or outpaint")
         object.__setattr__(self, "sd_upscale", float(self.sd_upscale))

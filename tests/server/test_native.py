@@ -46,6 +46,34 @@ def test_img2img_input_is_decoded_and_passed(client):
     assert done["request"]["strength"] == 0.5
 
 
+def test_inpainting_and_outpainting_jobs_keep_their_mask(client, tmp_path):
+    def data_uri(image: Image.Image) -> str:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+    init = data_uri(Image.new("RGB", (32, 48), "blue"))
+    mask = Image.new("RGBA", (32, 48), (0, 0, 0, 0))
+    mask.paste((255, 255, 255, 255), (16, 0, 32, 48))
+    body = {"prompt": "x", "init_image": init, "mask": data_uri(mask), "mask_blur": 2, "outpaint": [8, 0, 0, 0]}
+    response = client.post("/v1/jobs", json=body)
+    assert response.status_code == 202, response.text
+    done = wait_job(client.get, response.json()["id"])
+    assert done["status"] == "succeeded"
+    assert (done["request"]["mask"], done["request"]["outpaint"], done["request"]["mask_blur"]) == (
+        True,
+        [8, 0, 0, 0],
+        2,
+    )
+    # The mask's size is checked against the image's, by name, before queueing.
+    bad = client.post("/v1/jobs", json={**body, "mask": data_uri(Image.new("L", (8, 8)))})
+    assert bad.status_code == 400
+    assert bad.json()["error"]["field"] == "mask"
+    wrong = client.post("/v1/jobs", json={**body, "outpaint": [8, 0]})
+    assert wrong.status_code == 400
+    assert wrong.json()["error"]["field"] == "outpaint"
+
+
 def test_an_oversized_init_image_is_fitted_into_the_limits_as_in_the_other_dialects(make_client):
     from imagegen.requests import Limits
 

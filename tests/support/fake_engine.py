@@ -105,6 +105,7 @@ class FakeEngine:
             init_image=None,
             mask=None,
             outpaint=(0, 0, 0, 0),
+            sd_upscale=0.0,
         )
         seeds = tuple(seed + i for i in range(request.num_images))
         infotexts = tuple(

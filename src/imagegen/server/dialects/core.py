@@ -118,10 +118,19 @@ async def submit(queue: JobQueue, limits: Limits, submission: Submission) -> Job
 
 
 def check_fields(submission: Submission, limits: Limits) -> GenerationRequest:
-    """Every field rule and the operator's limits on the request without its images (cheap: run before decoding any
-    image); the request so far. Errors name the dialect's fields."""
+    """Every field rule and the operator's limits on the request before its images are decoded (cheap: run first);
+    the request so far, with 8x8 stand-ins for its images. Errors name the dialect's fields."""
+    from PIL import Image as PILImage
+
+    # Stand-ins for the images still to decode, so the rules that ask whether there is one (a mask needs an init
+    # image) see what the request will have; the real images are checked when decoded.
+    stand_ins: dict[str, object] = {}
+    if submission.init_image is not None:
+        stand_ins["init_image"] = PILImage.new("RGB", (8, 8))
+        if submission.mask is not None:
+            stand_ins["mask"] = PILImage.new("L", (8, 8), 255)
     with renamed_fields(submission.names, prefix=submission.prefixes):
-        preview = GenerationRequest(**submission.fields)  # type: ignore[arg-type]  # checked by GenerationRequest
+        preview = GenerationRequest(**submission.fields, **stand_ins)  # type: ignore[arg-type]
         limits.check(preview)
     return preview
 
