@@ -430,13 +430,42 @@ def load_pipeline(
         kwargs.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     try:
         if info.kind == "single_file":
-            config = _sidecar_config(info.path) or reference_config_dir(info.family)
+            config = _sidecar_config(info.path) or _single_file_config(info)
             return cls.from_single_file(str(info.path), config=str(config), local_files_only=True, **kwargs)
         return cls.from_pretrained(
             str(info.path), local_files_only=True, use_safetensors=not allow_pickle or None, **kwargs
         )
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
         raise ModelLoadError(f"cannot load {info.ref} as {info.family.value}: {exc}") from None
+
+
+#: The first convolution of an original-format UNet: its input channels tell an inpainting checkpoint (9) apart.
+_UNET_CONV_IN = "model.diffusion_model.input_blocks.0.0.weight"
+
+
+def _single_file_config(info: ModelInfo) -> Path:
+    """The reference config of ``info``'s family, or for an inpainting checkpoint (a UNet taking 9 channels: latents,
+    mask, masked image) a copy of it with that UNet input, kept under imagegen's home."""
+    reference = reference_config_dir(info.family)
+    if info.path.suffix.lower() != ".safetensors":
+        return reference
+    shape = _single_file_keys(info.path).get(_UNET_CONV_IN) or []
+    channels = shape[1] if len(shape) > 1 else 4
+    if channels == 4:
+        return reference
+    folder = reference.with_name(f"{reference.name}-in{channels}")
+    if not (folder / "unet" / "config.json").is_file():
+        import shutil
+
+        partial = folder.with_name(f".{folder.name}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(reference, partial)
+        unet_config = json.loads((partial / "unet" / "config.json").read_text(encoding="utf-8"))
+        unet_config["in_channels"] = channels
+        (partial / "unet" / "config.json").write_text(json.dumps(unet_config, indent=2), encoding="utf-8")
+        shutil.rmtree(folder, ignore_errors=True)
+        partial.rename(folder)
+    return folder
 
 
 def _dtype_keyword() -> str:

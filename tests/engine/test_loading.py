@@ -181,3 +181,40 @@ def test_models_load_in_the_asked_dtype_without_deprecation_noise(tmp_path, tiny
     assert (pipeline.unet.dtype, pipeline.vae.dtype, pipeline.text_encoder.dtype) == (torch.bfloat16,) * 3
     # diffusers ≥ 0.42 warns on every load given the old keyword; a server's log would repeat it per model.
     assert not [w for w in caught if "torch_dtype" in str(w.message)]
+
+
+def test_a_single_file_inpainting_checkpoint_gets_a_9_channel_unet_config(tmp_path) -> None:
+    # An original-format SD 1.x inpainting checkpoint (sd-v1-5-inpainting.safetensors): its first UNet convolution
+    # takes 9 channels. Without a sidecar config, the bundled reference config is copied with that input.
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from imagegen.loading import _single_file_config, resolve
+
+    path = tmp_path / "sd15-inpainting.safetensors"
+    save_file(
+        {
+            "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 9, 3, 3),
+            "cond_stage_model.transformer.text_model.final_layer_norm.weight": torch.zeros(768),
+        },
+        str(path),
+    )
+    info = resolve(str(path))
+    folder = _single_file_config(info)
+    assert json.loads((folder / "unet" / "config.json").read_text())["in_channels"] == 9
+    assert (folder / "model_index.json").is_file()
+    assert _single_file_config(info) == folder  # made once, then reused
+    ordinary = tmp_path / "sd15.safetensors"
+    save_file(
+        {
+            "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 4, 3, 3),
+            "cond_stage_model.transformer.text_model.final_layer_norm.weight": torch.zeros(768),
+        },
+        str(ordinary),
+    )
+    assert (
+        json.loads((_single_file_config(resolve(str(ordinary))) / "unet" / "config.json").read_text())["in_channels"]
+        == 4
+    )
