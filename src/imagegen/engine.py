@@ -26,6 +26,17 @@ import torch
 from PIL import Image as PILImage
 
 from imagegen import __version__
+from imagegen.editing.inpaint import (
+    Inputs,
+    blank,
+    center_crop,
+    center_crop_latents,
+    full_mask,
+    inpaint_arguments,
+    inpaint_inputs,
+    inpainting_unet,
+    resized,
+)
 from imagegen.editing.masks import (
     binary_mask,
     blur_mask,
@@ -33,8 +44,6 @@ from imagegen.editing.masks import (
     crop_region,
     expand_to_aspect,
     fill_masked,
-    mask_bounds,
-    outpaint_canvas,
     paste_region,
 )
 from imagegen.editing.tiles import combine_tiles, split_tiles
@@ -50,7 +59,18 @@ from imagegen.loading import (
     pipeline_class,
     resolve,
 )
-from imagegen.metadata import FIELD_KEYS, Infotext, extra_value, format_infotext, format_number
+from imagegen.metadata import (
+    FIELD_KEYS,
+    HIRES_FIELDS,
+    INPAINT_FIELDS,
+    Infotext,
+    extra_value,
+    format_infotext,
+    format_number,
+    hires_infotext,
+    inpaint_infotext,
+    sd_upscale_infotext,
+)
 from imagegen.networks.embeddings import Embedding, load_embedding
 from imagegen.networks.files import NetworkFile, list_files
 from imagegen.networks.lora import ActiveLora, LoraAdapters, resolve_loras
@@ -74,13 +94,10 @@ from imagegen.upscalers import Upscalers
 from imagegen.upscalers.latent import is_latent_upscaler, upscale_latents
 
 if TYPE_CHECKING:
-    from typing import TypeAlias
-
     from diffusers import DiffusionPipeline
     from PIL.Image import Image
 
-    #: What a denoising run starts from: nothing (text-to-image), an image, one image per output, or latents.
-    _Init: TypeAlias = Image | list[Image] | torch.Tensor | None
+    from imagegen.editing.inpaint import Init
 
 VERSION = f"imagegen {__version__}"
 #: Each request field's default: a field at its default is not written into the infotext.
@@ -110,19 +127,6 @@ class ProgressEvent:
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
-
-
-@dataclass(frozen=True, kw_only=True)
-class _Inputs:
-    """The request's images as the run uses them: the init image (the grown canvas when outpainting) and, for
-    inpainting, the binary mask at the same size (inverted if asked, the outpainted area added)."""
-
-    image: Image | None = None
-    mask: Image | None = None
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return self.image.size if self.image is not None else (0, 0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -482,7 +486,7 @@ class Engine:
         image = results[0]
         if second is not None:
             image = PILImage.blend(image, results[1], request.upscaler_2_visibility)
-        image = _center_crop(image, width, height)
+        image = center_crop(image, width, height)
         # 3. Describe it as A1111's Extras do.
         if request.width is None:
             info = [f"Postprocess upscale by: {format_number(request.scale)}"]
@@ -515,13 +519,13 @@ class Engine:
 
     def _effective(
         self, request: GenerationRequest, base: LoadedModel, refiner: LoadedModel | None
-    ) -> tuple[GenerationRequest, _Inputs]:
+    ) -> tuple[GenerationRequest, Inputs]:
         defaults = base.info.defaults
-        inputs = _Inputs(image=request.init_image)
+        inputs = Inputs(image=request.init_image)
         width, height = request.width, request.height
         if request.inpainting:
             # Inpainting keeps the image at its own size (the canvas, when outpainting) for the final composite.
-            inputs = _inpaint_inputs(request)
+            inputs = inpaint_inputs(request)
             self.limits.check_size("outpaint", *inputs.size)
             if not request.inpaint_full_res:
                 width = width or max(8, inputs.size[0] // 8 * 8)
@@ -530,13 +534,13 @@ class Engine:
             # SD upscale: the tiles are the request's size (default: the model's native size); the input is upscaled.
             width, height = width or defaults.width, height or defaults.height
             check_sd_upscale(dataclasses.replace(request, width=width, height=height), self.limits)
-            inputs = _Inputs(image=inputs.image.convert("RGB") if inputs.image is not None else None)
+            inputs = Inputs(image=inputs.image.convert("RGB") if inputs.image is not None else None)
         elif inputs.image is not None:
             # Image-to-image keeps the input's size unless a size is asked for (then the input is resized to it).
             in_w, in_h = inputs.image.size
             width = width or max(8, in_w // 8 * 8)
             height = height or max(8, in_h // 8 * 8)
-            inputs = _Inputs(image=_resized(inputs.image, width, height))
+            inputs = Inputs(image=resized(inputs.image, width, height))
         effective = dataclasses.replace(
             request,
             model=base.info.ref,
@@ -565,7 +569,7 @@ class Engine:
         request: GenerationRequest,
         base: LoadedModel,
         refiner: LoadedModel | None,
-        inputs: _Inputs,
+        inputs: Inputs,
         timings: dict[str, float],
         progress: ProgressCallback | None,
         cancel: threading.Event | None,
@@ -581,14 +585,14 @@ class Engine:
                 return self._inpaint(request, base, refiner, inputs, counter, timings)
             if request.sd_upscale and inputs.image is not None:
                 return self._sd_upscale(request, base, refiner, inputs.image, timings, progress, cancel)
-            init: _Init = inputs.image
+            init: Init = inputs.image
             mask = None
-            if _inpainting_unet(base) and init is None:
+            if inpainting_unet(base.pipeline) and init is None:
                 # An inpainting checkpoint makes text-to-image from a blank image with everything masked (A1111).
-                init = _blank(request.width or 8, request.height or 8)
+                init = blank(request.width or 8, request.height or 8)
                 request = dataclasses.replace(request, strength=1.0)
-            if _inpainting_unet(base):
-                mask = _full_mask(request.width or 8, request.height or 8)
+            if inpainting_unet(base.pipeline):
+                mask = full_mask(request.width or 8, request.height or 8)
             latents, pipe = self._denoise(request, base, refiner, init, mask, counter, timings, later_steps=hires)
             if request.enable_hr:
                 latents, pipe = self._hires(request, base, refiner, latents, pipe, counter, timings)
@@ -602,7 +606,7 @@ class Engine:
         request: GenerationRequest,
         base: LoadedModel,
         refiner: LoadedModel | None,
-        init: _Init,
+        init: Init,
         mask: Image | None,
         counter: _StepCounter,
         timings: dict[str, float],
@@ -644,7 +648,7 @@ class Engine:
             "callback_on_step_end_tensor_inputs": prompts.tensor_inputs(pooled=pooled),
         }
         if mask is not None:
-            kwargs.update(_inpaint_arguments(pipe, request, init, mask))
+            kwargs.update(inpaint_arguments(pipe, request, init, mask))
         elif init is not None:
             kwargs.update(image=init, strength=request.strength)
         else:
@@ -706,17 +710,17 @@ class Engine:
         then denoise ``strength`` of the second pass's steps at the large size, with the same seeds."""
         width, height, cover_w, cover_h = hires_size(request)
         t0 = time.perf_counter()
-        init: _Init
+        init: Init
         if is_latent_upscaler(request.hr_upscaler):
             factor = int(pipe.vae_scale_factor)  # 8 for SD and SDXL, 4 for the demo model's VAE
             large = upscale_latents(latents, request.hr_upscaler, width=cover_w // factor, height=cover_h // factor)
-            init = _center_crop_latents(large, width // factor, height // factor)
+            init = center_crop_latents(large, width // factor, height // factor)
         else:
             t1 = time.perf_counter()
             images = decode_latents(pipe, latents)
             timings["decode"] = time.perf_counter() - t1
             init = [
-                _center_crop(
+                center_crop(
                     self.upscalers.upscale(
                         image, request.hr_upscaler, width=cover_w, height=cover_h, field="hr_upscaler"
                     ),
@@ -763,7 +767,7 @@ class Engine:
         per_tile = max(1, int(int(request.num_inference_steps or 1) * request.strength))
         runs = len(grid.tiles) * request.num_images
         counter = _StepCounter(total=runs * per_tile, progress=progress, cancel=cancel)
-        mask = _full_mask(grid.tile_w, grid.tile_h) if _inpainting_unet(base) else None
+        mask = full_mask(grid.tile_w, grid.tile_h) if inpainting_unet(base.pipeline) else None
         results = []
         for n in range(request.num_images):
             one = dataclasses.replace(request, seed=request.seed + n, num_images=1)
@@ -784,14 +788,14 @@ class Engine:
         request: GenerationRequest,
         base: LoadedModel,
         refiner: LoadedModel | None,
-        inputs: _Inputs,
+        inputs: Inputs,
         counter: _StepCounter,
         timings: dict[str, float],
     ) -> list[Image]:
         """A1111's order: blur the mask; crop around it ("only masked") or resize to the request's size; fill the
         masked area; denoise with the mask; decode; composite onto the original through the blurred mask."""
         if inputs.image is None or inputs.mask is None:
-            raise TypeError("inpainting needs the canvas and the mask of _inpaint_inputs")
+            raise TypeError("inpainting needs the canvas and the mask of inpaint_inputs")
         width, height = int(request.width or 8), int(request.height or 8)
         blurred = blur_mask(inputs.mask, request.mask_blur, request.mask_blur)
         box: tuple[int, int, int, int] | None = None
@@ -802,7 +806,7 @@ class Engine:
             work_mask = blurred.crop(box)
         else:
             original, work_mask = inputs.image, blurred
-        original = _resized(original, width, height)
+        original = resized(original, width, height)
         work_mask = work_mask.resize((width, height), PILImage.Resampling.LANCZOS)
         work_image = original
         if request.inpainting_fill == "fill":
@@ -852,7 +856,7 @@ class Engine:
         for spec in FIELDS:
             if spec.infotext is None or spec.infotext in FIELD_KEYS or spec.field == "eta":
                 continue
-            if spec.field in _INPAINT_FIELDS or spec.field in _HIRES_FIELDS or spec.field.startswith("sd_upscale"):
+            if spec.field in INPAINT_FIELDS or spec.field in HIRES_FIELDS or spec.field.startswith("sd_upscale"):
                 continue  # written below, as groups, only when inpainting / with the hires fix / SD upscale
             value = extra_value(getattr(request, spec.field), _REQUEST_DEFAULTS[spec.field])
             if value is not None:
@@ -861,13 +865,9 @@ class Engine:
         if rule is not None and request.eta is not None and request.eta != rule.default:
             # As A1111: "Eta DDIM" / "Eta", only when not the sampler's default.
             extra[rule.infotext_key] = format_number(float(request.eta))
-        extra.update(_inpaint_infotext(request))
-        extra.update(_hires_infotext(request))
-        if request.sd_upscale:
-            # A1111's script writes its overlap and upscaler; the factor is imagegen's, so --from can repeat it.
-            extra["SD upscale"] = format_number(request.sd_upscale)
-            extra["SD upscale overlap"] = str(request.sd_upscale_overlap)
-            extra["SD upscale upscaler"] = request.sd_upscale_upscaler
+        extra.update(inpaint_infotext(request))
+        extra.update(hires_infotext(request))
+        extra.update(sd_upscale_infotext(request))
         prompt = request.prompt
         if request.loras:
             # LoRAs asked for by field are written as the tags that ask for the same, so that any A1111 reader
@@ -895,69 +895,6 @@ class Engine:
             version=VERSION,
             extra=extra,
         )
-
-
-#: Fields the infotext carries only for an inpainting (A1111 writes "Mask blur" then, even at its default).
-_INPAINT_FIELDS = frozenset(
-    {"mask_blur", "inpainting_fill", "inpaint_full_res", "inpaint_full_res_padding", "invert_mask", "outpaint"}
-)
-#: Fields the infotext carries only with the hires fix.
-_HIRES_FIELDS = frozenset(
-    {
-        "hr_scale",
-        "hr_resize_x",
-        "hr_resize_y",
-        "hr_upscaler",
-        "hr_second_pass_steps",
-        "hr_sampler",
-        "hr_schedule_type",
-        "hr_prompt",
-        "hr_negative_prompt",
-        "hr_cfg",
-    }
-)
-
-
-def _inpaint_infotext(request: GenerationRequest) -> dict[str, str]:
-    """A1111's inpainting keys: ``Mask blur``, ``Masked content``, ``Inpaint area``/``Masked area padding`` for
-    "only masked", ``Mask mode`` when inverted; ``Outpaint`` (imagegen's) for a grown canvas."""
-    if not request.inpainting:
-        return {}
-    extra = {"Mask blur": str(request.mask_blur), "Masked content": request.inpainting_fill}
-    if request.inpaint_full_res:
-        extra["Inpaint area"] = "Only masked"
-        extra["Masked area padding"] = str(request.inpaint_full_res_padding)
-    if request.invert_mask:
-        extra["Mask mode"] = "Inpaint not masked"
-    if any(request.outpaint):
-        extra["Outpaint"] = ",".join(str(v) for v in request.outpaint)
-    return extra
-
-
-def _hires_infotext(request: GenerationRequest) -> dict[str, str]:
-    """A1111's hires-fix keys (its ``Denoising strength`` is the request's ``strength``)."""
-    if not request.enable_hr:
-        return {}
-    extra: dict[str, str] = {}
-    if request.hr_resize_x or request.hr_resize_y:
-        width, height = hires_size(request)[:2]
-        extra["Hires resize"] = f"{width}x{height}"
-    else:
-        extra["Hires upscale"] = format_number(request.hr_scale)
-    if request.hr_second_pass_steps:
-        extra["Hires steps"] = str(request.hr_second_pass_steps)
-    extra["Hires upscaler"] = request.hr_upscaler
-    for key, value in (
-        ("Hires sampler", request.hr_sampler),
-        ("Hires schedule type", request.hr_schedule_type),
-        ("Hires prompt", request.hr_prompt),
-        ("Hires negative prompt", request.hr_negative_prompt),
-    ):
-        if value:
-            extra[key] = value
-    if request.hr_cfg is not None:
-        extra["Hires CFG Scale"] = format_number(request.hr_cfg)
-    return extra
 
 
 def _eta_argument(choice: SamplerChoice | None, model: LoadedModel, eta: float | None) -> dict[str, float]:
@@ -1076,95 +1013,3 @@ def _embedding_encoders(pipe: DiffusionPipeline, family: Family) -> dict[str, An
     if family is Family.SDXL:
         encoders["clip_l"] = pipe.text_encoder
     return encoders
-
-
-def _resized(image: Image, width: int, height: int) -> Image:
-    """``image`` as RGB at ``width`` x ``height`` (Lanczos, only when the size differs)."""
-    image = image.convert("RGB")
-    return image if image.size == (width, height) else image.resize((width, height), PILImage.Resampling.LANCZOS)
-
-
-def _blank(width: int, height: int) -> Image:
-    """Mid-grey: zero in the VAE's [-1, 1] range, what an inpainting checkpoint sees where nothing is known."""
-    return PILImage.new("RGB", (width, height), (127, 127, 127))
-
-
-def _full_mask(width: int, height: int) -> Image:
-    return PILImage.new("L", (width, height), 255)
-
-
-def _inpainting_unet(model: LoadedModel) -> bool:
-    """An inpainting checkpoint: its UNet takes the latents, the mask and the masked image's latents (9 channels)."""
-    return int(getattr(model.pipeline.unet.config, "in_channels", 4)) == 9
-
-
-def _inpaint_inputs(request: GenerationRequest) -> _Inputs:
-    """The canvas and the binary mask of an inpainting or outpainting request, at the input's own size."""
-    if request.init_image is None:  # GenerationRequest refuses a mask or outpaint without one
-        raise InvalidRequest("init_image", "inpainting needs an init image")
-    image = request.init_image.convert("RGB")
-    if request.mask is not None:
-        mask = binary_mask(request.mask, invert=request.invert_mask)
-    else:
-        mask = PILImage.new("L", image.size, 0)
-    if any(request.outpaint):
-        left, right, top, bottom = request.outpaint
-        image, grown = outpaint_canvas(image, left, right, top, bottom)
-        grown.paste(mask.point(lambda v: 255 if v else 0), (left, top), mask)  # the user's mask inside, too
-        mask = grown
-    if mask_bounds(mask) is None:
-        inverted = " (after invert_mask)" if request.invert_mask else ""
-        raise InvalidRequest(
-            "mask", f"is empty{inverted}: no pixel is marked to repaint (white, or opaque in an RGBA mask)"
-        )
-    return _Inputs(image=image, mask=mask)
-
-
-def _inpaint_arguments(pipe: DiffusionPipeline, request: GenerationRequest, init: _Init, mask: Image) -> dict[str, Any]:
-    """The inpainting pipeline's arguments: the image, the mask, the masked image's latents (which a 9-channel UNet
-    reads, and which keep diffusers from masking latents when the image is given as latents) and, for A1111's
-    "latent noise" and "latent nothing" fills, the image's latents with the masked area replaced."""
-    if not isinstance(init, PILImage.Image):
-        raise TypeError(f"inpainting starts from one image, got {type(init).__name__}")
-    width, height = int(request.width or 8), int(request.height or 8)
-    vae = pipe.vae
-    pixels = pipe.image_processor.preprocess(init, height=height, width=width).to(device=vae.device, dtype=vae.dtype)
-    masked_pixels = pipe.mask_processor.preprocess(mask, height=height, width=width).to(pixels)
-    encode = torch.Generator("cpu").manual_seed(request.seed)
-    with torch.no_grad():
-        masked = pipe._encode_vae_image(pixels * (masked_pixels < 0.5), generator=encode)
-    arguments: dict[str, Any] = {
-        "image": init,
-        "mask_image": mask,
-        "masked_image_latents": masked,
-        "strength": request.strength,
-        "width": width,
-        "height": height,
-    }
-    if request.inpainting_fill in ("latent noise", "latent nothing"):
-        with torch.no_grad():
-            latents = pipe._encode_vae_image(pixels, generator=encode)
-        small = torch.nn.functional.interpolate(masked_pixels, size=latents.shape[-2:], mode="nearest")
-        if request.inpainting_fill == "latent noise":
-            fresh = torch.cat(
-                [
-                    torch.randn(latents.shape, generator=torch.Generator("cpu").manual_seed(request.seed + i))
-                    for i in range(request.num_images)
-                ]
-            ).to(latents)
-        else:
-            fresh = torch.zeros((request.num_images, *latents.shape[1:])).to(latents)
-        arguments["image"] = latents * (1 - small) + fresh * small
-    return arguments
-
-
-def _center_crop(image: Image, width: int, height: int) -> Image:
-    if image.size == (width, height):
-        return image
-    left, top = (image.width - width) // 2, (image.height - height) // 2
-    return image.crop((left, top, left + width, top + height))
-
-
-def _center_crop_latents(latents: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    top, left = (latents.shape[-2] - height) // 2, (latents.shape[-1] - width) // 2
-    return latents[..., top : top + height, left : left + width]

@@ -34,11 +34,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from PIL import ExifTags, Image, PngImagePlugin, UnidentifiedImageError
 
 from imagegen.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from imagegen.requests import GenerationRequest
 
 __all__ = [
     "Infotext",
@@ -588,3 +591,79 @@ def _float_or_none(text: str | None) -> float | None:
     if text is None or not _FLOAT_RE.fullmatch(text.strip()):
         return None
     return float(text)
+
+
+#: Fields the infotext carries only for an inpainting (A1111 writes "Mask blur" then, even at its default).
+INPAINT_FIELDS = frozenset(
+    {"mask_blur", "inpainting_fill", "inpaint_full_res", "inpaint_full_res_padding", "invert_mask", "outpaint"}
+)
+#: Fields the infotext carries only with the hires fix.
+HIRES_FIELDS = frozenset(
+    {
+        "hr_scale",
+        "hr_resize_x",
+        "hr_resize_y",
+        "hr_upscaler",
+        "hr_second_pass_steps",
+        "hr_sampler",
+        "hr_schedule_type",
+        "hr_prompt",
+        "hr_negative_prompt",
+        "hr_cfg",
+    }
+)
+
+
+def inpaint_infotext(request: GenerationRequest) -> dict[str, str]:
+    """A1111's inpainting keys: ``Mask blur``, ``Masked content``, ``Inpaint area``/``Masked area padding`` for
+    "only masked", ``Mask mode`` when inverted; ``Outpaint`` (imagegen's) for a grown canvas."""
+    if not request.inpainting:
+        return {}
+    extra = {"Mask blur": str(request.mask_blur), "Masked content": request.inpainting_fill}
+    if request.inpaint_full_res:
+        extra["Inpaint area"] = "Only masked"
+        extra["Masked area padding"] = str(request.inpaint_full_res_padding)
+    if request.invert_mask:
+        extra["Mask mode"] = "Inpaint not masked"
+    if any(request.outpaint):
+        extra["Outpaint"] = ",".join(str(v) for v in request.outpaint)
+    return extra
+
+
+def hires_infotext(request: GenerationRequest) -> dict[str, str]:
+    """A1111's hires-fix keys (its ``Denoising strength`` is the request's ``strength``)."""
+    if not request.enable_hr:
+        return {}
+    extra: dict[str, str] = {}
+    if request.hr_resize_x or request.hr_resize_y:
+        from imagegen.rules import hires_size
+
+        width, height = hires_size(request)[:2]
+        extra["Hires resize"] = f"{width}x{height}"
+    else:
+        extra["Hires upscale"] = format_number(request.hr_scale)
+    if request.hr_second_pass_steps:
+        extra["Hires steps"] = str(request.hr_second_pass_steps)
+    extra["Hires upscaler"] = request.hr_upscaler
+    for key, value in (
+        ("Hires sampler", request.hr_sampler),
+        ("Hires schedule type", request.hr_schedule_type),
+        ("Hires prompt", request.hr_prompt),
+        ("Hires negative prompt", request.hr_negative_prompt),
+    ):
+        if value:
+            extra[key] = value
+    if request.hr_cfg is not None:
+        extra["Hires CFG Scale"] = format_number(request.hr_cfg)
+    return extra
+
+
+def sd_upscale_infotext(request: GenerationRequest) -> dict[str, str]:
+    """A1111's SD upscale script writes its overlap and upscaler; the factor is imagegen's, so ``--from`` repeats it."""
+    if not request.sd_upscale:
+        return {}
+    return {
+        "SD upscale": format_number(request.sd_upscale),
+        "SD upscale overlap": str(request.sd_upscale_overlap),
+        "SD upscale upscaler": request.sd_upscale_upscaler,
+    }
