@@ -37,13 +37,13 @@ def untouched(result: Image.Image, source: Image.Image, mask: Image.Image, blur:
     return np.abs(pixels(result) - pixels(source)).max(axis=2)[outside]
 
 
-@pytest.fixture(scope="module")
-def inpainting_model(tiny_models, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny SD 1.x model with a 9-channel UNet: an inpainting checkpoint, detected from its files."""
+@pytest.fixture(scope="module", params=["sd1", "sdxl-base"])
+def inpainting_model(request, tiny_models, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model with a 9-channel UNet: an inpainting checkpoint (SD 1.x, SDXL), detected from its files."""
     from diffusers import UNet2DConditionModel
 
-    folder = tmp_path_factory.mktemp("inpainting") / "sd1-inpainting"
-    shutil.copytree(tiny_models["sd1"], folder)
+    folder = tmp_path_factory.mktemp("inpainting") / f"{request.param}-inpainting"
+    shutil.copytree(tiny_models[request.param], folder)
     config = dict(UNet2DConditionModel.load_config(folder / "unet"))
     config["in_channels"] = 9
     torch.manual_seed(0)
