@@ -70,6 +70,7 @@ from imagegen.metadata import (
     hires_infotext,
     inpaint_infotext,
     sd_upscale_infotext,
+    upscale_infotext,
 )
 from imagegen.networks.embeddings import Embedding, load_embedding
 from imagegen.networks.files import NetworkFile, list_files
@@ -488,20 +489,10 @@ class Engine:
             image = PILImage.blend(image, results[1], request.upscaler_2_visibility)
         image = center_crop(image, width, height)
         # 3. Describe it as A1111's Extras do.
-        if request.width is None:
-            info = [f"Postprocess upscale by: {format_number(request.scale)}"]
-        else:
-            info = [
-                f"Postprocess upscale to: {request.width}x{request.height}",
-                f"Postprocess crop to fit: {request.crop}",
-            ]
-        info.append(f"Postprocess upscaler: {request.upscaler}")
-        if second is not None:
-            info.append(f"Postprocess upscaler 2: {second}")
-            info.append(f"Postprocess upscaler 2 visibility: {format_number(request.upscaler_2_visibility)}")
+        info = upscale_infotext(request, second=second)
         return UpscaleResult(
             images=(image,),
-            infotexts=(", ".join(info),),
+            infotexts=(info,),
             effective=request,
             model=request.upscaler,
             timings=MappingProxyType(
@@ -628,6 +619,8 @@ class Engine:
         # DPM++ SDE draws its Brownian noise from its own seed, not the generator: one seed per image, too.
         noise_seed = [request.seed + i for i in range(request.num_images)]
         scheduler = build_scheduler(choice, base.pipeline.scheduler.config, noise_seed=noise_seed, eta=request.eta)
+        if init is not None and request.initial_noise_multiplier != 1.0:
+            _scale_added_noise(scheduler, request.initial_noise_multiplier)
         pipe = derive_pipeline(cls, base.pipeline, scheduler=scheduler)
         t0 = time.perf_counter()
         prompts = self._stage_prompts(request, base, pipe, steps)
@@ -895,6 +888,18 @@ class Engine:
             version=VERSION,
             extra=extra,
         )
+
+
+def _scale_added_noise(scheduler: Any, multiplier: float) -> None:
+    """A1111's ``initial_noise_multiplier``: the noise image-to-image adds to the input's latents (the pipeline's
+    ``scheduler.add_noise``, also its inpainting blend) scaled by ``multiplier``, on this request's own scheduler."""
+    add_noise = scheduler.add_noise
+
+    def scaled(original: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        result: torch.Tensor = add_noise(original, noise * multiplier, timesteps)
+        return result
+
+    scheduler.add_noise = scaled
 
 
 def _eta_argument(choice: SamplerChoice | None, model: LoadedModel, eta: float | None) -> dict[str, float]:

@@ -370,6 +370,14 @@ FIELDS: tuple[FieldNames, ...] = (
         cli="--sd-upscale-overlap",
         infotext="SD upscale overlap",
     ),
+    FieldNames(
+        field="initial_noise_multiplier",
+        kind=float,
+        help="image-to-image: scale of the noise added to the input, 0-2 (A1111's noise multiplier; 1 = as drawn)",
+        cli="--noise-multiplier",
+        a1111="initial_noise_multiplier",
+        infotext="Noise multiplier",
+    ),
 )
 
 _BY_FIELD: Mapping[str, FieldNames] = MappingProxyType({spec.field: spec for spec in FIELDS})

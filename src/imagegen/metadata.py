@@ -41,7 +41,7 @@ from PIL import ExifTags, Image, PngImagePlugin, UnidentifiedImageError
 from imagegen.errors import InvalidRequest
 
 if TYPE_CHECKING:
-    from imagegen.requests import GenerationRequest
+    from imagegen.requests import GenerationRequest, UpscaleRequest
 
 __all__ = [
     "Infotext",
@@ -667,3 +667,17 @@ def sd_upscale_infotext(request: GenerationRequest) -> dict[str, str]:
         "SD upscale overlap": str(request.sd_upscale_overlap),
         "SD upscale upscaler": request.sd_upscale_upscaler,
     }
+
+
+def upscale_infotext(request: UpscaleRequest, *, second: str | None = None) -> str:
+    """A1111's Extras keys for an upscale: ``Postprocess upscale by`` (or ``upscale to`` + ``crop to fit``),
+    ``Postprocess upscaler`` and, when ``second`` is blended in, ``Postprocess upscaler 2`` with its visibility."""
+    if request.width is None:
+        info = [f"Postprocess upscale by: {format_number(request.scale)}"]
+    else:
+        info = [f"Postprocess upscale to: {request.width}x{request.height}", f"Postprocess crop to fit: {request.crop}"]
+    info.append(f"Postprocess upscaler: {request.upscaler}")
+    if second is not None:
+        info.append(f"Postprocess upscaler 2: {second}")
+        info.append(f"Postprocess upscaler 2 visibility: {format_number(request.upscaler_2_visibility)}")
+    return ", ".join(info)

@@ -42,6 +42,8 @@ MAX_INPAINT_PADDING = 256
 MAX_OUTPAINT = 2048
 #: Largest upscale factor of an upscale request and of the SD upscale script (A1111's Extras slider stops at 8).
 MAX_UPSCALE = 8.0
+#: Image-to-image: the largest scale of the noise added to the input (A1111's slider stops at 1.5).
+MAX_NOISE_MULTIPLIER = 2.0
 #: Hires fix: the largest upscale factor (A1111's slider stops at 4; the size limits still apply).
 MAX_HR_SCALE = 8.0
 
@@ -229,6 +231,8 @@ class GenerationRequest:
     * ``sd_upscale`` (image-to-image; 0 = off) is A1111's "SD upscale" script: the init image is upscaled by that
       factor with ``sd_upscale_upscaler``, cut into tiles of the request's size overlapping by ``sd_upscale_overlap``
       pixels, each tile re-run at ``strength`` (the same seed for every tile of an image), and stitched back.
+    * ``initial_noise_multiplier`` (image-to-image, A1111's "Noise multiplier for img2img") scales the noise added to
+      the input's latents; 1 leaves it as the sampler draws it.
     """
 
     prompt: str = ""
@@ -273,6 +277,7 @@ class GenerationRequest:
     sd_upscale: float = 0.0
     sd_upscale_upscaler: str = "Lanczos"
     sd_upscale_overlap: int = 64
+    initial_noise_multiplier: float = 1.0
 
     @property
     def inpainting(self) -> bool:
@@ -320,6 +325,8 @@ class GenerationRequest:
         self._check_editing()
         self._check_hires()
         self._check_sd_upscale()
+        _check_float("initial_noise_multiplier", self.initial_noise_multiplier, 0.0, MAX_NOISE_MULTIPLIER)
+        object.__setattr__(self, "initial_noise_multiplier", float(self.initial_noise_multiplier))
         # Sampler names are checked here (pure Python), so a typo fails before any model work.
         from imagegen.samplers import parse_sampler, resolve_eta
 

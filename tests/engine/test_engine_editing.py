@@ -471,3 +471,22 @@ def test_sd_upscale_errors(engine, tiny_models) -> None:
     with pytest.raises(InvalidRequest) as info:
         GenerationRequest(sd_upscale=0.5, **common)
     assert info.value.field == "sd_upscale"
+
+
+def test_the_noise_multiplier_scales_image_to_image_noise(engine, tiny_models) -> None:
+    source = Image.fromarray(np.random.default_rng(5).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    common = {"prompt": "a cat", "model": str(tiny_models["sd1"]), "init_image": source, "seed": 2, "strength": 0.6}
+    common["num_inference_steps"] = 4
+    plain = engine.generate(GenerationRequest(**common))
+    quiet = engine.generate(GenerationRequest(initial_noise_multiplier=0.5, **common))
+    assert not np.array_equal(pixels(plain.images[0]), pixels(quiet.images[0]))
+    assert "Noise multiplier" not in plain.infotexts[0]
+    assert parse_infotext(quiet.infotexts[0]).extra["Noise multiplier"] == "0.5"
+    fields = request_fields_from_infotext(quiet.infotexts[0])
+    again = engine.generate(GenerationRequest(**{**fields, "init_image": source, "model": str(tiny_models["sd1"])}))
+    assert np.array_equal(pixels(again.images[0]), pixels(quiet.images[0]))
+    # Text to image draws pure noise: the multiplier has nothing to scale, as in A1111.
+    txt = {"prompt": "a cat", "model": str(tiny_models["sd1"]), "seed": 2, "num_inference_steps": 2}
+    a = engine.generate(GenerationRequest(**txt)).images[0]
+    b = engine.generate(GenerationRequest(initial_noise_multiplier=0.5, **txt)).images[0]
+    assert np.array_equal(pixels(a), pixels(b))

@@ -311,7 +311,6 @@ def test_img2img_only_fields() -> None:
         ({"latent_mask": "abc"}, "latent_mask"),
         ({"resize_mode": 1}, "resize_mode"),
         ({"init_images": ["a", "b"]}, "init_images"),
-        ({"initial_noise_multiplier": 0.9}, "initial_noise_multiplier"),
     ):
         with pytest.raises(InvalidRequest) as info:
             check_supported(A1111Img2ImgRequest(**fields))
@@ -1040,3 +1039,13 @@ def test_the_sd_upscale_script_is_the_sd_upscale_field(client) -> None:
     )
     other = client.post("/sdapi/v1/img2img", json={**payload, "script_name": "loopback"})
     _assert_a1111_error(other, 422, "script_name")
+
+
+def test_noise_multiplier_and_tiling_from_the_request_or_the_options(client) -> None:
+    payload = {"init_images": [_b64(_png())], "initial_noise_multiplier": 0.9}
+    assert _job(client, client.post("/sdapi/v1/img2img", json=payload))["initial_noise_multiplier"] == 0.9
+    overrides = {"override_settings": {"initial_noise_multiplier": 0.5, "tiling": True}}
+    request = _job(client, client.post("/sdapi/v1/img2img", json={"init_images": [_b64(_png())], **overrides}))
+    assert (request["initial_noise_multiplier"], request["tiling"]) == (0.5, True)
+    bad = {"init_images": [_b64(_png())], "override_settings": {"initial_noise_multiplier": 3}}
+    _assert_a1111_error(client.post("/sdapi/v1/img2img", json=bad), 422, "override_settings.initial_noise_multiplier")

@@ -35,7 +35,7 @@ from typing import Any
 from PIL import Image
 
 from imagegen.errors import Cancelled, ModelLoadError, ResourceExhausted
-from imagegen.metadata import Infotext, format_infotext, format_number
+from imagegen.metadata import Infotext, format_infotext, upscale_infotext
 from imagegen.requests import MAX_SEED, GenerationRequest, GenerationResult, UpscaleRequest, UpscaleResult
 
 DEFAULT_STEPS = 4
@@ -157,17 +157,10 @@ class FakeEngine:
         image = request.image.convert("RGB").resize(cover, resample)
         left, top = (cover[0] - width) // 2, (cover[1] - height) // 2
         image = image.crop((left, top, left + width, top + height))
-        if request.width is None:
-            info = [f"Postprocess upscale by: {format_number(request.scale)}"]
-        else:
-            info = [
-                f"Postprocess upscale to: {request.width}x{request.height}",
-                f"Postprocess crop to fit: {request.crop}",
-            ]
-        info.append(f"Postprocess upscaler: {request.upscaler}")
+        info = upscale_infotext(request)
         return UpscaleResult(
             images=(image,),
-            infotexts=(", ".join(info),),
+            infotexts=(info,),
             effective=request,
             model=request.upscaler,
             timings=MappingProxyType({"upscale": self.step_sleep * tiles, "total": self.step_sleep * tiles}),

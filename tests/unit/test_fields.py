@@ -85,7 +85,7 @@ def test_infotext_keys_are_the_typed_ones_or_written_as_extras():
         if spec.field == "eta":
             # eta's key depends on the sampler ("Eta" / "Eta DDIM"); the table names the ancestral samplers' one.
             assert spec.infotext == eta_rule(parse_sampler("Euler a"), {}).infotext_key  # type: ignore[union-attr]
-        elif spec.field in ("clip_skip", "emphasis", "tiling") or spec.field in _EDITING:
+        elif spec.field in ("clip_skip", "emphasis", "tiling", "initial_noise_multiplier") or spec.field in _EDITING:
             # Written by the engine as extras (clip skip and the rest only when not the default; the inpainting and
             # hires groups only when inpainting / with the hires fix), read back by request_fields_from_infotext.
             assert spec.infotext not in FIELD_KEYS, spec

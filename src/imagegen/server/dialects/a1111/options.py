@@ -70,7 +70,7 @@ def _only(default: object, why: str, *same: object) -> OptionSpec:
 
 _SAMPLER_PARAMETER = "the samplers' parameters follow the request's sampler and schedule type"
 _PROMPT_LANGUAGE = "imagegen's prompt parser follows A1111's defaults for this"
-_NO_UPSCALE = "hires fix, upscalers and face restoration are not implemented yet"
+_NO_UPSCALE = "the hires fix follows A1111's defaults for this; no face restoration weights are available"
 
 OPTIONS: Mapping[str, OptionSpec] = MappingProxyType(
     {
@@ -121,12 +121,12 @@ OPTIONS: Mapping[str, OptionSpec] = MappingProxyType(
         "use_old_scheduling": _only(False, _SAMPLER_PARAMETER),
         "use_downcasted_alpha_bar": _only(False, _SAMPLER_PARAMETER),
         "refiner_switch_by_sample_steps": _only(False, "the refiner switch is a fraction of the steps"),
-        "tiling": _only(False, "seamless tiling is not implemented yet"),
-        "initial_noise_multiplier": _only(1.0, "the initial noise is not rescaled"),
+        "tiling": _honoured(False),
+        "initial_noise_multiplier": _honoured(1.0),
         "img2img_extra_noise": _only(0.0, "no extra noise is added in image-to-image"),
         "img2img_color_correction": _only(False, "image-to-image does no colour correction"),
         "img2img_background_color": _only("#ffffff", "transparent inputs are always composited on white"),
-        "inpainting_mask_weight": _only(1.0, "inpainting is not implemented yet"),
+        "inpainting_mask_weight": _only(1.0, "inpainting checkpoints always see the whole mask"),
         "sdxl_crop_top": _only(0, "SDXL's crop conditioning is fixed at 0"),
         "sdxl_crop_left": _only(0, "SDXL's crop conditioning is fixed at 0"),
         "sdxl_refiner_low_aesthetic_score": _only(2.5, "the refiner's aesthetic scores are diffusers' defaults"),
@@ -303,6 +303,11 @@ def _check_honoured(key: str, value: object, *, field: str) -> object:
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
             raise InvalidRequest(field, f"must be an integer between 1 and 100, got {_show(value)}")
         return value
+    if key == "initial_noise_multiplier":
+        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+        if not 0.0 <= number <= 2.0:
+            raise InvalidRequest(field, f"must be a number between 0 and 2, got {_show(value)}")
+        return float(number)
     if key in ("eta_ddim", "eta_ancestral"):
         number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
         if not 0.0 <= number <= 1.0:

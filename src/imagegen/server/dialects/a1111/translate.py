@@ -193,8 +193,6 @@ def check_supported(body: A1111GenerationRequest) -> None:
             raise _unsupported("mask_round", body.mask_round, "the mask is always rounded (no soft inpainting)")
         if body.resize_mode != 0:
             raise _unsupported("resize_mode", body.resize_mode, "only 0, 'just resize', is implemented")
-        if _off(body.initial_noise_multiplier, 1):
-            raise _unsupported("initial_noise_multiplier", body.initial_noise_multiplier, "the noise scale is fixed")
         if body.init_images is not None and len(body.init_images) > 1:
             raise _unsupported("init_images", f"<{len(body.init_images)} images>", "one init image per request")
 
@@ -365,6 +363,9 @@ def translate(
         option = "eta_ddim" if rule.pipeline_argument else "eta_ancestral"
         fields["eta"] = options[option]
         names["eta"] = f"override_settings.{option}" if option in overrides else option
+    if body.tiling is None:  # A1111: the request's tiling, else the "tiling" option
+        fields["tiling"] = options["tiling"]
+        names["tiling"] = "override_settings.tiling" if "tiling" in overrides else "tiling"
     # 5. The prompt language's options: clip skip and emphasis, from the request's override or the stored option.
     for field, option in (("clip_skip", "CLIP_stop_at_last_layers"), ("emphasis", "emphasis")):
         fields[field] = options[option]
@@ -373,6 +374,10 @@ def translate(
     if isinstance(body, A1111Img2ImgRequest):
         mask = body.mask or None
         fields.update(_inpaint_fields(body))
+        if body.initial_noise_multiplier is None:  # A1111: the request's, else the option's
+            fields["initial_noise_multiplier"] = options["initial_noise_multiplier"]
+            option = "initial_noise_multiplier"
+            names[option] = f"override_settings.{option}" if option in overrides else option
         if body.script_name:  # check_supported let only "SD upscale" through
             fields.update(sd_upscale_fields(body.script_args, upscalers))
             names.update(sd_upscale="script_args[3]", sd_upscale_upscaler="script_args[2]")
