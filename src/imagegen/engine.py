@@ -76,6 +76,7 @@ from imagegen.networks.embeddings import Embedding, load_embedding
 from imagegen.networks.files import NetworkFile, list_files
 from imagegen.networks.lora import ActiveLora, LoraAdapters, resolve_loras
 from imagegen.options import EngineOptions, Offload
+from imagegen.prompts.cache import CachedEncoder, ConditioningCache
 from imagegen.prompts.conditioning import StagePrompts
 from imagegen.prompts.encoding import Emphasis, PromptEncoder
 from imagegen.prompts.styles import apply_styles, read_styles
@@ -231,6 +232,10 @@ class Engine:
         self._embedding_files: dict[str, Embedding | str] = {}
         self._cache_lock = threading.RLock()
         self._device_lock = threading.Lock()
+        #: Encoded prompts across requests (see :mod:`imagegen.prompts.cache`).
+        self.conditionings = ConditioningCache(max_entries=64)
+        #: Bumped whenever an embedding file appears, changes or goes: part of every cached prompt's key.
+        self._embeddings_version = 0
         #: Image upscalers (A1111's names, Real-ESRGAN, ESRGAN files in the models directory).
         self.upscalers = Upscalers(folders=self.options.upscaler_folders(), allow_pickle=allow_pickle)
 
@@ -262,6 +267,8 @@ class Engine:
             if base is not None:
                 shared = {"text_encoder_2": base.pipeline.text_encoder_2, "vae": base.pipeline.vae}
             pipeline = load_pipeline(info, dtype=self.dtype, shared=shared, allow_pickle=self.allow_pickle)
+            # Weights read anew may differ from those the cached prompts were encoded with (a file replaced on disk).
+            self.conditionings.clear()
             if not shared:
                 self._place(pipeline, info)
             else:
@@ -286,9 +293,10 @@ class Engine:
             return [entry.info for entry in self._cache.values()]
 
     def unload(self) -> None:
-        """Drop every loaded model."""
+        """Drop every loaded model (and the prompts they encoded)."""
         with self._cache_lock:
             self._cache.clear()
+            self.conditionings.clear()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -345,6 +353,8 @@ class Engine:
             current[key] = entry
             found.append((file, entry))
         # Only the files there now: a changed or removed file's old vectors are dropped.
+        if current.keys() != self._embedding_files.keys():
+            self._embeddings_version += 1
         self._embedding_files = current
         return found
 
@@ -818,16 +828,26 @@ class Engine:
         self, request: GenerationRequest, model: LoadedModel, pipe: DiffusionPipeline, steps: int
     ) -> StagePrompts:
         """The prompt schedule of one stage, encoded by ``model``'s text encoders (LoRA tags removed)."""
+        embeddings = self._usable_embeddings(pipe, model.info.family)
         encoder = PromptEncoder.for_pipeline(
             pipe,
             model.info.family.value,
             clip_skip=request.clip_skip,
             emphasis=Emphasis(request.emphasis),
-            embeddings=self._usable_embeddings(pipe, model.info.family),
+            embeddings=embeddings,
+        )
+        # Everything the conditioning depends on besides the text: the cache may answer for the same state only.
+        state = (
+            f"{model.info.kind}:{model.info.path}:{model.info.family.value}",
+            model.adapters.text_encoder_state if model.adapters is not None else (),
+            tuple((e.name, str(e.path), e.vectors) for e in embeddings),
+            self._embeddings_version,
+            request.clip_skip,
+            request.emphasis,
         )
         prompt, _ = extract_network_tags(request.prompt)  # a negative prompt's tags are text, as in A1111
         return StagePrompts(
-            encoder,
+            CachedEncoder(encoder, self.conditionings, state),
             prompt,
             request.negative_prompt,
             steps=steps,

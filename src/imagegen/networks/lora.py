@@ -170,6 +170,8 @@ class LoraAdapters:
         #: file key → A1111's hash of the file (SHA-256 after the header), computed once per file version.
         self._hashes: dict[str, str] = {}
         self._lock = threading.Lock()
+        #: (adapter name, text-encoder weight) of the LoRAs active now: what the text encoders compute depends on it.
+        self.text_encoder_state: tuple[tuple[str, float], ...] = ()
 
     def loaded(self) -> list[str]:
         with self._lock:
@@ -181,6 +183,8 @@ class LoraAdapters:
         with self._lock:
             names = [self._ensure(lora.file) for lora in loras]
             self._set(names, loras)
+            # Adapter names come from the files' contents: with the weights, they say what the text encoders are.
+            self.text_encoder_state = tuple((name, lora.te_weight) for name, lora in zip(names, loras, strict=True))
             return [self._hashes[self._loaded[name]][:12] for name in names]
 
     # Steps ------------------------------------------------------------------------------------------------------

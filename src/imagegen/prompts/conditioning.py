@@ -11,14 +11,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
-from imagegen.prompts.encoding import Conditioning, PromptEncoder, pad_pair
+from imagegen.prompts.encoding import Conditioning, pad_pair
 from imagegen.prompts.syntax import prompt_schedule, step_prompt
 
 __all__ = ["StagePrompts"]
+
+
+class TextEncoder(Protocol):
+    """What a stage needs of its encoder: :class:`~imagegen.prompts.encoding.PromptEncoder` or a cached one."""
+
+    def encode(self, text: str) -> Conditioning: ...
 
 
 @dataclass(frozen=True)
@@ -32,7 +38,7 @@ class StagePrompts:
 
     def __init__(
         self,
-        encoder: PromptEncoder,
+        encoder: TextEncoder,
         prompt: str,
         negative_prompt: str,
         *,
