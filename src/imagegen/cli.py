@@ -47,6 +47,8 @@ FLAGS: Mapping[str, str] = MappingProxyType(
         "port": "--port",
         "max_queue": "--max-queue",
         "workers": "--workers",
+        "max_batch": "--max-batch",
+        "max_batch_images": "--max-batch-images",
         "max_body_bytes": "--max-body-mb",
         "job_retries": "--job-retries",
         "job_timeout": "--job-timeout",
@@ -232,6 +234,16 @@ def _serve_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--max-queue", type=int, default=64, metavar="N", help="jobs waiting before 429 (default 64)")
     serve.add_argument(
         "--workers", type=int, default=1, metavar="N", help="worker processes, one per device (default 1)"
+    )
+    serve.add_argument(
+        "--max-batch",
+        type=int,
+        default=8,
+        metavar="N",
+        help="compatible queued jobs a worker denoises as one batch (default 8; 1 turns batching off)",
+    )
+    serve.add_argument(
+        "--max-batch-images", type=int, default=16, metavar="N", help="most images in one batch (default 16)"
     )
     serve.add_argument(
         "--max-body-mb", type=float, default=45.0, metavar="MB", help="largest request body in MiB (default 45)"
@@ -795,6 +807,8 @@ def _serve_settings(args: argparse.Namespace) -> ServerSettings:
         basic_auth=tuple(basic),
         max_queue=args.max_queue,
         workers=args.workers,
+        max_batch=args.max_batch,
+        max_batch_images=args.max_batch_images,
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         job_retries=args.job_retries,
         job_timeout=args.job_timeout if args.job_timeout > 0 else None,

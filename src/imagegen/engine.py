@@ -48,7 +48,7 @@ from imagegen.editing.masks import (
 )
 from imagegen.editing.tiles import combine_tiles, split_tiles
 from imagegen.editing.tiling import seamless
-from imagegen.errors import Cancelled, GenerationFailed, InvalidRequest, ResourceExhausted
+from imagegen.errors import Cancelled, GenerationFailed, ImagegenError, InvalidRequest, ResourceExhausted
 from imagegen.fields import FIELDS
 from imagegen.loading import (
     DEFAULT_MODEL,
@@ -77,7 +77,7 @@ from imagegen.networks.files import NetworkFile, list_files
 from imagegen.networks.lora import ActiveLora, LoraAdapters, resolve_loras
 from imagegen.options import EngineOptions, Offload
 from imagegen.prompts.cache import CachedEncoder, ConditioningCache
-from imagegen.prompts.conditioning import StagePrompts
+from imagegen.prompts.conditioning import BatchPrompts, StagePrompts
 from imagegen.prompts.encoding import Emphasis, PromptEncoder
 from imagegen.prompts.styles import apply_styles, read_styles
 from imagegen.prompts.syntax import extract_network_tags
@@ -431,29 +431,150 @@ class Engine:
                 raise ResourceExhausted(f"out of memory on {self.device}") from None
 
         # 4. Describe every image so it can be reproduced alone.
-        seeds = tuple(effective.seed + i for i in range(effective.num_images))
-        infotexts = tuple(
-            format_infotext(
-                self.infotext(
-                    effective,
-                    base.info,
-                    refiner,
-                    seed,
-                    loras=[(lora.file.name, h) for lora, h in zip(loras, hashes, strict=True)],
-                )
-            )
-            for seed in seeds
-        )
         timings["total"] = time.perf_counter() - started
+        return self._result(effective, base, refiner, images, loras, hashes, timings, warnings)
+
+    def _result(
+        self,
+        effective: GenerationRequest,
+        base: LoadedModel,
+        refiner: LoadedModel | None,
+        images: Sequence[Image],
+        loras: Sequence[ActiveLora],
+        hashes: Sequence[str],
+        timings: Mapping[str, float],
+        warnings: Sequence[str] = (),
+    ) -> GenerationResult:
+        """The result of an effective request: its images, each with its seed and the infotext that reproduces it."""
+        seeds = tuple(effective.seed + i for i in range(effective.num_images))
+        pairs = [(lora.file.name, h) for lora, h in zip(loras, hashes, strict=True)]
+        infotexts = tuple(
+            format_infotext(self.infotext(effective, base.info, refiner, seed, loras=pairs)) for seed in seeds
+        )
         return GenerationResult(
             images=tuple(images),
             seeds=seeds,
             infotexts=infotexts,
             effective=effective,
             model=base.info.ref,
-            timings=MappingProxyType(timings),
+            timings=MappingProxyType(dict(timings)),
             warnings=tuple(warnings),
         )
+
+    # Batches ----------------------------------------------------------------------------------------------------
+
+    def generate_batch(
+        self,
+        requests: Sequence[GenerationRequest],
+        *,
+        progress: Callable[[int, ProgressEvent], None] | None = None,
+        cancels: Sequence[threading.Event] | None = None,
+    ) -> list[GenerationResult | ImagegenError]:
+        """Run several requests, as one denoising batch where they can share it (text-to-image with the same model,
+        size, steps, sampler, guidance, LoRAs, ...: everything but the prompts, seeds and image counts), else one
+        after the other. Entry *k* is request *k*'s result or the error that ended it: a failing or cancelled
+        request leaves the others running. ``progress(k, event)`` reports request *k*'s steps; ``cancels[k]``
+        cancels request *k* (the batch stops only when every request in it is cancelled).
+
+        Each image keeps its own generator (seed + *i* within its request), so a batched image is the image of the
+        same request run alone up to the floating-point order of a larger batch (measured in README)."""
+        events = list(cancels) if cancels is not None else [threading.Event() for _ in requests]
+        outcomes: list[GenerationResult | ImagegenError | None] = [None] * len(requests)
+        groups: dict[str, list[int]] = {}
+        prepared: dict[int, tuple[GenerationRequest, list[ActiveLora]]] = {}
+        for k, request in enumerate(requests):
+            try:
+                self.limits.check(request)
+                merged = self._with_styles(request)
+                loras = self.resolve_loras(merged)
+            except ImagegenError as exc:
+                outcomes[k] = exc
+                continue
+            prepared[k] = (merged, loras)
+            key = _batch_signature(merged, loras)
+            groups.setdefault(key if key is not None else f"alone:{k}", []).append(k)
+        for indices in groups.values():
+            members = [prepared[k][0] for k in indices]
+            results: Sequence[GenerationResult | ImagegenError] | None = None
+            if len(indices) > 1:
+                try:
+                    results = self._generate_together(members, prepared[indices[0]][1], indices, progress, events)
+                except Cancelled:
+                    results = [Cancelled("cancelled before it finished") for _ in indices]
+                except (ImagegenError, RuntimeError, ValueError):  # the batch failed: each runs alone, isolated
+                    results = None
+            if results is None:
+                results = [self._generate_one(prepared[k][0], k, progress, events[k]) for k in indices]
+            for k, result in zip(indices, results, strict=True):
+                outcomes[k] = result
+        return [outcome if outcome is not None else GenerationFailed("not run") for outcome in outcomes]
+
+    def _generate_one(
+        self,
+        request: GenerationRequest,
+        index: int,
+        progress: Callable[[int, ProgressEvent], None] | None,
+        cancel: threading.Event,
+    ) -> GenerationResult | ImagegenError:
+        report = None if progress is None else (lambda event: progress(index, event))
+        try:
+            return self.generate(request, progress=report, cancel=cancel)
+        except ImagegenError as exc:
+            return exc
+
+    def _generate_together(
+        self,
+        members: Sequence[GenerationRequest],
+        loras: Sequence[ActiveLora],
+        indices: Sequence[int],
+        progress: Callable[[int, ProgressEvent], None] | None,
+        events: Sequence[threading.Event],
+    ) -> list[GenerationResult | ImagegenError] | None:
+        """One denoising loop for ``members`` (compatible: see :func:`_batch_signature`); ``None`` when the model
+        turns out not to allow it (an inpainting checkpoint), for the caller to run them one by one."""
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        mine = [events[k] for k in indices]
+        with self._device_lock:
+            base = self.load(members[0].model)
+            refiner = self._load_refiner(members[0], base)
+            timings["load"] = time.perf_counter() - started
+            if inpainting_unet(base.pipeline) or (loras and base.adapters is None):
+                return None
+            effective = [self._effective(member, base, refiner)[0] for member in members]
+            hashes = base.adapters.activate(loras) if base.adapters is not None else []
+            if loras:
+                timings["lora"] = time.perf_counter() - started - timings["load"]
+
+            def report(event: ProgressEvent) -> None:
+                for position, k in enumerate(indices):
+                    if progress is not None and not mine[position].is_set():
+                        progress(k, event)
+
+            shared = effective[0]
+            steps = int(shared.num_inference_steps or 0)
+            counter = _StepCounter(total=max(steps, 1), progress=report, cancel=_AllSet(mine))
+            modules = [base.pipeline.unet, base.pipeline.vae, *([refiner.pipeline.unet] if refiner else [])]
+            try:
+                with seamless(*modules) if shared.tiling else contextlib.nullcontext():
+                    latents, pipe = self._denoise(shared, base, refiner, None, None, counter, timings, batch=effective)
+                    t0 = time.perf_counter()
+                    images = decode_latents(pipe, latents)
+                    timings["decode"] = time.perf_counter() - t0
+            except torch.OutOfMemoryError as exc:
+                raise ResourceExhausted(f"out of memory on {self.device}: {exc}".splitlines()[0]) from None
+        timings["total"] = time.perf_counter() - started
+        timings["batch_images"] = float(len(images))
+        results: list[GenerationResult | ImagegenError] = []
+        offset = 0
+        for position, request in enumerate(effective):
+            own = images[offset : offset + request.num_images]
+            offset += request.num_images
+            if mine[position].is_set():
+                results.append(Cancelled("cancelled while its batch ran; no image was kept"))
+                continue
+            results.append(self._result(request, base, refiner, own, loras, hashes, timings))
+        return results
 
     # Upscaling --------------------------------------------------------------------------------------------------------
 
@@ -614,26 +735,29 @@ class Engine:
         *,
         later_steps: int = 0,
         stage: str = "base",
+        batch: Sequence[GenerationRequest] = (),
     ) -> tuple[torch.Tensor, DiffusionPipeline]:
         """One denoising run: the base from noise (or from ``init``, an image, images or latents), then the refiner
         from ``denoising_end`` on the same latents; with ``mask``, inpainting. Returns the latents and the pipeline
-        whose VAE decodes them."""
+        whose VAE decodes them. ``batch`` (text-to-image only) runs several compatible requests' images together,
+        each with its own prompt and seeds; ``request`` then gives the shared settings."""
         steps = int(request.num_inference_steps or 0)
         choice = parse_sampler(request.sampler, request.schedule_type)
         inpaint = mask is not None
-        generators = [torch.Generator("cpu").manual_seed(request.seed + i) for i in range(request.num_images)]
+        members = list(batch) or [request]
+        # One generator (and DPM++ SDE noise seed) per image, seeded seed + i within its request.
+        noise_seed = [member.seed + i for member in members for i in range(member.num_images)]
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in noise_seed]
         prefix = "" if stage == "base" else f"{stage}_"
 
         # 1. Base (or the only) denoiser.
         cls = pipeline_class(base.info.family, img2img=init is not None, inpaint=inpaint)
-        # DPM++ SDE draws its Brownian noise from its own seed, not the generator: one seed per image, too.
-        noise_seed = [request.seed + i for i in range(request.num_images)]
         scheduler = build_scheduler(choice, base.pipeline.scheduler.config, noise_seed=noise_seed, eta=request.eta)
         if init is not None and request.initial_noise_multiplier != 1.0:
             _scale_added_noise(scheduler, request.initial_noise_multiplier)
         pipe = derive_pipeline(cls, base.pipeline, scheduler=scheduler)
         t0 = time.perf_counter()
-        prompts = self._stage_prompts(request, base, pipe, steps)
+        prompts = self._prompts(members, base, pipe, steps)
         pooled = base.info.family in (Family.SDXL, Family.SDXL_REFINER)
         timings[f"{prefix}encode"] = timings.get(f"{prefix}encode", 0.0) + time.perf_counter() - t0
         refiner_steps = max(1, round(steps * (1 - request.denoising_end))) if refiner else 0
@@ -641,7 +765,7 @@ class Engine:
             **prompts.pipeline_arguments(0, pooled=pooled),
             "num_inference_steps": steps,
             "guidance_scale": request.guidance_scale,
-            "num_images_per_prompt": request.num_images,
+            "num_images_per_prompt": members[0].num_images if len(members) == 1 else 1,
             "generator": generators,
             "output_type": "latent",
             # With a refiner, the base's share of the steps is followed by (roughly) the rest.
@@ -675,7 +799,7 @@ class Engine:
                 ),
             )
             first = counter.step  # the refiner goes on with the prompt schedule where the base stopped
-            refiner_prompts = self._stage_prompts(request, refiner, refine, steps)
+            refiner_prompts = self._prompts(members, refiner, refine, steps)
             extra: dict[str, Any] = {}
             if inpaint:
                 extra = {"mask_image": mask, "width": request.width, "height": request.height}
@@ -686,7 +810,7 @@ class Engine:
                 guidance_scale=request.guidance_scale,
                 denoising_start=request.denoising_end,
                 image=latents,
-                num_images_per_prompt=request.num_images,  # one latent per image arrives from the base
+                num_images_per_prompt=members[0].num_images if len(members) == 1 else 1,  # a latent per image
                 generator=generators,
                 output_type="latent",
                 callback_on_step_end=counter.callback(
@@ -824,6 +948,15 @@ class Engine:
         timings["decode"] = time.perf_counter() - t0
         return images
 
+    def _prompts(
+        self, members: Sequence[GenerationRequest], model: LoadedModel, pipe: DiffusionPipeline, steps: int
+    ) -> StagePrompts | BatchPrompts:
+        """One request's prompt schedule, or a batch's (one row of embeddings per image)."""
+        if len(members) == 1:
+            return self._stage_prompts(members[0], model, pipe, steps)
+        stages = [self._stage_prompts(member, model, pipe, steps) for member in members]
+        return BatchPrompts(stages, [member.num_images for member in members])
+
     def _stage_prompts(
         self, request: GenerationRequest, model: LoadedModel, pipe: DiffusionPipeline, steps: int
     ) -> StagePrompts:
@@ -910,6 +1043,31 @@ class Engine:
         )
 
 
+def _batch_signature(request: GenerationRequest, loras: Sequence[ActiveLora]) -> str | None:
+    """What requests must share to be denoised as one batch: every field but the prompts, the seed and the image count,
+    and the same LoRA files at the same weights (tags in a prompt included). ``None``: this request runs alone (an
+    init image, a mask, the hires fix and the SD upscale script have per-request inputs or passes)."""
+    if request.init_image is not None or request.inpainting or request.enable_hr or request.sd_upscale:
+        return None
+    shared = {
+        f.name: getattr(request, f.name)
+        for f in dataclasses.fields(request)
+        if f.name not in ("prompt", "negative_prompt", "seed", "num_images", "styles")
+    }
+    shared["loras"] = [(str(lora.file.path), lora.te_weight, lora.unet_weight) for lora in loras]
+    return repr(sorted(shared.items()))
+
+
+@dataclass(frozen=True)
+class _AllSet:
+    """Looks like an event to the step counter: set once every one of ``events`` is set."""
+
+    events: Sequence[threading.Event]
+
+    def is_set(self) -> bool:
+        return all(event.is_set() for event in self.events)
+
+
 def _scale_added_noise(scheduler: Any, multiplier: float) -> None:
     """A1111's ``initial_noise_multiplier``: the noise image-to-image adds to the input's latents (the pipeline's
     ``scheduler.add_noise``, also its inpainting blend) scaled by ``multiplier``, on this request's own scheduler."""
@@ -937,7 +1095,7 @@ class _StepCounter:
 
     total: int
     progress: ProgressCallback | None
-    cancel: threading.Event | None
+    cancel: threading.Event | _AllSet | None
     step: int = 0
 
     def callback(

@@ -51,3 +51,26 @@ def test_real_engine_generates_reproducibly_and_cancels(make_client, tiny_models
     ended = wait_job(client.get, job_id)
     assert ended["status"] == "cancelled"
     assert ended["step"] < 150
+
+
+def test_compatible_queued_jobs_run_as_one_batch(make_client, tiny_models):
+    """Jobs queued behind a running one are claimed together and denoised as one batch; an incompatible job and a job
+    cancelled while queued do not join it."""
+    model = str(tiny_models["sd1"])
+    client = make_client(
+        models=(model,), default_model=model, engine_factory=DEFAULT_ENGINE_FACTORY, engine=EngineOptions(device="cpu")
+    )
+    blocker = client.post("/v1/jobs", json={"prompt": "busy", "num_inference_steps": 60, "width": 192, "height": 192})
+    wait_job(client.get, blocker.json()["id"], until=lambda job: job["status"] == "running")
+    common = {"num_inference_steps": 3, "sampler": "Euler"}
+    ids = [client.post("/v1/jobs", json={"prompt": f"shape {i}", "seed": i, **common}).json()["id"] for i in range(4)]
+    other = client.post("/v1/jobs", json={"prompt": "other", "num_inference_steps": 2}).json()["id"]
+    client.delete(f"/v1/jobs/{ids[3]}")  # cancelled while queued: never claimed
+    jobs = [wait_job(client.get, job_id) for job_id in [*ids, other]]
+    assert [job["status"] for job in jobs] == ["succeeded"] * 3 + ["cancelled", "succeeded"]
+    assert [job["timings"].get("batch_images") for job in jobs[:3]] == [3, 3, 3]
+    assert "batch_images" not in jobs[4]["timings"]
+    for i, job in enumerate(jobs[:3]):
+        assert job["seeds"] == [i]
+        assert f"Seed: {i}," in job["infotexts"][0]
+        assert job["infotexts"][0].startswith(f"shape {i}")

@@ -9,16 +9,16 @@ negative prompt are padded to the same number of chunks at every step (A1111's `
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 
-from imagegen.prompts.encoding import Conditioning, pad_pair
+from imagegen.prompts.encoding import Conditioning, pad_pair, pad_to
 from imagegen.prompts.syntax import prompt_schedule, step_prompt
 
-__all__ = ["StagePrompts"]
+__all__ = ["BatchPrompts", "StagePrompts", "TextEncoder"]
 
 
 class TextEncoder(Protocol):
@@ -127,6 +127,75 @@ class StagePrompts:
         if self._empty is None:
             self._empty = self._encode("")
         return self._empty
+
+
+class BatchPrompts:
+    """Several requests' prompts in one denoising batch (the server's dynamic batching): image *j* of request *k* is
+    conditioned on request *k*'s schedule, every prompt and negative prompt padded to the batch's largest chunk count
+    with its stage's empty-prompt chunk. The same interface as :class:`StagePrompts`, for ``num_images_per_prompt=1``
+    and one embedding row per image."""
+
+    def __init__(self, stages: Sequence[StagePrompts], counts: Sequence[int]) -> None:
+        if len(stages) != len(counts) or not stages:
+            raise ValueError(f"one image count per stage is needed, got {len(stages)} stages and {len(counts)} counts")
+        self._stages = tuple(stages)
+        self._counts = tuple(counts)
+
+    @property
+    def changes(self) -> bool:
+        return any(stage.changes for stage in self._stages)
+
+    def pipeline_arguments(self, step: int, *, pooled: bool) -> dict[str, Any]:
+        cond, uncond, cond_pooled, uncond_pooled = self._rows(step)
+        arguments: dict[str, Any] = {"prompt_embeds": cond, "negative_prompt_embeds": uncond}
+        if pooled:
+            arguments["pooled_prompt_embeds"] = cond_pooled
+            arguments["negative_pooled_prompt_embeds"] = uncond_pooled
+        return arguments
+
+    def tensor_inputs(self, *, pooled: bool) -> list[str]:
+        if not self.changes:
+            return ["latents"]
+        return ["latents", "prompt_embeds", *(["add_text_embeds"] if pooled else [])]
+
+    def updater(self, first_step: int, *, pooled: bool) -> Callable[[Any, int, dict[str, Any]], dict[str, Any]]:
+        def update(pipe: Any, i: int, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+            now, upcoming = first_step + i, first_step + i + 1
+            if not self.changes or all(s._key(now) == s._key(upcoming) for s in self._stages):
+                return callback_kwargs
+            cond, uncond, cond_pooled, uncond_pooled = self._rows(upcoming)
+            cfg = bool(getattr(pipe, "do_classifier_free_guidance", True))
+            current = callback_kwargs["prompt_embeds"]
+            callback_kwargs["prompt_embeds"] = (torch.cat([uncond, cond]) if cfg else cond).to(current)
+            if pooled and "add_text_embeds" in callback_kwargs and cond_pooled is not None:
+                assert uncond_pooled is not None  # both come from the same encoder
+                now_pooled = callback_kwargs["add_text_embeds"]
+                both = torch.cat([uncond_pooled, cond_pooled]) if cfg else cond_pooled
+                callback_kwargs["add_text_embeds"] = both.to(now_pooled)
+            return callback_kwargs
+
+        return update
+
+    def _rows(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Per image: the prompts' and negative prompts' embeddings (and pooled), all padded to one chunk count."""
+        pairs = [stage._pair(step) for stage in self._stages]
+        chunks = max(max(pair.cond.chunks, pair.uncond.chunks) for pair in pairs)
+        conds, unconds, conds_pooled, unconds_pooled = [], [], [], []
+        for stage, pair, count in zip(self._stages, pairs, self._counts, strict=True):
+            empty = stage._empty_conditioning()
+            cond, uncond = pad_to(pair.cond, chunks, empty), pad_to(pair.uncond, chunks, empty)
+            conds.append(cond.embeds.repeat(count, 1, 1))
+            unconds.append(uncond.embeds.repeat(count, 1, 1))
+            if cond.pooled is not None and uncond.pooled is not None:
+                conds_pooled.append(cond.pooled.repeat(count, 1))
+                unconds_pooled.append(uncond.pooled.repeat(count, 1))
+        pooled = len(conds_pooled) == len(conds)
+        return (
+            torch.cat(conds),
+            torch.cat(unconds),
+            torch.cat(conds_pooled) if pooled else None,
+            torch.cat(unconds_pooled) if pooled else None,
+        )
 
 
 def _batch(cond: torch.Tensor, uncond: torch.Tensor, copies: int, cfg: bool) -> torch.Tensor:

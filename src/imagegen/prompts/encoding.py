@@ -282,6 +282,12 @@ def pad_pair(cond: Conditioning, uncond: Conditioning, empty: Conditioning) -> t
     return _pad(cond, count, empty), _pad(uncond, count, empty)
 
 
+def pad_to(conditioning: Conditioning, count: int, empty: Conditioning) -> Conditioning:
+    """``conditioning`` padded to ``count`` chunks with the empty prompt's chunk (a batch of prompts of different
+    lengths, as A1111 pads a batch)."""
+    return _pad(conditioning, count, empty)
+
+
 def _pad(conditioning: Conditioning, count: int, empty: Conditioning) -> Conditioning:
     missing = count - conditioning.chunks
     if missing <= 0:

@@ -83,6 +83,12 @@ class ServerSettings:
     keep_results_hours: float = 168.0
     #: Seconds between two clean-up sweeps of expired results (the first one runs at start).
     cleanup_interval: float = 600.0
+    #: Most jobs a worker runs as one denoising batch (compatible text-to-image jobs queued one after the other).
+    max_batch: int = 8
+    #: Most images in one batch (memory): a batch stops growing before it would pass this.
+    max_batch_images: int = 16
+    #: Seconds a woken idle worker waits for more jobs to arrive before it claims (company for a batch).
+    batch_wait: float = 0.005
 
     def __post_init__(self) -> None:
         # Accept str paths and lists from library callers; store Paths and tuples (the dataclass is frozen).
@@ -92,7 +98,14 @@ class ServerSettings:
         object.__setattr__(self, "basic_auth", tuple(tuple(pair) for pair in self.basic_auth))
         if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
             raise InvalidRequest("port", f"must be between 0 and 65535, got {self.port!r}")
-        for name, low in (("max_queue", 1), ("workers", 1), ("max_body_bytes", 1024), ("job_retries", 0)):
+        for name, low in (
+            ("max_queue", 1),
+            ("workers", 1),
+            ("max_body_bytes", 1024),
+            ("job_retries", 0),
+            ("max_batch", 1),
+            ("max_batch_images", 1),
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise InvalidRequest(name, f"must be an integer of at least {low}, got {value!r}")
@@ -111,6 +124,8 @@ class ServerSettings:
             raise InvalidRequest(
                 "cleanup_interval", f"must be a positive number of seconds, got {self.cleanup_interval!r}"
             )
+        if not _number(self.batch_wait) or not 0 <= self.batch_wait <= 1:
+            raise InvalidRequest("batch_wait", f"must be between 0 and 1 second, got {self.batch_wait!r}")
         if ":" not in self.engine_factory:
             raise InvalidRequest("engine_factory", f"must be 'module:callable', got {self.engine_factory!r}")
         if any(not key for key in self.api_keys):

@@ -238,11 +238,11 @@ class JobStore:
 
     # Worker side -----------------------------------------------------------------------------------------------------
 
-    def claim(self, worker: str, *, max_jobs: int = 1) -> list[Job]:
+    def claim(self, worker: str, *, max_jobs: int = 1, max_images: int | None = None) -> list[Job]:
         """Atomically move the oldest queued job to ``running`` for ``worker``.
 
-        Batching-ready: with ``max_jobs > 1`` the jobs right behind it in the queue with the same ``batch_key`` are
-        claimed in the same transaction, so a worker can run them as one batch. Workers claim one job today.
+        With ``max_jobs > 1`` the jobs right behind it in the queue with the same ``batch_key`` are claimed in the same
+        transaction (while their images stay within ``max_images``), so the worker can run them as one batch.
         """
         with self._write() as db:
             first = db.execute("SELECT * FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1").fetchone()
@@ -251,12 +251,16 @@ class JobStore:
             ids = [first["id"]]
             if max_jobs > 1 and first["batch_key"]:
                 following = db.execute(
-                    "SELECT id, batch_key FROM jobs WHERE status = 'queued' AND seq > ? ORDER BY seq LIMIT ?",
+                    "SELECT id, batch_key, request FROM jobs WHERE status = 'queued' AND seq > ? ORDER BY seq LIMIT ?",
                     (first["seq"], max_jobs - 1),
                 ).fetchall()
+                images = _images(first["request"])
                 for row in following:
                     if row["batch_key"] != first["batch_key"]:
                         break  # only consecutive jobs: batching must not reorder the queue
+                    images += _images(row["request"])
+                    if max_images is not None and images > max_images:
+                        break
                     ids.append(row["id"])
             now = time.time()
             marks = ",".join("?" * len(ids))
@@ -457,3 +461,12 @@ def _job(row: sqlite3.Row) -> Job:
         worker=row["worker"],
         batch_key=row["batch_key"],
     )
+
+
+def _images(record: str | None) -> int:
+    """Images a job's stored request asks for."""
+    try:
+        value = json.loads(record or "{}").get("num_images", 1)
+    except (ValueError, AttributeError):
+        return 1
+    return value if isinstance(value, int) and value > 0 else 1

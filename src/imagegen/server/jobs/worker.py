@@ -21,10 +21,10 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from imagegen.errors import Cancelled, ImagegenError
+from imagegen.errors import Cancelled, GenerationFailed, ImagegenError
 from imagegen.requests import GenerationRequest, GenerationResult, UpscaleRequest, UpscaleResult
 from imagegen.server.jobs.model import Job, JobStatus, input_names, request_from_record
 from imagegen.server.jobs.store import JobStore
@@ -55,6 +55,14 @@ class EngineLike(Protocol):
         progress: Callable[[ProgressLike], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> GenerationResult: ...
+
+    def generate_batch(
+        self,
+        requests: Sequence[GenerationRequest],
+        *,
+        progress: Callable[[int, ProgressLike], None] | None = None,
+        cancels: Sequence[threading.Event] | None = None,
+    ) -> list[GenerationResult | ImagegenError]: ...
 
     def upscale(
         self,
@@ -93,7 +101,7 @@ def load_factory(spec: str) -> Callable[[ServerSettings], EngineLike]:
 
 
 class Worker:
-    """Claims and runs jobs until told to drain. One job at a time (see :meth:`JobStore.claim` for batching)."""
+    """Claims and runs jobs until told to drain: one job, or consecutive compatible jobs as one batch."""
 
     def __init__(self, settings: ServerSettings, worker_id: str, store: JobStore, engine: EngineLike) -> None:
         self.settings = settings
@@ -110,21 +118,33 @@ class Worker:
 
     def serve(self) -> None:
         idle_wait = max(self.settings.poll_interval * 5, 0.2)
+        batching = self.settings.max_batch > 1 and hasattr(self.engine, "generate_batch")
+        idle = False
         while not self.drain.is_set():
-            jobs = self.store.claim(self.id, max_jobs=1)
+            if idle and batching and self.settings.batch_wait:
+                # Just woken: jobs submitted together arrive a few milliseconds apart; wait for their company.
+                time.sleep(self.settings.batch_wait)
+            jobs = self.store.claim(
+                self.id,
+                max_jobs=self.settings.max_batch if batching else 1,
+                max_images=self.settings.max_batch_images,
+            )
             if not jobs:
                 # Woken at once by the API on submit; the timeout only covers a lost wake-up.
                 self.wake.wait(idle_wait)
                 self.wake.clear()
+                idle = True
                 continue
-            for job in jobs:
-                self.run(job)
+            idle = False
+            if len(jobs) == 1:
+                self.run(jobs[0])
+            else:
+                self.run_batch(jobs)
 
     def run(self, job: Job) -> None:
         """Run one claimed job to its end and record the outcome."""
         started = time.monotonic()
-        log = {"job": job.id, "worker": self.id, "attempts": job.attempts}
-        logger.info("job started", extra=log)
+        logger.info("job started", extra=self._log(job))
         cancel = threading.Event()
         status, fields = JobStatus.FAILED, {}
         try:
@@ -144,9 +164,68 @@ class Worker:
         except ImagegenError as exc:
             fields = {"error_code": exc.code, "error_message": str(exc)}
         except Exception as exc:  # the engine or a model raised something unforeseen: fail this job, keep serving
-            logger.error("job crashed", extra=log, exc_info=True)
-            message = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:1000]
-            fields = {"error_code": "internal_error", "error_message": message}
+            logger.error("job crashed", extra=self._log(job), exc_info=True)
+            fields = _crash(exc)
+        self._finish(job, status, fields, started)
+
+    def run_batch(self, jobs: list[Job]) -> None:
+        """Run claimed jobs of one batch key as one denoising batch (:meth:`Engine.generate_batch`): each job keeps
+        its own progress, cancel and outcome; a job that cannot even start ends alone."""
+        started = time.monotonic()
+        batch = {"batch": len(jobs), "batch_jobs": [job.id for job in jobs]}
+        runnable: list[tuple[Job, GenerationRequest, threading.Event]] = []
+        for job in jobs:
+            logger.info("job started", extra={**self._log(job), **batch})
+            try:
+                request = request_from_record(job.request, inputs_dir=self.settings.inputs_dir)
+                if self.store.cancel_requested(job.id):
+                    raise Cancelled("cancelled before it started")
+                if not isinstance(request, GenerationRequest):  # pragma: no cover - upscales never share a batch key
+                    raise TypeError("only generation jobs run in batches")
+            except Cancelled:
+                self._finish(job, JobStatus.CANCELLED, {}, started)
+                continue
+            except ImagegenError as exc:
+                self._finish(job, JobStatus.FAILED, {"error_code": exc.code, "error_message": str(exc)}, started)
+                continue
+            runnable.append((job, request, threading.Event()))
+        if not runnable:
+            return
+        handlers = [self._progress(job, cancel) for job, _, cancel in runnable]
+        try:
+            outcomes: list[GenerationResult | ImagegenError] = self.engine.generate_batch(
+                [request for _, request, _ in runnable],
+                progress=lambda k, event: handlers[k](event),
+                cancels=[cancel for _, _, cancel in runnable],
+            )
+        except Exception as exc:  # the engine failed as a whole: every job of the batch fails with the cause
+            logger.error("batch crashed", extra={"worker": self.id, **batch}, exc_info=True)
+            outcomes = [GenerationFailed(str(exc)[:1000]) for _ in runnable]
+            crash: dict[str, Any] | None = _crash(exc)
+        else:
+            crash = None
+        for (job, _, _), outcome in zip(runnable, outcomes, strict=True):
+            if crash is not None:
+                self._finish(job, JobStatus.FAILED, crash, started)
+            elif isinstance(outcome, Cancelled):
+                self._finish(job, JobStatus.CANCELLED, {}, started)
+            elif isinstance(outcome, ImagegenError):
+                self._finish(
+                    job, JobStatus.FAILED, {"error_code": outcome.code, "error_message": str(outcome)}, started
+                )
+            else:
+                try:
+                    fields = self._save(job, outcome)
+                except Exception as exc:  # a disk error writing one job's images fails that job only
+                    logger.error("saving failed", extra=self._log(job), exc_info=True)
+                    self._finish(job, JobStatus.FAILED, _crash(exc), started)
+                    continue
+                self._finish(job, JobStatus.SUCCEEDED, fields, started)
+
+    def _log(self, job: Job) -> dict[str, Any]:
+        return {"job": job.id, "worker": self.id, "attempts": job.attempts}
+
+    def _finish(self, job: Job, status: JobStatus, fields: dict[str, Any], started: float) -> None:
         held = self.store.finish(job.id, self.id, status, **fields)
         if held:
             # The inputs are only kept for a retry; once the job has ended they are no longer needed.
@@ -154,7 +233,9 @@ class Worker:
                 (self.settings.inputs_dir / name).unlink(missing_ok=True)
         seconds = round(time.monotonic() - started, 3)
         logger.info(
-            "job %s", status.value if held else "finished after it was taken away", extra={**log, "seconds": seconds}
+            "job %s",
+            status.value if held else "finished after it was taken away",
+            extra={**self._log(job), "seconds": seconds},
         )
 
     def _progress(self, job: Job, cancel: threading.Event) -> Callable[[ProgressLike], None]:
@@ -193,6 +274,12 @@ class Worker:
             "warnings": list(result.warnings),
             "timings": {k: round(float(v), 4) for k, v in result.timings.items()},
         }
+
+
+def _crash(exc: BaseException) -> dict[str, Any]:
+    """The recorded failure of an exception nobody foresaw: its type and message, as ``internal_error``."""
+    message = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:1000]
+    return {"error_code": "internal_error", "error_message": message}
 
 
 def _control(worker: Worker) -> None:
