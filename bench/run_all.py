@@ -1,0 +1,83 @@
+"""``make bench``: every benchmark of this folder in one run, on this machine, and a summary of the ratios.
+
+Each figure is a ratio against a baseline measured in the same run (never an absolute time to assert):
+
+- engine vs raw diffusers on the demo model (target <= 1.03x) and the prompt cache's gain;
+- dynamic batching: 16 concurrent compatible requests, batched vs one at a time (target >= 2.5x);
+- polling: 16 clients reading their job every 50 ms vs quiet clients (target: <= 10 % of the images/s lost);
+- editing: the hires fix and inpainting against plain generation, upscalers in seconds per megapixel.
+
+    make bench            # or: PYTHONPATH=tests HF_HUB_OFFLINE=1 .venv/bin/python bench/run_all.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+
+def _run(script: str, *args: str) -> tuple[str, float]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent / "tests"), os.environ.get("PYTHONPATH", "")])}
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, str(HERE / script), *args], capture_output=True, text=True, env=env, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{script} failed:\n{done.stderr[-3000:]}")
+    return done.stdout, time.perf_counter() - started
+
+
+def _json(text: str) -> dict[str, Any]:
+    start = text.index("{")
+    parsed: dict[str, Any] = json.loads(text[start:])
+    return parsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (noisier figures)")
+    args = parser.parse_args()
+    rounds = "1" if args.quick else "2"
+    rows: list[tuple[str, str, str]] = []
+
+    text, seconds = _run("engine_overhead.py", "--rounds", "3" if args.quick else "7")
+    overhead = _json(text)
+    print(f"# engine_overhead.py ({seconds:.0f} s)\n{text}")
+    rows.append(("engine / raw diffusers (demo, 20 steps)", f"{overhead['engine_over_diffusers']:.3f}x", "<= 1.03x"))
+    rows.append(("new prompt / cached prompt", f"{overhead['prompt_cache_gain']:.3f}x", "(cache gain)"))
+
+    text, seconds = _run("batch_gain.py", "--jobs", "16", "--rounds", rounds)
+    batching = _json(text)
+    print(f"# batch_gain.py ({seconds:.0f} s)\n{text}")
+    rows.append(("batched / one at a time (16 clients)", f"{batching['gain']:.2f}x", ">= 2.5x"))
+
+    text, seconds = _run("poll_load.py", "--jobs", "16", "--interval", "0.05", "--rounds", rounds)
+    polling = _json(text)
+    print(f"# poll_load.py ({seconds:.0f} s)\n{text}")
+    rows.append(("images/s lost to 16 clients polling every 50 ms", f"{polling['loss'] * 100:.1f} %", "<= 10 %"))
+
+    text, seconds = _run("editing_cost.py", "--rounds", rounds)
+    print(f"# editing_cost.py ({seconds:.0f} s)\n{text}")
+    for line in text.splitlines():
+        if line.startswith("hires 2x") or line.startswith("inpaint 0.75"):
+            label, _, rest = line.partition(":")
+            rows.append((label.strip(), rest.split()[-1], "(vs plain / img2img)"))
+
+    width = max(len(label) for label, _, _ in rows)
+    print("# summary (this machine, this run)")
+    for label, value, target in rows:
+        print(f"{label:<{width}}  {value:>10}  {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
