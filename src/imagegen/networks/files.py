@@ -47,7 +47,7 @@ def list_files(folders: Iterable[Path]) -> list[NetworkFile]:
                 real = path.resolve()
                 if not real.is_file() or not real.is_relative_to(root):
                     continue  # a symlink out of the folder is not one of its files
-            except OSError:
+            except (OSError, RuntimeError):  # RuntimeError: a symlink loop on Python < 3.13
                 continue
             seen.setdefault(path.stem, NetworkFile(name=path.stem, path=path))
     return sorted(seen.values(), key=lambda f: f.name.lower())

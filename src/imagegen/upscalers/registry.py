@@ -315,7 +315,7 @@ def _model_files(folders: tuple[Path, ...]) -> builtins.list[Path]:
                 real = path.resolve()
                 if not real.is_file() or not real.is_relative_to(root):
                     continue
-            except OSError:
+            except (OSError, RuntimeError):  # RuntimeError: a symlink loop on Python < 3.13
                 continue
             previous = found.get(path.stem)
             if previous is None or MODEL_SUFFIXES.index(suffix) < MODEL_SUFFIXES.index(previous.suffix.lower()):
