@@ -41,10 +41,12 @@ async def _round(url: str, jobs: int, steps: int) -> dict[str, Any]:
     return {"images_per_s": round(jobs / seconds, 3), "seconds": round(seconds, 2), "batch_sizes": batches}
 
 
-def measure(jobs: int, rounds: int, steps: int, max_batch: int) -> dict[str, Any]:
+def measure(jobs: int, rounds: int, steps: int, max_batch: int, threads: int | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="imagegen-bench-") as tmp:
         root = Path(tmp)
         common = ["--max-queue", str(jobs + 8), "--log-level", "warning"]
+        if threads is not None:
+            common += ["--threads", str(threads)]
         servers = {
             "alone": ServerProcess(
                 ["--data-dir", str(root / "a"), "--max-batch", "1", *common], root / "alone.log"
@@ -68,6 +70,7 @@ def measure(jobs: int, rounds: int, steps: int, max_batch: int) -> dict[str, Any
         "jobs": jobs,
         "steps": steps,
         "max_batch": max_batch,
+        "threads": threads,
         "alone": best["alone"],
         "batched": best["batched"],
         "gain": round(best["batched"]["images_per_s"] / best["alone"]["images_per_s"], 2),
@@ -80,8 +83,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="alternated rounds (the best of each)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=None, help="the workers' CPU threads (default: serve's)")
     args = parser.parse_args()
-    print(json.dumps(measure(args.jobs, args.rounds, args.steps, args.max_batch), indent=2))
+    print(json.dumps(measure(args.jobs, args.rounds, args.steps, args.max_batch, args.threads), indent=2))
     return 0
 
 
