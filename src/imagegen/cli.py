@@ -926,7 +926,8 @@ def _banner(settings: ServerSettings, services: Services, server: uvicorn.Server
         f"  models:  {', '.join(m.ref for m in models) or 'none'} (default: {default})",
         f"  auth:    {auth}",
         f"  data:    {settings.data_dir}",
-        f"  workers: {settings.workers}, queue bound {settings.max_queue}, job retries {settings.job_retries}",
+        f"  workers: {settings.workers}, queue bound {settings.max_queue}, job retries {settings.job_retries}, "
+        f"batches of up to {settings.max_batch} jobs / {settings.max_batch_images} images",
         f"  limits:  {_limits_line(settings.limits)}",
         f"  results: {keep}; image URLs valid {settings.url_ttl} s",
         *(f"  warning: {warning}" for warning in settings.warnings()),
