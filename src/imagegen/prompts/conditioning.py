@@ -72,9 +72,7 @@ class StagePrompts:
 
     def tensor_inputs(self, *, pooled: bool) -> list[str]:
         """What the step callback must see (``callback_on_step_end_tensor_inputs``)."""
-        if not self.changes:
-            return ["latents"]
-        return ["latents", "prompt_embeds", *(["add_text_embeds"] if pooled else [])]
+        return _tensor_inputs(self.changes, pooled)
 
     def updater(self, first_step: int, *, pooled: bool) -> Callable[[Any, int, dict[str, Any]], dict[str, Any]]:
         """A step-callback part: after the stage's step ``i``, put step ``first_step + i + 1``'s conditioning in."""
@@ -154,9 +152,7 @@ class BatchPrompts:
         return arguments
 
     def tensor_inputs(self, *, pooled: bool) -> list[str]:
-        if not self.changes:
-            return ["latents"]
-        return ["latents", "prompt_embeds", *(["add_text_embeds"] if pooled else [])]
+        return _tensor_inputs(self.changes, pooled)
 
     def updater(self, first_step: int, *, pooled: bool) -> Callable[[Any, int, dict[str, Any]], dict[str, Any]]:
         def update(pipe: Any, i: int, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -196,6 +192,13 @@ class BatchPrompts:
             torch.cat(conds_pooled) if pooled else None,
             torch.cat(unconds_pooled) if pooled else None,
         )
+
+
+def _tensor_inputs(changes: bool, pooled: bool) -> list[str]:
+    """The tensors a step callback must see: the latents, and the embeddings it swaps when the prompt changes."""
+    if not changes:
+        return ["latents"]
+    return ["latents", "prompt_embeds", *(["add_text_embeds"] if pooled else [])]
 
 
 def _batch(cond: torch.Tensor, uncond: torch.Tensor, copies: int, cfg: bool) -> torch.Tensor:
