@@ -5,7 +5,9 @@ Each figure is a ratio against a baseline measured in the same run (never an abs
 - engine vs raw diffusers on the demo model (target <= 1.03x) and the prompt cache's gain;
 - dynamic batching: 16 concurrent compatible requests, batched vs one at a time (target >= 2.5x);
 - polling: 16 clients reading their job every 50 ms vs quiet clients (target: <= 10 % of the images/s lost);
-- editing: the hires fix and inpainting against plain generation, upscalers in seconds per megapixel.
+- editing: the hires fix and inpainting against plain generation, upscalers in seconds per megapixel;
+- bfloat16 against float32 on a full-size SD 1.5 UNet (random weights), with the PSNR between them;
+- the memory a generation takes per image size, on top of the loaded model.
 
     make bench            # or: PYTHONPATH=tests HF_HUB_OFFLINE=1 .venv/bin/python bench/run_all.py [--quick]
 """
@@ -71,6 +73,25 @@ def main() -> int:
         if line.startswith("hires 2x") or line.startswith("inpaint 0.75"):
             label, _, rest = line.partition(":")
             rows.append((label.strip(), rest.split()[-1], "(vs plain / img2img)"))
+
+    text, seconds = _run("cpu_dtype.py", "--family", "sd15", "--size", "256", "--rounds", rounds)
+    dtype = _json(text)
+    print(f"# cpu_dtype.py ({seconds:.0f} s)\n{text}")
+    rows.append(
+        (
+            "SD 1.5 UNet 256x256: bf16 weights vs float32",
+            f"{dtype['speedup_bf16_weights']:.2f}x",
+            f"PSNR {dtype['psnr_bf16_weights_db']} dB (target >= 3x whole call at 512, >= 30 dB)",
+        )
+    )
+
+    text, seconds = _run("memory_peak.py", "--sizes", "64", "128", "256")
+    memory = _json(text)
+    print(f"# memory_peak.py ({seconds:.0f} s)\n{text}")
+    for row in memory["sizes"]:
+        rows.append(
+            (f"memory to generate {row['size']} (demo)", f"{row['generation_mib']} MiB", "over the loaded model")
+        )
 
     width = max(len(label) for label, _, _ in rows)
     print("# summary (this machine, this run)")
