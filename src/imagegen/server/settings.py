@@ -88,7 +88,7 @@ class ServerSettings:
     #: Most images in one batch (memory): a batch stops growing before it would pass this.
     max_batch_images: int = 16
     #: Seconds a woken idle worker waits for more jobs to arrive before it claims (company for a batch).
-    batch_wait: float = 0.005
+    batch_wait: float = 0.02
 
     def __post_init__(self) -> None:
         # Accept str paths and lists from library callers; store Paths and tuples (the dataclass is frozen).
