@@ -82,7 +82,15 @@ from imagegen.prompts.encoding import Emphasis, PromptEncoder
 from imagegen.prompts.styles import apply_styles, read_styles
 from imagegen.prompts.syntax import extract_network_tags
 from imagegen.requests import MAX_SEED, GenerationRequest, GenerationResult, Limits, UpscaleRequest, UpscaleResult
-from imagegen.rules import check_hires, check_models, check_sd_upscale, effective_eta, hires_size, sd_upscale_size
+from imagegen.rules import (
+    check_hires,
+    check_models,
+    check_sd_upscale,
+    check_upscale,
+    effective_eta,
+    hires_size,
+    sd_upscale_size,
+)
 from imagegen.samplers import (
     SamplerChoice,
     build_scheduler,
@@ -591,9 +599,7 @@ class Engine:
         # 1. Check: the input and output sizes, the upscalers' names.
         width, height, factor = request.target_size()
         in_w, in_h = request.image.size
-        if in_w * in_h > self.limits.max_input_pixels:
-            raise InvalidRequest("image", f"must have at most {self.limits.max_input_pixels} pixels, got {in_w}x{in_h}")
-        self.limits.check_size("scale" if request.width is None else "width", width, height)
+        check_upscale(request, self.limits)  # the same check the queue makes before it accepts the job
         self.upscalers.check(request.upscaler, field="upscaler")
         second = request.upscaler_2 if request.upscaler_2_visibility > 0 and request.upscaler_2 != "None" else None
         if second is not None:
@@ -952,16 +958,22 @@ class Engine:
         self, members: Sequence[GenerationRequest], model: LoadedModel, pipe: DiffusionPipeline, steps: int
     ) -> StagePrompts | BatchPrompts:
         """One request's prompt schedule, or a batch's (one row of embeddings per image)."""
+        # The embedding folders are listed once per stage, not once per request of a batch.
+        embeddings = self._usable_embeddings(pipe, model.info.family)
         if len(members) == 1:
-            return self._stage_prompts(members[0], model, pipe, steps)
-        stages = [self._stage_prompts(member, model, pipe, steps) for member in members]
+            return self._stage_prompts(members[0], model, pipe, steps, embeddings)
+        stages = [self._stage_prompts(member, model, pipe, steps, embeddings) for member in members]
         return BatchPrompts(stages, [member.num_images for member in members])
 
     def _stage_prompts(
-        self, request: GenerationRequest, model: LoadedModel, pipe: DiffusionPipeline, steps: int
+        self,
+        request: GenerationRequest,
+        model: LoadedModel,
+        pipe: DiffusionPipeline,
+        steps: int,
+        embeddings: Sequence[Embedding],
     ) -> StagePrompts:
         """The prompt schedule of one stage, encoded by ``model``'s text encoders (LoRA tags removed)."""
-        embeddings = self._usable_embeddings(pipe, model.info.family)
         encoder = PromptEncoder.for_pipeline(
             pipe,
             model.info.family.value,

@@ -526,7 +526,11 @@ def request_fields_from_infotext(text: str) -> dict[str, Any]:
     fields: dict[str, Any] = {"prompt": info.prompt, "negative_prompt": info.negative_prompt}
     if any(key in values for key in ("Hires upscale", "Hires resize-1", "Hires upscaler")):
         fields["enable_hr"] = True  # as A1111's paste: a hires key means the hires fix was on
+    if isinstance(values.get("Outpaint"), tuple):
+        fields["outpaint"] = values["Outpaint"]  # four numbers, read by _editing_values
     for spec in FIELDS:
+        if spec.field == "outpaint":
+            continue
         key = _eta_key(info.sampler) if spec.field == "eta" else spec.infotext
         if key is None:
             continue  # the infotext does not carry it (init image, batch size), or the sampler takes no eta
@@ -570,7 +574,7 @@ def _eta_key(sampler: str | None) -> str | None:
 
 def _typed(value: Any, kind: type) -> Any:
     """``value`` as ``kind`` (a text value is parsed), or None when it is missing or does not read as one."""
-    if value is None or isinstance(value, (kind, tuple)):
+    if value is None or isinstance(value, kind):
         return value
     if kind is float and isinstance(value, int):
         return float(value)

@@ -157,11 +157,8 @@ def request_from_record(record: Mapping[str, Any], *, inputs_dir: Path) -> Gener
 
             with Image.open(inputs_dir / str(record[name])) as image:
                 # A mask keeps its alpha (an RGBA mask's transparency says what to repaint).
-                fields[name] = (
-                    image.convert("RGBA" if image.mode == "RGBA" else "RGB")
-                    if name == "mask"
-                    else (image.convert("RGB"))
-                )
+                keep_alpha = name == "mask" and image.mode == "RGBA"
+                fields[name] = image.convert("RGBA" if keep_alpha else "RGB")
     return GenerationRequest(**fields)
 
 

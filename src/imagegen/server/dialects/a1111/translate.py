@@ -27,6 +27,7 @@ Compatibility decisions (also in the README's "Serving" section):
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -384,8 +385,8 @@ def translate(
             names["sd_upscale_overlap"] = "script_args[1]"
     if isinstance(body, A1111Txt2ImgRequest) and not body.enable_hr:
         # A1111 ignores every hires-fix field while enable_hr is false: so does imagegen (their defaults apply).
-        defaults = GenerationRequest()
-        fields.update({name: getattr(defaults, name) for name in fields if name.startswith("hr_")})
+        defaults = {f.name: f.default for f in dataclasses.fields(GenerationRequest)}
+        fields.update({name: defaults[name] for name in fields if name.startswith("hr_")})
     if isinstance(body, A1111Txt2ImgRequest) and body.enable_hr:
         fields.update(
             hr_upscaler=body.hr_upscaler or "Latent",

@@ -496,7 +496,7 @@ async def _image_to_image(
         strength = 1.0  # the masked area is painted anew, as OpenAI's edits do
     call = dataclasses.replace(
         fields,
-        fields={**fields.fields, **({"strength": default_strength if strength is None else strength})},
+        fields={**fields.fields, "strength": default_strength if strength is None else strength},
         init_image=init_image,
         mask=mask,
     )
