@@ -6,7 +6,10 @@ Each figure is a ratio against a baseline measured in the same run (never an abs
 - dynamic batching: 16 concurrent compatible requests, batched vs one at a time (target >= 2.5x);
 - polling: 16 clients reading their job every 50 ms vs quiet clients (target: <= 10 % of the images/s lost);
 - editing: the hires fix and inpainting against plain generation, upscalers in seconds per megapixel;
-- bfloat16 against float32 on a full-size SD 1.5 UNet (random weights), with the PSNR between them;
+- bfloat16 against float32 on a full-size SD 1.5 UNet (random weights), with the PSNR between them, and the CPU
+  default against diffusers' float32 default on a whole SD 1.5 call at 512x512;
+- on a CUDA GPU, the GPU fast path against diffusers' float16 recipe (SDXL size, 1024x1024, 30 steps) and the
+  UNet's TFLOP/s against the GPU's bfloat16 peak;
 - the memory a generation takes per image size, on top of the loaded model.
 
     make bench            # or: PYTHONPATH=tests HF_HUB_OFFLINE=1 .venv/bin/python bench/run_all.py [--quick]
@@ -84,6 +87,31 @@ def main() -> int:
             f"PSNR {dtype['psnr_bf16_weights_db']} dB (target >= 3x whole call at 512, >= 30 dB)",
         )
     )
+
+    text, seconds = _run("cpu_default.py", "--family", "sd1", "--size", "512", "--steps", "4")
+    default = _json(text)
+    print(f"# cpu_default.py ({seconds:.0f} s)\n{text}")
+    rows.append(
+        (
+            f"SD 1.5 whole call 512x512, 4 steps: diffusers float32 / CPU default ({default['auto_dtype']})",
+            f"{default['speedup_vs_diffusers']:.2f}x",
+            f"PSNR {default['psnr_auto_vs_float32_db']} dB vs float32 (target >= 3x, >= 30 dB)",
+        )
+    )
+
+    text, seconds = _run("gpu_fast_path.py")
+    gpu = _json(text)
+    print(f"# gpu_fast_path.py ({seconds:.0f} s)\n{text}")
+    for label in ("engine", "engine_bf16", "engine_compile"):
+        if label in gpu:
+            row = gpu[label]
+            rows.append(
+                (
+                    f"GPU {label} / diffusers fp16 (SDXL 1024, 30 steps)",
+                    f"{row['vs_diffusers_fp16']:.3f}x",
+                    f"<= 0.6x; UNet {row['unet_tflops']} TFLOP/s = {row['unet_share_of_bf16_peak']} of peak",
+                )
+            )
 
     text, seconds = _run("memory_peak.py", "--sizes", "64", "128", "256")
     memory = _json(text)

@@ -382,7 +382,12 @@ def _help(field: str) -> str:
 def _engine_options(parser: argparse.ArgumentParser) -> None:
     """The :class:`~imagegen.options.EngineOptions` flags, the same for ``generate``, ``demo`` and ``serve``."""
     parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N, mps")
-    parser.add_argument("--dtype", default=None, help="auto (default: float16 on GPU, float32 on CPU), float32, ...")
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        help="auto (default): float16 on GPUs; on a CPU bfloat16 for full-size models where the CPU has it in "
+        "hardware, else float32. Or float32, float16, bfloat16",
+    )
     parser.add_argument(
         "--models-dir",
         type=Path,
@@ -399,6 +404,9 @@ def _engine_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--vae-slicing", action="store_true", help="decode a batch one image at a time")
     parser.add_argument("--vae-tiling", action="store_true", help="decode large images in tiles")
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the UNet at load (minutes; for GPUs, fixed sizes)"
+    )
     parser.add_argument(
         "--threads",
         type=_bounded_int(1, 1024),
@@ -443,6 +451,7 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
         offload=Offload(args.offload),
         vae_slicing=args.vae_slicing,
         vae_tiling=args.vae_tiling,
+        compile=args.compile,
         threads=args.threads,
         lora_dirs=tuple(args.lora_dirs),
         embeddings_dirs=tuple(args.embeddings_dirs),

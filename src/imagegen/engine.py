@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import torch
 from PIL import Image as PILImage
@@ -58,6 +58,7 @@ from imagegen.loading import (
     load_pipeline,
     pipeline_class,
     resolve,
+    unet_parameters,
 )
 from imagegen.metadata import (
     FIELD_KEYS,
@@ -170,14 +171,38 @@ def select_device(name: str | None = None) -> torch.device:
     return device
 
 
-def select_dtype(name: str | None, device: torch.device) -> torch.dtype:
-    """``auto``/None: float16 on CUDA and MPS, float32 on CPU. Otherwise float32, float16 or bfloat16."""
+#: UNets with fewer weights than this stay in float32 on a CPU even where bfloat16 is fast: their steps are per-op
+#: overhead, which bfloat16's casts add to (the demo model's 4 M-weight UNet: a step is slower in bfloat16, see
+#: bench/cpu_dtype.py). Every Stable Diffusion UNet has 0.86 to 2.6 billion.
+CPU_BF16_MIN_PARAMETERS: Final[int] = 100_000_000
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX), where bfloat16 weights run an SD UNet
+    1.6-2.8x faster than float32 (bench/cpu_dtype.py); elsewhere bfloat16 is emulated and slower."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def select_dtype(name: str | None, device: torch.device) -> torch.dtype | None:
+    """An explicit float32, float16 or bfloat16; ``None`` for ``auto``/None, which :func:`auto_dtype` settles per
+    model."""
     if name in (None, "", "auto"):
-        return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+        return None
     dtype = _DTYPES.get(name.lower())
     if dtype is None:
         raise InvalidRequest("dtype", f"unknown dtype {name!r}; use auto, float32, float16 or bfloat16")
     return dtype
+
+
+def auto_dtype(device: torch.device, unet_parameters: int, *, fast_bf16: bool | None = None) -> torch.dtype:
+    """``auto``: float16 on CUDA and MPS; on a CPU, bfloat16 for a full-size UNet where the CPU has bfloat16 in
+    hardware (``fast_bf16``, probed when None), float32 otherwise."""
+    if device.type in ("cuda", "mps"):
+        return torch.float16
+    if fast_bf16 is None:
+        fast_bf16 = cpu_has_fast_bf16()
+    return torch.bfloat16 if fast_bf16 and unet_parameters >= CPU_BF16_MIN_PARAMETERS else torch.float32
 
 
 class Engine:
@@ -205,6 +230,7 @@ class Engine:
         embeddings_dirs: tuple[str | Path, ...] = (),
         styles_file: str | Path | None = None,
         max_loras: int = 8,
+        compile: bool = False,
     ) -> None:
         # EngineOptions checks them (offload, max_loaded): the same rules as the CLI's and the server's.
         self.options = EngineOptions(
@@ -221,6 +247,7 @@ class Engine:
             embeddings_dirs=tuple(Path(p) for p in embeddings_dirs),
             styles_file=Path(styles_file) if styles_file else None,
             max_loras=max_loras,
+            compile=compile,
         )
         if threads is not None:
             # Process-wide in torch: one engine per process (the CLI, a server worker) owns the setting.
@@ -274,7 +301,9 @@ class Engine:
             shared: dict[str, Any] = {}
             if base is not None:
                 shared = {"text_encoder_2": base.pipeline.text_encoder_2, "vae": base.pipeline.vae}
-            pipeline = load_pipeline(info, dtype=self.dtype, shared=shared, allow_pickle=self.allow_pickle)
+            # A refiner takes its base's dtype: they share text_encoder_2 and the VAE.
+            dtype = base.pipeline.unet.dtype if base is not None else self.dtype_for(info)
+            pipeline = load_pipeline(info, dtype=dtype, shared=shared, allow_pickle=self.allow_pickle)
             # Weights read anew may differ from those the cached prompts were encoded with (a file replaced on disk).
             self.conditionings.clear()
             if not shared:
@@ -282,6 +311,7 @@ class Engine:
             else:
                 # The shared parts are already placed; move only the refiner's own modules.
                 pipeline.unet.to(self.device)
+                self._memory_format(pipeline)
             adapters = None
             if base is None and info.family is not Family.SDXL_REFINER:
                 adapters = LoraAdapters(
@@ -311,7 +341,7 @@ class Engine:
     def _place(self, pipeline: DiffusionPipeline, info: ModelInfo) -> None:
         # The SDXL VAE overflows in float16 (black or NaN images); diffusers' force_upcast does the same per call.
         sdxl = info.family in (Family.SDXL, Family.SDXL_REFINER)
-        if sdxl and self.dtype == torch.float16 and getattr(pipeline.vae.config, "force_upcast", False):
+        if sdxl and pipeline.unet.dtype == torch.float16 and getattr(pipeline.vae.config, "force_upcast", False):
             pipeline.vae.to(torch.float32)
         if self.vae_slicing:
             pipeline.vae.enable_slicing()
@@ -323,6 +353,25 @@ class Engine:
             pipeline.enable_sequential_cpu_offload(device=self.device)
         else:
             pipeline.to(self.device)
+        self._memory_format(pipeline)
+
+    def _memory_format(self, pipeline: DiffusionPipeline) -> None:
+        # Channels-last convolutions, the layout oneDNN and GPU kernels prefer: in bfloat16 on this CPU an SD 1.5 UNet
+        # call at 512x512 takes 14 % less and a VAE decode 21 % less; float32 CPU runs keep diffusers' default.
+        if self.device.type == "cuda" or pipeline.unet.dtype == torch.bfloat16:
+            pipeline.unet.to(memory_format=torch.channels_last)
+            pipeline.vae.to(memory_format=torch.channels_last)
+        if self.options.compile:
+            # In place (nn.Module.compile), so LoRA adapters, tiling and diffusers still see the same module; fixed
+            # shapes, one compiled graph per size and batch, warmed up now at the model's native size.
+            pipeline.unet.compile(dynamic=False)
+            _warm_up(pipeline)
+
+    def dtype_for(self, info: ModelInfo) -> torch.dtype:
+        """The dtype ``info`` loads in: the engine's explicit one, else :func:`auto_dtype` for its UNet's size."""
+        if self.dtype is not None:
+            return self.dtype
+        return auto_dtype(self.device, unet_parameters(info) if self.device.type == "cpu" else 0)
 
     def _evict(self) -> None:
         while len(self._cache) > self.max_loaded:
@@ -1208,3 +1257,15 @@ def _embedding_encoders(pipe: DiffusionPipeline, family: Family) -> dict[str, An
     if family is Family.SDXL:
         encoders["clip_l"] = pipe.text_encoder
     return encoders
+
+
+def _warm_up(pipeline: DiffusionPipeline) -> None:
+    """One denoising step at the model's native size with its own scheduler and a classifier-free-guidance batch of
+    2, the shapes and dtypes of a plain request: what ``torch.compile`` compiles on first use, paid at load instead
+    of by the first request. A refiner or an inpainting UNet (which need images) compiles on its first request."""
+    unet = pipeline.unet
+    if unet.config.in_channels != 4 or getattr(pipeline, "text_encoder", None) is None:
+        return
+    size = int(unet.config.sample_size) * 8
+    # Not under inference_mode: requests run under no_grad, and dynamo guards on the tensors' dispatch keys.
+    pipeline(prompt="", num_inference_steps=1, width=size, height=size, output_type="latent", guidance_scale=2.0)

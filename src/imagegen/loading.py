@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -306,6 +307,30 @@ def _single_file_keys(path: Path) -> dict[str, list[int]]:
             return {key: list(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
     except Exception as exc:  # safetensors raises its own untyped errors for corrupt headers
         raise ModelLoadError(f"{path} is not a readable .safetensors file: {exc}") from None
+
+
+#: The key prefix of the UNet's weights in an original-format (LDM) checkpoint.
+_LDM_UNET_PREFIX = "model.diffusion_model."
+#: Bytes per weight assumed for pickled files, whose header cannot be read without unpickling (float16 as saved).
+_PICKLE_BYTES_PER_WEIGHT = 2
+
+
+def unet_parameters(info: ModelInfo) -> int:
+    """How many weights the UNet of ``info`` has, from the files' headers (no tensors are read): what decides whether
+    bfloat16 pays on a CPU (:func:`imagegen.engine.auto_dtype`). Pickled files count as float16 bytes."""
+    if info.kind == "single_file":
+        if info.path.suffix.lower() != ".safetensors":
+            return info.path.stat().st_size // _PICKLE_BYTES_PER_WEIGHT
+        shapes = _single_file_keys(info.path)
+        return sum(math.prod(shape) for key, shape in shapes.items() if key.startswith(_LDM_UNET_PREFIX))
+    folder = info.path / "unet"
+    # One set of files: a folder may hold the weights twice (``…safetensors`` and the ``….fp16.safetensors`` variant).
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    variants = {file: ".".join(file.name.split(".")[1:-1]) for file in files}
+    chosen = [file for file in files if variants[file] == variants[files[0]]]
+    if chosen and chosen[0].suffix == ".bin":
+        return sum(file.stat().st_size for file in chosen) // _PICKLE_BYTES_PER_WEIGHT
+    return sum(math.prod(shape) for file in chosen for shape in _single_file_keys(file).values())
 
 
 def family_of_checkpoint(keys: Mapping[str, list[int]]) -> Family:

@@ -39,7 +39,7 @@ import numpy as np
 
 import imagegen
 from imagegen_shapes.analyse import aggregate, analyse, score
-from imagegen_shapes.world import SceneDistribution, example, render_batch
+from imagegen_shapes.world import SceneDistribution, example, render_pool
 
 CONFIGS_ROOT: Final[Path] = Path(imagegen.__file__).resolve().parent / "configs"
 CLIP_TOKENIZER_DIR: Final[Path] = CONFIGS_ROOT / "clip-tokenizer"
@@ -122,6 +122,11 @@ class TrainConfig:
     checkpoint_every: int = 250
     #: Held-out scenes whose VAE reconstructions are scored after the vae and decoder stages.
     vae_check_scenes: int = 256
+    #: Free wordings of each pool scene besides its grammar caption (world.describe): "a single square that is green",
+    #: other orders, connectors and position/background phrases. Run 4 and before: 0.
+    phrasings: int = 3
+    #: Share of training examples shown the grammar caption rather than a free wording.
+    grammar_share: float = 0.4
     bf16: bool = False
     threads: int = 2
     guidance_scale: float = 3.0
@@ -129,6 +134,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not self.latent_foreground_weight > 0:
             raise ValueError(f"latent_foreground_weight must be > 0, got {self.latent_foreground_weight!r}")
+        if not 0.0 <= self.grammar_share <= 1.0:
+            raise ValueError(f"grammar_share must be in [0, 1], got {self.grammar_share!r}")
+        if self.phrasings < 0:
+            raise ValueError(f"phrasings must be >= 0, got {self.phrasings!r}")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -386,17 +395,22 @@ class _Stopwatch:
 
 
 def stage_pool(config: TrainConfig) -> None:
-    """Render ``pool_size`` examples of stream ``seed`` once: images uint8 and captions."""
+    """Render ``pool_size`` examples of stream ``seed`` once: images uint8 and, per image, its grammar caption and
+    ``phrasings`` free wordings of the same scene."""
     path = config.run_dir / "pool.npz"
     started = time.monotonic()
-    images, captions = render_batch(config.pool_size, config.seed, distribution=config.distribution)
+    images, captions = render_pool(
+        config.pool_size, config.seed, distribution=config.distribution, phrasings=config.phrasings
+    )
     np.savez(path, images=images, captions=np.array(captions))
     _log(f"pool: {config.pool_size} examples rendered in {time.monotonic() - started:.0f} s")
 
 
-def _load_pool(config: TrainConfig) -> tuple[np.ndarray, list[str]]:
+def _load_pool(config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The pool's images and its captions ``[N, 1 + phrasings]`` (a pool of an older run: ``[N]``, made ``[N, 1]``)."""
     data = np.load(config.run_dir / "pool.npz")
-    return data["images"], [str(c) for c in data["captions"]]
+    captions = data["captions"].astype(str)
+    return data["images"], captions.reshape(len(captions), -1)
 
 
 def _vae_reconstruction_scores(vae: Any, config: TrainConfig) -> dict[str, float]:
@@ -508,21 +522,34 @@ def stage_vae(config: TrainConfig) -> None:
     _log("vae: pool encoded")
 
 
-def _tokenize_pool(captions: Sequence[str], tokenizers: Sequence[Any]) -> list[Any]:
-    """Token ids [N, MAX_TOKENS] per tokenizer; each distinct caption is tokenized once (none may be cut short)."""
+def _tokenize_pool(captions: np.ndarray, tokenizers: Sequence[Any]) -> list[Any]:
+    """Token ids ``[N, wordings, MAX_TOKENS]`` per tokenizer for captions ``[N, wordings]``; each distinct caption is
+    tokenized once (none may be cut short)."""
     import torch
 
-    unique = sorted(set(captions) | {""})
+    flat = [str(c) for c in captions.reshape(-1)]
+    unique = sorted(set(flat) | {""})
     index = {c: i for i, c in enumerate(unique)}
-    rows = torch.tensor([index[c] for c in captions])
+    rows = torch.tensor([index[c] for c in flat])
     out = []
     for tokenizer in tokenizers:
         longest = max(len(tokens) for tokens in tokenizer(unique).input_ids)
         if longest > MAX_TOKENS:
             raise ValueError(f"a caption has {longest} tokens, more than the text encoders' {MAX_TOKENS} positions")
         ids = tokenizer(unique, padding="max_length", max_length=MAX_TOKENS, return_tensors="pt").input_ids
-        out.append(ids[rows])
+        out.append(ids[rows].view(*captions.shape, MAX_TOKENS))
     return out
+
+
+def caption_columns(batch: int, wordings: int, grammar_share: float, generator: Any) -> Any:
+    """Which wording each example of a step is shown: the grammar caption (column 0) with probability
+    ``grammar_share``, else one of the free wordings, uniformly."""
+    import torch
+
+    if wordings == 1:
+        return torch.zeros(batch, dtype=torch.long)
+    free = torch.randint(1, wordings, (batch,), generator=generator)
+    return torch.where(torch.rand(batch, generator=generator) < grammar_share, 0, free)
 
 
 def _empty_ids(tokenizer: Any) -> Any:
@@ -625,8 +652,10 @@ def _train_unet_stage(config: TrainConfig, stage: str) -> None:
         idx = torch.randint(0, len(latents), (batch,), generator=gen)
         x0 = latents[idx].float()
         dropped = torch.rand(batch, generator=gen) < config.caption_dropout
+        column = caption_columns(batch, all_ids[0].shape[1], config.grammar_share, gen)
         ids = [
-            torch.where(dropped[:, None], empty, all_i[idx]) for empty, all_i in zip(empty_ids, all_ids, strict=True)
+            torch.where(dropped[:, None], empty, all_i[idx, column])
+            for empty, all_i in zip(empty_ids, all_ids, strict=True)
         ]
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, max_t, (batch,), generator=gen)
@@ -850,6 +879,17 @@ def _at_least(convert: type[int] | type[float], low: float, *, strictly: bool = 
     return parse
 
 
+def _fraction(text: str) -> float:
+    """An argparse type: a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {value}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``imagegen train-demo`` options."""
     defaults = TrainConfig(run_dir=Path("."))
@@ -876,6 +916,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_at_least(float, 0, strictly=True),
         default=defaults.latent_foreground_weight,
         help="UNet loss weight of latents under a shape (1 = unweighted)",
+    )
+    parser.add_argument(
+        "--phrasings",
+        type=_at_least(int, 0),
+        default=defaults.phrasings,
+        help="free wordings per pool scene besides its grammar caption (0 = grammar only, as run 4)",
+    )
+    parser.add_argument(
+        "--grammar-share",
+        type=_fraction,
+        default=defaults.grammar_share,
+        help="share of examples shown the grammar caption rather than a free wording (0 to 1)",
     )
     parser.add_argument("--checkpoint-every", type=_at_least(int, 1), default=defaults.checkpoint_every)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (measure first: not faster for small convs)")
@@ -908,6 +960,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         refiner=budget("refiner"),
         decoder=budget("decoder"),
         latent_foreground_weight=args.latent_foreground_weight,
+        phrasings=args.phrasings,
+        grammar_share=args.grammar_share,
         checkpoint_every=args.checkpoint_every,
         bf16=args.bf16,
         threads=args.threads,

@@ -313,6 +313,92 @@ def caption(scene: Scene, rng: np.random.Generator | None = None) -> str:
     return text
 
 
+# Free phrasings: other wordings of the same scene, for training captions only. The caption grammar above stays what
+# the analyser parses and what EVAL_PROMPTS are written in; these vary what the text encoders see. They leave out, on
+# purpose, every construction of the held-out evaluation set (imagegen_shapes.evaluate.HELD_OUT, written before
+# them): "tiny"/"huge", "dark", "backdrop", "upper"/"lower", "edge", "middle", "near", "to the right", "a single",
+# "a pair of", "trio", "couple", digits, "that is", "in yellow", "coloured", "there is", "with"/"beside"/"next to"/
+# "together with"/"as well as" between objects, comma lists; so that set keeps measuring wording the model never saw
+# (tests/unit/test_demo_train_data.py checks that no held-out prompt is a training caption).
+
+_COUNT_PHRASES: Final[Mapping[int, tuple[tuple[str, float], ...]]] = MappingProxyType(
+    {1: (("a", 0.7), ("one", 0.3)), 2: (("two", 1.0),), 3: (("three", 1.0),)}
+)
+_SIZE_PHRASES: Final[Mapping[Size, tuple[str, ...]]] = MappingProxyType(
+    {Size.SMALL: ("small", "little"), Size.MEDIUM: ("",), Size.LARGE: ("large", "big")}
+)
+#: Other ways to say each grid cell (the grammar's own phrase is always one of them).
+FREE_POSITION_PHRASES: Final[Mapping[Position, tuple[str, ...]]] = MappingProxyType(
+    {
+        Position.TOP_LEFT: ("in the top left", "in the top left corner", "at the top left"),
+        Position.TOP: ("at the top", "at the top of the image", "along the top"),
+        Position.TOP_RIGHT: ("in the top right", "in the top right corner", "at the top right"),
+        Position.LEFT: ("on the left", "on the left side", "at the left"),
+        Position.CENTER: ("in the center", "in the centre", "in the center of the image"),
+        Position.RIGHT: ("on the right", "on the right side", "at the right"),
+        Position.BOTTOM_LEFT: ("in the bottom left", "in the bottom left corner", "at the bottom left"),
+        Position.BOTTOM: ("at the bottom", "at the bottom of the image", "along the bottom"),
+        Position.BOTTOM_RIGHT: ("in the bottom right", "in the bottom right corner", "at the bottom right"),
+    }
+)
+_CONNECTORS: Final[tuple[str, ...]] = ("and", "and also", "plus", ", and")
+_PREFIXES: Final[tuple[str, ...]] = ("an image of", "a picture of", "a drawing of")
+
+
+def _choice(rng: np.random.Generator, options: Sequence[str]) -> str:
+    return options[int(rng.integers(len(options)))]
+
+
+def _weighted(rng: np.random.Generator, options: Sequence[tuple[str, float]]) -> str:
+    return options[_pick([weight for _, weight in options], float(rng.random()))][0]
+
+
+def _free_phrase(obj: ObjectSpec, rng: np.random.Generator, *, short: bool) -> str:
+    noun = obj.shape.value if obj.count == 1 else obj.shape.plural
+    count = _weighted(rng, _COUNT_PHRASES[obj.count])
+    size = _choice(rng, _SIZE_PHRASES[obj.size])
+    colour = obj.colour.value + (" outlined" if obj.outlined else "")
+    if rng.random() < 0.5:
+        words = [count, size, colour, noun]  # adjectives first, as the grammar
+    else:
+        verb = "is" if obj.count == 1 else "are"
+        words = [count, size, noun, "which", verb, colour]
+    following = next(word for word in words[1:] if word)
+    if count == "a" and following[0] in "aeiou":
+        words[0] = "an"
+    text = " ".join(word for word in words if word)
+    if obj.position is not None:
+        options = FREE_POSITION_PHRASES[obj.position]
+        # Two phrases keep the shorter forms: a caption must fit the text encoders' MAX_TOKENS positions.
+        text = f"{text} {_choice(rng, [o for o in options if not short or 'image' not in o])}"
+    return text
+
+
+def describe(scene: Scene, rng: np.random.Generator) -> str:
+    """Another wording of ``scene``'s caption, for training: colours in a relative clause ("a square which is
+    green"), "little" for small, other position and background phrases ("in the top left corner", "on grey"), the two
+    objects in either order joined by "and", "and also", "plus" or ", and", sometimes "an image of ...". Every wording
+    names the same count, size, colour, shape, position and background as :func:`caption`."""
+    objects = list(scene.objects)
+    if len(objects) == 2 and rng.random() < 0.5:
+        objects.reverse()
+    short = len(objects) == 2
+    text = _free_phrase(objects[0], rng, short=short)
+    if short:
+        connector = _choice(rng, _CONNECTORS)
+        text = f"{text}{connector}" if connector.startswith(",") else f"{text} {connector}"
+        text = f"{text} {_free_phrase(objects[1], rng, short=short)}"
+    if not short and rng.random() < 0.25:
+        text = f"{_choice(rng, _PREFIXES)} {text}"
+    background = scene.background.value
+    if scene.background is Background.GRAY and rng.random() < 0.5:
+        background = "grey"
+    if scene.background is not Background.WHITE or rng.random() < 0.25:
+        options = (f"on a {background} background", f"on {background}", f"with a {background} background")
+        text = f"{text} {_choice(rng, options)}"
+    return text
+
+
 def _expected(what: str, allowed: Sequence[str], got: str, prompt: str) -> ValueError:
     return ValueError(f"cannot parse {got!r} in prompt {prompt!r}: expected {what} ({', '.join(allowed)})")
 
@@ -699,4 +785,22 @@ def render_batch(
         ex, rng = _example(seed, start + i, dist)
         images[i] = ex.image
         captions.append("" if caption_dropout > 0 and rng.random() < caption_dropout else ex.caption)
+    return images, captions
+
+
+def render_pool(
+    n: int, seed: int, *, distribution: SceneDistribution | None = None, phrasings: int = 0
+) -> tuple[np.ndarray, list[tuple[str, ...]]]:
+    """Like :func:`render_batch` (same images, same grammar captions), each caption followed by ``phrasings`` free
+    wordings of the same scene (:func:`describe`), drawn from their own stream so the images never change with it."""
+    if phrasings < 0:
+        raise ValueError(f"phrasings must be >= 0, got {phrasings}")
+    dist = distribution if distribution is not None else SceneDistribution()
+    images = np.empty((n, CANVAS, CANVAS, 3), dtype=np.uint8)
+    captions: list[tuple[str, ...]] = []
+    for index in range(n):
+        ex, _ = _example(seed, index, dist)
+        images[index] = ex.image
+        words = np.random.default_rng((seed, index, 1))
+        captions.append((ex.caption, *(describe(ex.scene, words) for _ in range(phrasings))))
     return images, captions

@@ -37,6 +37,9 @@ def test_flags_and_environment_make_the_settings(monkeypatch, tmp_path):
         False,
         3,
     )
+    assert engine.compile is False
+    assert _settings("--compile", "--dtype", "bfloat16").engine.compile is True
+    assert _settings("--compile", "--dtype", "bfloat16").engine.dtype == "bfloat16"
 
 
 @pytest.mark.parametrize(

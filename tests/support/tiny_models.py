@@ -97,46 +97,51 @@ def _seeded(seed: int, component: str) -> torch.Generator:
     return torch.manual_seed(seed * 100 + _COMPONENT_SEED_OFFSET[component])
 
 
-def _build_unet(family: str, seed: int) -> Any:
+def _build_unet(family: str, seed: int, full_size: bool = False) -> Any:
     from diffusers import UNet2DConditionModel
 
-    config = _reference_json(family, "unet/config.json") | _unet_overrides(family)
+    config = _reference_json(family, "unet/config.json") | ({} if full_size else _unet_overrides(family))
     with torch.random.fork_rng(devices=[]):
         _seeded(seed, "unet")
         return UNet2DConditionModel.from_config(config)
 
 
-def _build_vae(family: str, seed: int) -> Any:
+def _build_vae(family: str, seed: int, full_size: bool = False) -> Any:
     from diffusers import AutoencoderKL
 
     # Four blocks keep the standard 8x downsampling (vae_scale_factor = 2 ** 3); the channels are the fewest that
     # still have a channel change (so encoder/decoder shortcut convolutions exist, as in the real VAE).
-    config = _reference_json(family, "vae/config.json") | {
+    tiny = {
         "block_out_channels": (8, 16, 32, 32),
         "norm_num_groups": 8,
         "layers_per_block": 1,
         "sample_size": NATIVE_SIZE,
     }
+    config = _reference_json(family, "vae/config.json") | ({} if full_size else tiny)
     with torch.random.fork_rng(devices=[]):
         _seeded(seed, "vae")
         return AutoencoderKL.from_config(config)
 
 
-def _build_text_encoder(family: str, component: str, seed: int) -> Any:
+def _build_text_encoder(family: str, component: str, seed: int, full_size: bool = False) -> Any:
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     reference = _reference_json(family, f"{component}/config.json")
     fields = {k: v for k, v in reference.items() if k not in _TEXT_CONFIG_KEYS_TO_DROP}
     hidden = TEXT_2_HIDDEN if component == "text_encoder_2" else TEXT_HIDDEN
-    fields |= {
-        "hidden_size": hidden,
-        "intermediate_size": 2 * hidden,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "projection_dim": TEXT_PROJECTION,
-        "max_position_embeddings": 77,
-        "vocab_size": 49408,  # the real CLIP vocabulary: the tokenizer emits real ids up to 49407
-    }
+    fields |= (
+        {"vocab_size": 49408}
+        if full_size
+        else {
+            "hidden_size": hidden,
+            "intermediate_size": 2 * hidden,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "projection_dim": TEXT_PROJECTION,
+            "max_position_embeddings": 77,
+            "vocab_size": 49408,  # the real CLIP vocabulary: the tokenizer emits real ids up to 49407
+        }
+    )
     model_class = (
         CLIPTextModelWithProjection if "CLIPTextModelWithProjection" in reference["architectures"] else CLIPTextModel
     )
@@ -165,17 +170,19 @@ def _build_scheduler(family: str) -> Any:
     return getattr(diffusers, config["_class_name"]).from_config(config)
 
 
-def build_tiny_pipeline(family: str, *, seed: int = 0) -> Any:
-    """An in-memory tiny pipeline of ``family`` (one of :data:`FAMILIES`), deterministic for a given ``seed``."""
+def build_tiny_pipeline(family: str, *, seed: int = 0, full_size: bool = False) -> Any:
+    """An in-memory tiny pipeline of ``family`` (one of :data:`FAMILIES`), deterministic for a given ``seed``;
+    ``full_size`` keeps the reference configs' sizes (random weights of the real architecture, for benchmarks)."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
-    unet, vae, scheduler = _build_unet(family, seed), _build_vae(family, seed), _build_scheduler(family)
+    unet, vae = _build_unet(family, seed, full_size), _build_vae(family, seed, full_size)
+    scheduler = _build_scheduler(family)
     if family in ("sd1", "sd2"):
         return StableDiffusionPipeline(
             vae=vae,
-            text_encoder=_build_text_encoder(family, "text_encoder", seed),
+            text_encoder=_build_text_encoder(family, "text_encoder", seed, full_size),
             tokenizer=_load_tokenizer(family, "tokenizer"),
             unet=unet,
             scheduler=scheduler,
@@ -183,12 +190,12 @@ def build_tiny_pipeline(family: str, *, seed: int = 0) -> Any:
             feature_extractor=None,
             requires_safety_checker=False,
         )
-    text_encoder_2 = _build_text_encoder(family, "text_encoder_2", seed)
+    text_encoder_2 = _build_text_encoder(family, "text_encoder_2", seed, full_size)
     tokenizer_2 = _load_tokenizer(family, "tokenizer_2")
     if family == "sdxl-base":
         return StableDiffusionXLPipeline(
             vae=vae,
-            text_encoder=_build_text_encoder(family, "text_encoder", seed),
+            text_encoder=_build_text_encoder(family, "text_encoder", seed, full_size),
             text_encoder_2=text_encoder_2,
             tokenizer=_load_tokenizer(family, "tokenizer"),
             tokenizer_2=tokenizer_2,

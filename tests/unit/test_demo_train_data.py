@@ -8,7 +8,18 @@ import numpy as np
 import pytest
 
 from imagegen_shapes.train import LATENT_SIZE, TRAIN_SCENES, TrainConfig, latent_foreground
-from imagegen_shapes.world import Background, parse_prompt, render_array, render_batch
+from imagegen_shapes.world import (
+    FREE_POSITION_PHRASES,
+    Background,
+    Scene,
+    Size,
+    describe,
+    parse_prompt,
+    render_array,
+    render_batch,
+    render_pool,
+    sample_scene,
+)
 
 
 def _mask(prompt: str, seed: int = 0) -> np.ndarray:
@@ -102,10 +113,11 @@ def _normalised(text: str) -> str:
 def test_no_held_out_prompt_is_a_training_caption() -> None:
     from imagegen_shapes.evaluate import HELD_OUT
 
-    # The pool of the real trainer: its scene mix and its seed-0 stream, with caption variants (one/big/background).
-    _, captions = render_batch(20_000, 0, distribution=TRAIN_SCENES)
-    training = {_normalised(c) for c in captions}
-    assert len(training) > 5_000  # a varied sample, not a few captions repeated
+    # The pool of the real trainer: its scene mix and its seed-0 stream, with caption variants (one/big/background)
+    # and the free wordings of every scene (world.describe).
+    _, captions = render_pool(20_000, 0, distribution=TRAIN_SCENES, phrasings=TrainConfig(run_dir=Path(".")).phrasings)
+    training = {_normalised(c) for wordings in captions for c in wordings}
+    assert len(training) > 40_000  # a varied sample, not a few captions repeated
     assert not {_normalised(prompt) for prompt, _ in HELD_OUT} & training
 
 
@@ -113,7 +125,7 @@ def test_no_held_out_prompt_fits_the_caption_grammar() -> None:
     """``parse_prompt`` reads every caption ``caption()`` can write (checked here on samples), so a prompt it cannot
     read is not a caption of any scene; and none of the variants of the expected scene's caption is the prompt."""
     from imagegen_shapes.evaluate import HELD_OUT
-    from imagegen_shapes.world import caption, sample_scene
+    from imagegen_shapes.world import caption, describe, sample_scene
 
     rng = np.random.default_rng(7)
     for _ in range(500):
@@ -125,6 +137,8 @@ def test_no_held_out_prompt_fits_the_caption_grammar() -> None:
         variants = {_normalised(caption(scene, np.random.default_rng(i))) for i in range(200)}
         assert _normalised(caption(scene)) in variants
         assert _normalised(prompt) not in variants
+        free = {_normalised(describe(scene, np.random.default_rng(i))) for i in range(400)}
+        assert _normalised(prompt) not in free
 
 
 def test_held_out_set_covers_every_evaluated_category_and_fits_the_text_encoder() -> None:
@@ -170,3 +184,94 @@ def test_the_trainer_never_imports_the_held_out_set() -> None:
             for alias in node.names
         }
         assert not [m for m in imported if "evaluate" in m or "HELD_OUT" in m], name
+
+
+def _free_wordings(n: int, seed: int = 3) -> list[tuple[Scene, str]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        scene = sample_scene(rng, TRAIN_SCENES)
+        out.append((scene, describe(scene, rng)))
+    return out
+
+
+def test_a_free_wording_names_every_part_of_its_scene() -> None:
+    for scene, text in _free_wordings(3000):
+        words = text.replace(",", " ").split()
+        for obj in scene.objects:
+            assert obj.colour.value in words, text
+            assert (obj.shape.value if obj.count == 1 else obj.shape.plural) in words, text
+            if obj.count > 1:
+                assert ("two" if obj.count == 2 else "three") in words, text
+            if obj.position is not None:
+                assert any(phrase in text for phrase in FREE_POSITION_PHRASES[obj.position]), text
+        sizes = {obj.size for obj in scene.objects}
+        assert (Size.SMALL in sizes) == bool({"small", "little"} & set(words)), text
+        assert (Size.LARGE in sizes) == bool({"large", "big"} & set(words)), text
+        if scene.background is Background.WHITE:
+            assert not {"black", "gray", "grey"} & set(words), text
+        else:
+            shown = {"gray", "grey"} if scene.background is Background.GRAY else {"black"}
+            assert shown & set(words), text
+
+
+def test_free_wordings_vary_order_connectors_and_phrases() -> None:
+    texts = [text for _, text in _free_wordings(3000)]
+    for construction in (
+        " which is ",
+        " which are ",
+        " plus ",
+        " and also ",
+        ", and ",
+        "an image of ",
+        " little ",
+        "corner",
+        "in the centre",
+        " on grey",
+        "with a black background",
+        "one ",
+    ):
+        assert any(construction in text for text in texts), construction
+    # Two objects appear in both orders: the scene's first object is named first in some wordings, second in others.
+    two = [(scene, text) for scene, text in _free_wordings(3000) if len(scene.objects) == 2]
+    firsts = {
+        text.index(scene.objects[0].colour.value) < text.index(scene.objects[1].colour.value)
+        for scene, text in two
+        if scene.objects[0].colour != scene.objects[1].colour
+    }
+    assert firsts == {True, False}
+
+
+def test_free_wordings_fit_the_text_encoders() -> None:
+    from imagegen_shapes.train import MAX_TOKENS, load_tokenizer
+
+    tokenizer = load_tokenizer("tokenizer")
+    texts = sorted({text for _, text in _free_wordings(20_000)}, key=len)[-300:]
+    assert max(len(ids) for ids in tokenizer(texts).input_ids) <= MAX_TOKENS
+
+
+def test_the_pool_keeps_render_batch_images_and_captions_and_adds_wordings() -> None:
+    images, captions = render_batch(40, 5, distribution=TRAIN_SCENES)
+    pool_images, wordings = render_pool(40, 5, distribution=TRAIN_SCENES, phrasings=2)
+    assert np.array_equal(images, pool_images)
+    assert [w[0] for w in wordings] == captions
+    assert {len(w) for w in wordings} == {3}
+    assert sum(w[1] != w[0] for w in wordings) > 30  # free wordings differ from the grammar caption
+    assert render_pool(40, 5, distribution=TRAIN_SCENES, phrasings=2)[1] == wordings  # reproducible
+    with pytest.raises(ValueError, match="phrasings must be >= 0"):
+        render_pool(1, 0, phrasings=-1)
+
+
+def test_caption_columns_mix_grammar_and_free_wordings() -> None:
+    import torch
+
+    from imagegen_shapes.train import caption_columns
+
+    generator = torch.Generator().manual_seed(0)
+    columns = caption_columns(20_000, 4, 0.4, generator)
+    share = float((columns == 0).float().mean())
+    assert 0.36 < share < 0.44
+    assert set(columns.tolist()) == {0, 1, 2, 3}
+    assert set(caption_columns(100, 1, 0.4, generator).tolist()) == {0}  # an older pool: the grammar caption only
+    assert set(caption_columns(100, 4, 1.0, generator).tolist()) == {0}
+    assert 0 not in set(caption_columns(100, 4, 0.0, generator).tolist())
