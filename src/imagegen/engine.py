@@ -77,6 +77,7 @@ from imagegen.networks.embeddings import Embedding, load_embedding
 from imagegen.networks.files import NetworkFile, list_files
 from imagegen.networks.lora import ActiveLora, LoraAdapters, resolve_loras
 from imagegen.options import EngineOptions, Offload
+from imagegen.previews import LatentPreview
 from imagegen.prompts.cache import CachedEncoder, ConditioningCache
 from imagegen.prompts.conditioning import BatchPrompts, StagePrompts
 from imagegen.prompts.encoding import Emphasis, PromptEncoder
@@ -135,6 +136,9 @@ class ProgressEvent:
     step: int
     total: int
     stage: str  # "base" or "refiner"
+    #: With ``previews=N``, every N-th step: an approximate picture of the current latents (see
+    #: :mod:`imagegen.previews`); else None.
+    preview: Image | None = None
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
@@ -148,6 +152,8 @@ class LoadedModel:
     pipeline: DiffusionPipeline
     #: The LoRA adapters worn by this pipeline (none for a refiner: LoRAs apply to the base model, as in A1111).
     adapters: LoraAdapters | None = None
+    #: Live previews through this model's VAE (a refiner shares its base's).
+    previewer: LatentPreview | None = None
 
 
 def select_device(name: str | None = None) -> torch.device:
@@ -320,7 +326,8 @@ class Engine:
                     family=info.family.value,
                     max_loaded=self.options.max_loras,
                 )
-            loaded = LoadedModel(info=info, pipeline=pipeline, adapters=adapters)
+            previewer = base.previewer if base is not None else LatentPreview(pipeline.vae)
+            loaded = LoadedModel(info=info, pipeline=pipeline, adapters=adapters, previewer=previewer)
             self._cache[key] = loaded
             self._evict()
             return loaded
@@ -445,9 +452,11 @@ class Engine:
         *,
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
+        previews: int = 0,
     ) -> GenerationResult:
         """Run one request. Raises :class:`InvalidRequest` before any model work for bad input,
-        :class:`Cancelled` within a step of ``cancel`` being set, :class:`ResourceExhausted` on out-of-memory."""
+        :class:`Cancelled` within a step of ``cancel`` being set, :class:`ResourceExhausted` on out-of-memory.
+        ``previews=N`` (N ≥ 1) puts a picture of the current latents in every N-th ``progress`` event."""
         started = time.perf_counter()
         timings: dict[str, float] = {}
         warnings: list[str] = []
@@ -481,7 +490,7 @@ class Engine:
                     hashes = base.adapters.activate(loras)
                     if loras:
                         timings["lora"] = time.perf_counter() - t0
-                images = self._run(effective, base, refiner, inputs, timings, progress, cancel)
+                images = self._run(effective, base, refiner, inputs, timings, progress, cancel, previews)
             except torch.OutOfMemoryError as exc:
                 raise ResourceExhausted(f"out of memory on {self.device}: {exc}".splitlines()[0]) from None
             except MemoryError:
@@ -526,16 +535,19 @@ class Engine:
         *,
         progress: Callable[[int, ProgressEvent], None] | None = None,
         cancels: Sequence[threading.Event] | None = None,
+        previews: Sequence[int] | None = None,
     ) -> list[GenerationResult | ImagegenError]:
         """Run several requests, as one denoising batch where they can share it (text-to-image with the same model,
         size, steps, sampler, guidance, LoRAs, ...: everything but the prompts, seeds and image counts), else one
         after the other. Entry *k* is request *k*'s result or the error that ended it: a failing or cancelled
         request leaves the others running. ``progress(k, event)`` reports request *k*'s steps; ``cancels[k]``
-        cancels request *k* (the batch stops only when every request in it is cancelled).
+        cancels request *k* (the batch stops only when every request in it is cancelled); ``previews[k]`` is request
+        *k*'s ``previews`` (see :meth:`generate`), each member previewed from its own latents.
 
         Each image keeps its own generator (seed + *i* within its request), so a batched image is the image of the
         same request run alone up to the floating-point order of a larger batch (measured in README)."""
         events = list(cancels) if cancels is not None else [threading.Event() for _ in requests]
+        every = list(previews) if previews is not None else [0] * len(requests)
         outcomes: list[GenerationResult | ImagegenError | None] = [None] * len(requests)
         groups: dict[str, list[int]] = {}
         prepared: dict[int, tuple[GenerationRequest, list[ActiveLora]]] = {}
@@ -555,13 +567,15 @@ class Engine:
             results: Sequence[GenerationResult | ImagegenError] | None = None
             if len(indices) > 1:
                 try:
-                    results = self._generate_together(members, prepared[indices[0]][1], indices, progress, events)
+                    results = self._generate_together(
+                        members, prepared[indices[0]][1], indices, progress, events, every
+                    )
                 except Cancelled:
                     results = [Cancelled("cancelled before it finished") for _ in indices]
                 except (ImagegenError, RuntimeError, ValueError):  # the batch failed: each runs alone, isolated
                     results = None
             if results is None:
-                results = [self._generate_one(prepared[k][0], k, progress, events[k]) for k in indices]
+                results = [self._generate_one(prepared[k][0], k, progress, events[k], every[k]) for k in indices]
             for k, result in zip(indices, results, strict=True):
                 outcomes[k] = result
         return [outcome if outcome is not None else GenerationFailed("not run") for outcome in outcomes]
@@ -572,10 +586,11 @@ class Engine:
         index: int,
         progress: Callable[[int, ProgressEvent], None] | None,
         cancel: threading.Event,
+        previews: int = 0,
     ) -> GenerationResult | ImagegenError:
         report = None if progress is None else (lambda event: progress(index, event))
         try:
-            return self.generate(request, progress=report, cancel=cancel)
+            return self.generate(request, progress=report, cancel=cancel, previews=previews)
         except ImagegenError as exc:
             return exc
 
@@ -586,6 +601,7 @@ class Engine:
         indices: Sequence[int],
         progress: Callable[[int, ProgressEvent], None] | None,
         events: Sequence[threading.Event],
+        previews: Sequence[int],
     ) -> list[GenerationResult | ImagegenError] | None:
         """One denoising loop for ``members`` (compatible: see :func:`_batch_signature`); ``None`` when the model
         turns out not to allow it (an inpainting checkpoint), for the caller to run them one by one."""
@@ -603,14 +619,21 @@ class Engine:
             if loras:
                 timings["lora"] = time.perf_counter() - started - timings["load"]
 
+            # Member p's first image is latent row rows[p]: the members' images follow one another in the batch.
+            rows = [sum(member.num_images for member in effective[:p]) for p in range(len(effective))]
+
             def report(event: ProgressEvent) -> None:
                 for position, k in enumerate(indices):
                     if progress is not None and not mine[position].is_set():
-                        progress(k, event)
+                        own = counter.last_previews.get(rows[position])
+                        progress(k, dataclasses.replace(event, preview=own))
 
             shared = effective[0]
             steps = int(shared.num_inference_steps or 0)
-            counter = _StepCounter(total=max(steps, 1), progress=report, cancel=_AllSet(mine))
+            wanted = {rows[p]: previews[k] for p, k in enumerate(indices)}
+            counter = _StepCounter(
+                total=max(steps, 1), progress=report, cancel=_AllSet(mine), previews=_previews(base, wanted)
+            )
             modules = [base.pipeline.unet, base.pipeline.vae, *([refiner.pipeline.unet] if refiner else [])]
             try:
                 with seamless(*modules) if shared.tiling else contextlib.nullcontext():
@@ -750,18 +773,21 @@ class Engine:
         timings: dict[str, float],
         progress: ProgressCallback | None,
         cancel: threading.Event | None,
+        previews: int = 0,
     ) -> list[Image]:
         """Denoise (and for the hires fix, upscale and denoise again), decode, and composite an inpainting."""
         steps = int(request.num_inference_steps or 0)  # filled in by _effective
         first = int(steps * request.strength) if inputs.image is not None else steps
         hires = int((request.hr_second_pass_steps or steps) * request.strength) if request.enable_hr else 0
-        counter = _StepCounter(total=max(first + hires, 1), progress=progress, cancel=cancel)
+        counter = _StepCounter(
+            total=max(first + hires, 1), progress=progress, cancel=cancel, previews=_previews(base, previews)
+        )
         modules = [base.pipeline.unet, base.pipeline.vae, *([refiner.pipeline.unet] if refiner else [])]
         with seamless(*modules) if request.tiling else contextlib.nullcontext():
             if request.inpainting:
                 return self._inpaint(request, base, refiner, inputs, counter, timings)
             if request.sd_upscale and inputs.image is not None:
-                return self._sd_upscale(request, base, refiner, inputs.image, timings, progress, cancel)
+                return self._sd_upscale(request, base, refiner, inputs.image, timings, progress, cancel, previews)
             init: Init = inputs.image
             mask = None
             if inpainting_unet(base.pipeline) and init is None:
@@ -936,6 +962,7 @@ class Engine:
         timings: dict[str, float],
         progress: ProgressCallback | None,
         cancel: threading.Event | None,
+        previews: int = 0,
     ) -> list[Image]:
         """A1111's "SD upscale" script: upscale the init image, re-run ``strength`` of the steps on each tile of the
         request's size (every tile of image *n* with seed + *n*), and blend the tiles back together."""
@@ -948,7 +975,9 @@ class Engine:
         grid = split_tiles(large, int(request.width or 8), int(request.height or 8), request.sd_upscale_overlap)
         per_tile = max(1, int(int(request.num_inference_steps or 1) * request.strength))
         runs = len(grid.tiles) * request.num_images
-        counter = _StepCounter(total=runs * per_tile, progress=progress, cancel=cancel)
+        counter = _StepCounter(
+            total=runs * per_tile, progress=progress, cancel=cancel, previews=_previews(base, previews)
+        )
         mask = full_mask(grid.tile_w, grid.tile_h) if inpainting_unet(base.pipeline) else None
         results = []
         for n in range(request.num_images):
@@ -1158,6 +1187,10 @@ class _StepCounter:
     progress: ProgressCallback | None
     cancel: threading.Event | _AllSet | None
     step: int = 0
+    #: (step, latents) → the previews due at that step, by latent row (see :func:`_previews`); None: no previews.
+    previews: Callable[[int, torch.Tensor], dict[int, Image]] | None = None
+    #: The previews of the last step, by latent row: a batch hands each member its own.
+    last_previews: dict[int, Image] = dataclasses.field(default_factory=dict)
 
     def callback(
         self,
@@ -1171,13 +1204,33 @@ class _StepCounter:
         def on_step_end(pipe: Any, i: int, t: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
             self.step = start + i + 1
             self.total = max(self.step, start + int(getattr(pipe, "num_timesteps", 0) or 0) + later_steps)
+            if self.previews is not None:
+                self.last_previews = self.previews(self.step, callback_kwargs["latents"])
             if self.progress is not None:
-                self.progress(ProgressEvent(step=self.step, total=self.total, stage=stage))
+                preview = self.last_previews.get(0)
+                self.progress(ProgressEvent(step=self.step, total=self.total, stage=stage, preview=preview))
             if self.cancel is not None and self.cancel.is_set():
                 raise Cancelled(f"cancelled after step {self.step} of {self.total}")
             return then(pipe, i, callback_kwargs) if then is not None else callback_kwargs
 
         return on_step_end
+
+
+def _previews(
+    model: LoadedModel, every: int | Mapping[int, int]
+) -> Callable[[int, torch.Tensor], dict[int, Image]] | None:
+    """The previews due at a step: of latent row 0 every ``every``-th step, or for a batch ``{row: every}`` (each
+    member's first image, each member its own rhythm). None when no row wants any: nothing is computed."""
+    wanted = {0: every} if isinstance(every, int) else dict(every)
+    wanted = {row: n for row, n in wanted.items() if n > 0}
+    previewer = model.previewer
+    if not wanted or previewer is None:
+        return None
+
+    def due(step: int, latents: torch.Tensor) -> dict[int, Image]:
+        return {row: previewer.image(latents[row : row + 1]) for row, n in wanted.items() if step % n == 0}
+
+    return due
 
 
 def _tile_progress(progress: ProgressCallback | None, index: int, passes: int) -> Callable[[int, int], None] | None:

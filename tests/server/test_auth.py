@@ -65,8 +65,19 @@ def test_every_route_needs_credentials(secured):
             assert "www-authenticate" in response.headers
 
 
-def test_public_routes_are_only_probes_and_docs(secured):
-    assert set(PUBLIC_PATHS) <= {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+def test_public_routes_are_only_probes_docs_and_the_page(secured):
+    assert set(PUBLIC_PATHS) <= {
+        "/healthz",
+        "/readyz",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+        "/openapi.json",
+        "/",
+    }
+    # The page's files hold no data; its data comes from the API, which wants the key.
+    assert secured.get("/").status_code == 200
+    assert secured.get("/v1/jobs").status_code == 401
     assert secured.get("/healthz").status_code == 200
     assert secured.get("/readyz").status_code == 200
     assert secured.get("/openapi.json").status_code == 200

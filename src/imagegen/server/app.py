@@ -151,10 +151,12 @@ def create_app(settings: ServerSettings, *, services: Services | None = None) ->
     from imagegen.server.dialects.a1111 import routes as a1111
     from imagegen.server.dialects.native import routes as native
     from imagegen.server.dialects.openai import routes as openai
+    from imagegen.server.page import add_page
 
     app.include_router(native.router)
     app.include_router(a1111.router)
     app.include_router(openai.router)
+    add_page(app)
     # Each dialect renders errors on its own paths in its own shape (imagegen.server.errors.register_dialect_errors).
     a1111.install_a1111(app, settings)
     openai.install_openai(app)

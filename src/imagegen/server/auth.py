@@ -7,7 +7,8 @@ a 422, and nobody without a key can make the server parse megabytes of JSON). Th
 protected even without the middleware. The native and OpenAI APIs take ``Authorization: Bearer KEY``; the A1111 API
 (``/sdapi``) also takes HTTP Basic like A1111's ``--api-auth``: a configured user and password, or any user with an API
 key as password.
-Only :data:`PUBLIC_PATHS` are open: liveness/readiness probes (they reveal no data) and the API description.
+Only :data:`PUBLIC_PATHS` are open: liveness/readiness probes (they reveal no data), the API description and the web
+page (``/`` and its files under :data:`PAGE_PREFIX`, which hold no data: the page asks for a key).
 With no key configured (allowed on loopback only, see :class:`ServerSettings`), everything is open.
 
 The one exception is :data:`SIGNED_PATHS`, the result image route: a request there carrying a URL signature
@@ -36,7 +37,9 @@ from imagegen.server.errors import MisdirectedHost, Unauthorized, render_error
 from imagegen.server.jobs.urls import EXPIRES_PARAM, SIGNATURE_PARAM, URLSigner
 from imagegen.server.settings import ServerSettings, is_loopback
 
-PUBLIC_PATHS = ("/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+PUBLIC_PATHS = ("/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/")
+#: The web page's static files (:mod:`imagegen.server.page`): code and style, no data; the page asks for a key.
+PAGE_PREFIX = "/ui/"
 #: Paths that accept HTTP Basic (A1111 clients send it).
 BASIC_PREFIXES = ("/sdapi/",)
 #: Route templates that accept a URL signature instead of credentials, each for the path parameter ``name`` only.
@@ -140,7 +143,7 @@ class Authenticator:
             return
         if not self.enabled:
             return
-        if path in PUBLIC_PATHS:
+        if path in PUBLIC_PATHS or path.startswith(PAGE_PREFIX):
             return
         authorization = request.headers.get("authorization")
         if path.startswith(BASIC_PREFIXES):

@@ -93,6 +93,12 @@ class JobNotFound(ImagegenError, LookupError):
     code = "not_found"
 
 
+class JobNotEnded(ImagegenError):
+    """A queued or running job cannot be deleted: cancel it first (``DELETE /v1/jobs/{id}``)."""
+
+    code = "job_not_ended"
+
+
 class MisdirectedHost(ImagegenError):
     """A request to a server without authentication whose ``Host`` header is not a loopback name (DNS rebinding)."""
 
@@ -116,6 +122,7 @@ _STATUS: tuple[tuple[type[ImagegenError], int], ...] = (
     (JobNotFound, 404),
     (MisdirectedHost, 421),
     (IdempotencyConflict, 409),
+    (JobNotEnded, 409),
     (Cancelled, 409),
     (QueueFull, 429),
     (ModelLoadError, 500),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import io
 import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -22,6 +23,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from PIL import Image as PILImage
+from PIL import UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
 
 from imagegen.errors import (
@@ -35,6 +38,7 @@ from imagegen.errors import (
     UnsafeModelFile,
 )
 from imagegen.imageio import decode_base64, decode_image
+from imagegen.metadata import read_infotext
 from imagegen.requests import GenerationRequest, Limits, UpscaleRequest
 from imagegen.rules import check_upscale
 from imagegen.server.errors import JobNotFound
@@ -297,3 +301,26 @@ def read_image_file(find: Callable[[], Path | None], name: str) -> bytes:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+def image_text(data: str, *, max_bytes: int) -> tuple[str, dict[str, str]]:
+    """The A1111 infotext embedded in a base64 image (PNG text chunk, or EXIF UserComment of a JPEG or WebP; "" when
+    none) and its other text items. Only the header and text chunks are read, never pixels; an empty string is an
+    image without text, as A1111 answers it."""
+    if not data.strip():
+        return "", {}
+    if (len(data) - 64) * 3 // 4 > max_bytes:
+        raise InvalidRequest("image", f"must be at most {max_bytes} bytes once decoded")
+    raw = decode_base64(data, field="image")
+    if len(raw) > max_bytes:
+        raise InvalidRequest("image", f"must be at most {max_bytes} bytes, got {len(raw)}")
+    # Pillow refuses absurd pixel counts at open.
+    try:
+        with PILImage.open(io.BytesIO(raw)) as image:
+            text = read_infotext(image) or ""
+            items = {str(k): v for k, v in image.info.items() if isinstance(v, str) and k != "parameters"}
+    except PILImage.DecompressionBombError:
+        raise InvalidRequest("image", "declares too many pixels to be a real image (a decompression bomb)") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InvalidRequest("image", f"is not a readable PNG, JPEG or WebP image ({type(exc).__name__})") from None
+    return text, items

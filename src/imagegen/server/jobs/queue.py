@@ -30,7 +30,7 @@ from imagegen.rules import (
     effective_eta,
 )
 from imagegen.server.catalog import ModelCatalog
-from imagegen.server.errors import IdempotencyConflict, JobNotFound, QueueFull, ServiceUnavailable
+from imagegen.server.errors import IdempotencyConflict, JobNotEnded, JobNotFound, QueueFull, ServiceUnavailable
 from imagegen.server.jobs.model import (
     IMAGE_FIELDS,
     Job,
@@ -49,10 +49,12 @@ from imagegen.server.settings import ServerSettings
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-__all__ = ["IMAGE_NAME", "JobQueue", "result_image_path"]
+__all__ = ["IMAGE_NAME", "INPUT_NAME", "JobQueue", "job_files", "result_image_path"]
 
 #: A result image's file name: ``<job id>-<index>.png``.
 IMAGE_NAME = re.compile(r"[0-9a-f]{32}-[0-9]{1,4}\.png")
+#: A job's input image files: ``<job id>.png`` (init image) and ``<job id>-mask.png``.
+INPUT_NAME = re.compile(r"[0-9a-f]{32}(?:-mask)?\.png")
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 #: SSE event name of each terminal status.
 _END_EVENT = MappingProxyType(
@@ -213,6 +215,18 @@ class JobQueue:
                 (self.settings.inputs_dir / name).unlink(missing_ok=True)
         return job
 
+    def delete(self, job_id: str) -> Job:
+        """Delete an ended job, its result images, its input images and its Idempotency-Key; returns the job as it
+        was. :class:`JobNotFound` for an unknown id, :class:`JobNotEnded` for a queued or running one."""
+        job, deleted = self.store.delete_ended(job_id)
+        if job is None:
+            raise JobNotFound(f"no job {job_id[:100]!r}")
+        if not deleted:
+            raise JobNotEnded(f"job {job_id} is {job.status.value}: cancel it first, then delete it once it has ended")
+        for path in job_files(self.settings, job):
+            path.unlink(missing_ok=True)
+        return job
+
     def interrupt(self, *, dialect: str) -> list[str]:
         """Cancel the running jobs submitted through ``dialect``; returns their ids.
 
@@ -284,3 +298,10 @@ def result_image_path(settings: ServerSettings, name: str) -> Path | None:
         return None
     path = settings.images_dir / name
     return path if path.is_file() else None
+
+
+def job_files(settings: ServerSettings, job: Job) -> list[Path]:
+    """The files the service wrote for ``job``: its result images and its input images (init image, mask)."""
+    paths = [settings.images_dir / name for name in job.images if IMAGE_NAME.fullmatch(name)]
+    paths += [settings.inputs_dir / name for name in input_names(job.request) if INPUT_NAME.fullmatch(name)]
+    return paths

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagegen.server.jobs.model import Job, input_names
-from imagegen.server.jobs.queue import IMAGE_NAME
+from imagegen.server.jobs.model import Job
+from imagegen.server.jobs.queue import job_files
 from imagegen.server.jobs.store import JobStore
 from imagegen.server.settings import ServerSettings
 
@@ -104,9 +104,7 @@ class Retention:
         return report
 
     def _remove_job_files(self, job: Job) -> int:
-        paths = [self.settings.images_dir / name for name in job.images if IMAGE_NAME.fullmatch(name)]
-        paths += [self.settings.inputs_dir / name for name in input_names(job.request) if _INPUT_FILE.fullmatch(name)]
-        return sum(_unlink(path) for path in paths)
+        return sum(_unlink(path) for path in job_files(self.settings, job))
 
     def _remove_stray_files(self, now: float) -> int:
         found: dict[str, list[Path]] = {}

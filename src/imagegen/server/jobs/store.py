@@ -422,6 +422,19 @@ class JobStore:
                 db.execute(f"DELETE FROM jobs WHERE id IN ({marks})", [row["id"] for row in rows])
         return [_job(row) for row in rows]
 
+    def delete_ended(self, job_id: str) -> tuple[Job | None, bool]:
+        """Delete one job if it has ended (succeeded, failed, cancelled), with its Idempotency-Key, in one
+        transaction. Returns the job as it was (None for an unknown id) and whether it was deleted: a queued or
+        running job is not. Removing its files is the caller's job, after this commit."""
+        with self._write() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None, False
+            cursor = db.execute(
+                "DELETE FROM jobs WHERE id = ? AND status IN ('succeeded', 'failed', 'cancelled')", (job_id,)
+            )
+        return _job(row), cursor.rowcount == 1
+
     def existing(self, job_ids: Iterable[str]) -> set[str]:
         """Those of ``job_ids`` that have a row."""
         wanted = list(dict.fromkeys(job_ids))

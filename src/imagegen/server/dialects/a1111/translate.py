@@ -28,7 +28,6 @@ Compatibility decisions (also in the README's "Serving" section):
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
 import time
@@ -37,13 +36,11 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from PIL import Image, UnidentifiedImageError
-
 from imagegen.errors import InvalidRequest
 from imagegen.fields import FIELDS, dialect_names
-from imagegen.imageio import decode_base64, encode_image
+from imagegen.imageio import encode_image
 from imagegen.loading import ModelInfo
-from imagegen.metadata import Infotext, infotext_values, parse_infotext, read_infotext, request_fields_from_infotext
+from imagegen.metadata import Infotext, infotext_values, parse_infotext, request_fields_from_infotext
 from imagegen.requests import INPAINT_FILLS, GenerationRequest
 from imagegen.samplers import ScheduleType, eta_rule, parse_sampler
 from imagegen.server.catalog import ModelCatalog
@@ -54,7 +51,7 @@ from imagegen.server.dialects.a1111.schemas import (
     A1111Img2ImgRequest,
     A1111Txt2ImgRequest,
 )
-from imagegen.server.dialects.core import Submission, b64, read_result_image, renamed_fields
+from imagegen.server.dialects.core import Submission, b64, image_text, read_result_image, renamed_fields
 from imagegen.server.jobs.model import Job
 from imagegen.server.jobs.queue import JobQueue
 
@@ -564,22 +561,7 @@ def jsonable(value: Any) -> Any:
 
 def png_info(data: str, *, max_bytes: int) -> dict[str, Any]:
     """A1111's png-info answer for a base64 image: the infotext, other text items, and the parsed parameters."""
-    if not data.strip():
-        return {"info": "", "items": {}, "parameters": {}}
-    if (len(data) - 64) * 3 // 4 > max_bytes:
-        raise InvalidRequest("image", f"must be at most {max_bytes} bytes once decoded")
-    raw = decode_base64(data, field="image")
-    if len(raw) > max_bytes:
-        raise InvalidRequest("image", f"must be at most {max_bytes} bytes, got {len(raw)}")
-    # Only the header and text chunks are read, never pixels; Pillow refuses absurd pixel counts at open.
-    try:
-        with Image.open(io.BytesIO(raw)) as image:
-            text = read_infotext(image) or ""
-            items = {k: v for k, v in image.info.items() if isinstance(v, str) and k != "parameters"}
-    except Image.DecompressionBombError:
-        raise InvalidRequest("image", "declares too many pixels to be a real image (a decompression bomb)") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InvalidRequest("image", f"is not a readable PNG, JPEG or WebP image ({type(exc).__name__})") from None
+    text, items = image_text(data, max_bytes=max_bytes)
     return {"info": text, "items": items, "parameters": infotext_parameters(text) if text else {}}
 
 

@@ -21,6 +21,8 @@ from starlette.concurrency import run_in_threadpool
 
 from imagegen.errors import InvalidRequest
 from imagegen.loading import ModelInfo
+from imagegen.metadata import request_fields_from_infotext
+from imagegen.samplers import list_samplers, list_schedule_types
 from imagegen.server import networks
 from imagegen.server.deps import Catalog, ServicesDep, Settings, Upscalers
 from imagegen.server.dialects import core
@@ -35,7 +37,11 @@ from imagegen.server.dialects.native.schemas import (
     LoraOut,
     ModelList,
     ModelOut,
+    PngInfoIn,
+    PngInfoOut,
     ReadinessOut,
+    SamplerList,
+    SamplerOut,
     StyleList,
     StyleOut,
     UpscaleCreate,
@@ -63,7 +69,7 @@ _ERRORS = MappingProxyType(
         401: "missing or wrong API key",
         403: "image URL signature expired (error.code url_expired) or invalid (invalid_signature)",
         404: "no such job or image",
-        409: "Idempotency-Key reused with another body",
+        409: "Idempotency-Key reused with another body, or (purge) the job has not ended",
         413: "body over the size limit",
         421: "the Host header is not a loopback name (servers without authentication only)",
         422: "malformed body or unknown field",
@@ -243,12 +249,27 @@ async def get_job(
 
 
 @router.delete(
-    "/v1/jobs/{job_id}", tags=["jobs"], summary="Cancel a job", response_model=JobOut, responses=_errors(404)
+    "/v1/jobs/{job_id}",
+    tags=["jobs"],
+    summary="Cancel a job (or delete an ended one with purge=true)",
+    response_model=JobOut,
+    responses={204: {"description": "purge=true: the job is deleted"}, **_errors(404, 409)},
 )
-def cancel_job(job_id: str, request: Request, services: ServicesDep) -> JobOut:
+def cancel_job(
+    job_id: str,
+    request: Request,
+    services: ServicesDep,
+    purge: Annotated[
+        bool, Query(description="delete the ended job, its images and its Idempotency-Key (204); 409 until it ends")
+    ] = False,
+) -> Response:
     """A queued job is cancelled at once; a running one stops within a step and ends ``cancelled``.
-    Cancelling an ended job changes nothing."""
-    return job_out(services.queue.cancel(job_id), request, services)
+    Cancelling an ended job changes nothing. With ``purge=true`` an ended job is deleted instead (the page's
+    history "Delete"): its image URLs answer 404 from then on; a queued or running one is a 409 (cancel it first)."""
+    if purge:
+        services.queue.delete(job_id)
+        return Response(status_code=204)
+    return JSONResponse(job_json(services.queue.cancel(job_id), request, services))
 
 
 @router.get(
@@ -395,6 +416,37 @@ async def list_upscalers(upscalers: Upscalers) -> UpscalerList:
         ],
         latent_modes=upscalers.latent_modes(),
     )
+
+
+@router.get(
+    "/v1/samplers",
+    tags=["models"],
+    summary="The samplers and schedule types a job can name (sampler, schedule_type, hr_sampler, hr_schedule_type)",
+    response_model=SamplerList,
+    responses=_errors(),
+)
+def list_samplers_route() -> SamplerList:
+    return SamplerList(
+        data=[SamplerOut.model_validate({"name": s["name"], "aliases": s["aliases"]}) for s in list_samplers()],
+        schedule_types=[str(t["label"]) for t in list_schedule_types()],
+    )
+
+
+@router.post(
+    "/v1/png-info",
+    tags=["images"],
+    summary="The generation settings embedded in an image (A1111 infotext), as this API's job fields",
+    response_model=PngInfoOut,
+    responses=_errors(400, 413, 422),
+)
+async def png_info(body: PngInfoIn, services: ServicesDep) -> PngInfoOut:
+    """Reads the infotext of a PNG text chunk or a JPEG/WebP EXIF UserComment, never the pixels. ``fields`` are the
+    job fields that regenerate the image (null when the image carries no infotext): an infotext cannot carry the
+    init image or mask of an image-to-image job."""
+    limit = services.settings.limits.max_input_bytes
+    text, items = await run_in_threadpool(core.image_text, body.image, max_bytes=limit)
+    fields = request_fields_from_infotext(text) if text else None
+    return PngInfoOut(infotext=text, fields=fields, items=items)
 
 
 @router.get(

@@ -27,6 +27,10 @@ __all__ = [
     "LoraList",
     "ModelList",
     "ModelOut",
+    "PngInfoIn",
+    "PngInfoOut",
+    "SamplerList",
+    "SamplerOut",
     "StyleList",
     "UpscaleCreate",
     "UpscalerList",
@@ -246,3 +250,27 @@ class UpscalerList(BaseModel):
     object: Literal["list"] = "list"
     data: list[UpscalerOut]
     latent_modes: list[str] = Field(description="latent upscale modes: hr_upscaler also takes these")
+
+
+class SamplerOut(BaseModel):
+    name: str = Field(description="what sampler and hr_sampler take (A1111's sampler names)")
+    aliases: list[str] = Field(description="other names accepted for it (k-diffusion's, diffusers')")
+
+
+class SamplerList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[SamplerOut]
+    schedule_types: list[str] = Field(description="what schedule_type and hr_schedule_type take")
+
+
+class PngInfoIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    image: str = Field(description="a PNG, JPEG or WebP image: base64 or a data: URI")
+
+
+class PngInfoOut(BaseModel):
+    infotext: str = Field(description="the A1111 infotext embedded in the image; empty when there is none")
+    fields: dict[str, Any] | None = Field(
+        description="the job fields (POST /v1/jobs) that regenerate the image; null without an infotext"
+    )
+    items: dict[str, str] = Field(description="the image's other text chunks")
