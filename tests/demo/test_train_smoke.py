@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from imagegen_shapes.train import BASE_NAME, REFINER_NAME, STAGES, StageBudget, TrainConfig, train
@@ -48,6 +49,8 @@ def test_every_stage_finishes_and_records_its_steps(run_dir: Path) -> None:
     vae_report = json.loads((run_dir / "vae_report.json").read_text())
     assert vae_report["steps"] == 3
     assert vae_report["scaling_factor"] > 0
+    # Each pool scene: its grammar caption and TrainConfig.phrasings (3) free wordings, the base shown both kinds.
+    assert np.load(run_dir / "pool.npz")["captions"].shape == (48, 4)
 
 
 class _Interrupted(Exception):

@@ -96,3 +96,13 @@ def test_previews_can_be_cancelled_like_any_step(engine: Engine) -> None:
 
     with pytest.raises(Cancelled):
         engine.generate(_request(num_inference_steps=6), progress=stop_after_first_preview, cancel=cancel, previews=3)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True])
+def test_a_bad_preview_interval_names_the_parameter(engine: Engine, bad: Any) -> None:
+    from imagegen import InvalidRequest
+
+    with pytest.raises(InvalidRequest) as caught:
+        engine.generate(_request(), previews=bad)
+    assert caught.value.field == "previews"
+    assert "at least 1" in str(caught.value)

@@ -1049,3 +1049,43 @@ def test_noise_multiplier_and_tiling_from_the_request_or_the_options(client) -> 
     assert (request["initial_noise_multiplier"], request["tiling"]) == (0.5, True)
     bad = {"init_images": [_b64(_png())], "override_settings": {"initial_noise_multiplier": 3}}
     _assert_a1111_error(client.post("/sdapi/v1/img2img", json=bad), 422, "override_settings.initial_noise_multiplier")
+
+
+def test_progress_shows_the_live_preview_as_a1111_options_say(client) -> None:
+    """``live_previews_enable`` and ``show_progress_every_n_steps`` decide the previews of A1111 jobs;
+    ``/progress`` returns the latest as ``current_image`` (base64), unless ``skip_current_image``."""
+    assert client.post("/sdapi/v1/options", json={"show_progress_every_n_steps": 4}).status_code == 200
+    result: dict = {}
+
+    def blocking_call() -> None:
+        result["response"] = client.post("/sdapi/v1/txt2img", json={"prompt": "slow [sleep=0.1]", "steps": 40})
+
+    thread = threading.Thread(target=blocking_call)
+    thread.start()
+    try:
+        progress: dict = {}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            progress = client.get("/sdapi/v1/progress").json()
+            if progress["current_image"]:
+                break
+            time.sleep(0.05)
+        with Image.open(io.BytesIO(base64.b64decode(progress["current_image"]))) as picture:
+            level = picture.convert("L").getpixel((8, 8))
+        # The fake engine's preview at step s is grey 255 * s / 40, made at every 4th step only.
+        assert min(abs(level - round(255 * s / 40)) for s in range(4, 41, 4)) <= 3
+        assert level >= round(255 * 4 / 40) - 3
+        assert client.get("/sdapi/v1/progress", params={"skip_current_image": True}).json()["current_image"] is None
+        job = client.get("/v1/jobs", headers={"Authorization": f"Bearer {API_KEY}"}).json()["data"][0]
+        assert job["request"]["preview_every"] == 4
+    finally:
+        client.post("/sdapi/v1/interrupt")
+        thread.join(60)
+    assert client.post("/sdapi/v1/options", json={"live_previews_enable": False}).status_code == 200
+    client.post("/sdapi/v1/txt2img", json={"prompt": "no previews", "steps": 2})
+    job = client.get("/v1/jobs", headers={"Authorization": f"Bearer {API_KEY}"}).json()["data"][0]
+    assert job["request"]["prompt"] == "no previews"
+    assert "preview_every" not in job["request"]
+    _assert_a1111_error(
+        client.post("/sdapi/v1/options", json={"show_progress_every_n_steps": -2}), 422, "show_progress_every_n_steps"
+    )

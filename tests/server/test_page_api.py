@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from fastapi.testclient import TestClient
-from PIL import Image
+from PIL import Image, ImageStat
 from PIL.PngImagePlugin import PngInfo
 
 from imagegen.metadata import metadata_save_options
@@ -146,3 +146,100 @@ def test_purge_of_a_running_or_queued_job_is_409_and_changes_nothing(client: Tes
     assert wait_job(client.get, running["id"])["status"] == "cancelled"
     assert client.delete(f"/v1/jobs/{running['id']}?purge=true").status_code == 204
     assert wait_job(client.get, queued["id"])["status"] == "succeeded"
+
+
+# Live previews -------------------------------------------------------------------------------------------------------
+
+
+def _sse_events(text: str) -> list[tuple[str, dict]]:
+    import json
+
+    events = []
+    for block in text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "event" in fields:
+            events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+def _grey(data_url: str) -> int:
+    header, _, encoded = data_url.partition(",")
+    assert header == "data:image/jpeg;base64"
+    with Image.open(io.BytesIO(base64.b64decode(encoded))) as picture:
+        assert picture.format == "JPEG"
+        return round(ImageStat.Stat(picture.convert("L")).mean[0])
+
+
+def test_a_job_with_preview_every_streams_preview_events(client: TestClient) -> None:
+    job = client.post(
+        "/v1/jobs", json={"prompt": f"watched {SLOW}", "num_inference_steps": 8, "preview_every": 2}
+    ).json()
+    assert job["request"]["preview_every"] == 2
+    with client.stream("GET", f"/v1/jobs/{job['id']}/events") as response:
+        events = _sse_events(response.read().decode())
+    names = [name for name, _ in events]
+    assert names[-1] == "done", names
+    assert "preview" in names, names
+    previews = [data for name, data in events if name == "preview"]
+    # Each preview is the fake engine's grey of its step (level 255 * step / 8), taken every 2nd step, in order.
+    steps = [data["step"] for data in previews]
+    assert steps == sorted(set(steps)), steps
+    assert all(step % 2 == 0 for step in steps), steps
+    for data in previews:
+        assert data["id"] == job["id"]
+        assert data["total_steps"] == 8
+        assert abs(_grey(data["image"]) - round(255 * data["step"] / 8)) <= 3
+    # A preview follows the progress event of its step, so a client shows them in step order.
+    first = names.index("preview")
+    assert names[first - 1] == "progress"
+    # Once the job has ended its preview is gone: the images are the result.
+    gone = client.get(f"/v1/jobs/{job['id']}/preview")
+    assert gone.status_code == 404
+    assert gone.json()["error"]["code"] == "no_preview"
+    assert "succeeded" in gone.json()["error"]["message"]
+
+
+def test_a_running_job_s_latest_preview_is_served_as_jpeg(client: TestClient) -> None:
+    job = client.post(
+        "/v1/jobs", json={"prompt": f"watched {SLOW}", "num_inference_steps": 60, "preview_every": 3}
+    ).json()
+    wait_job(client.get, job["id"], until=lambda j: j["status"] == "running" and j["step"] >= 7)
+    response = client.get(f"/v1/jobs/{job['id']}/preview")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/jpeg"
+    assert response.headers["cache-control"] == "no-store"
+    step = int(response.headers["x-step"])
+    assert step % 3 == 0
+    assert step >= 6
+    assert response.headers["x-total-steps"] == "60"
+    with Image.open(io.BytesIO(response.content)) as picture:
+        level = picture.convert("L").getpixel((8, 8))
+    assert abs(level - round(255 * step / 60)) <= 3
+    client.delete(f"/v1/jobs/{job['id']}")
+    wait_job(client.get, job["id"])
+
+
+def test_jobs_without_preview_every_get_no_previews(client: TestClient) -> None:
+    job = client.post("/v1/jobs", json={"prompt": f"plain {SLOW}", "num_inference_steps": 6}).json()
+    assert "preview_every" not in job["request"]
+    wait_job(client.get, job["id"], until=lambda j: j["status"] == "running" and j["step"] >= 2)
+    missing = client.get(f"/v1/jobs/{job['id']}/preview")
+    assert missing.status_code == 404
+    assert "without preview_every" in missing.json()["error"]["message"]
+    with client.stream("GET", f"/v1/jobs/{job['id']}/events") as response:
+        names = [name for name, _ in _sse_events(response.read().decode())]
+    assert "preview" not in names
+    assert names[-1] == "done"
+    assert client.get("/v1/jobs/nope/preview").status_code == 404
+
+
+def test_a_bad_preview_interval_is_refused_naming_the_field(client: TestClient) -> None:
+    for value in (-1, 1001):
+        response = client.post("/v1/jobs", json={"prompt": "x", "preview_every": value})
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["field"] == "preview_every"
+        assert "from 1 to 1000" in error["message"]
+        assert str(value) in error["message"]
+    assert client.post("/v1/jobs", json={"prompt": "x", "preview_every": "often"}).status_code == 422
+    assert client.get("/v1/jobs").json()["data"] == []  # nothing was queued

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from imagegen.server.jobs.model import JobStatus
+from imagegen.server.jobs.model import JobStatus, Preview
 from imagegen.server.jobs.store import Insert, JobStore, StoreVersionMismatch
 
 
@@ -159,3 +159,53 @@ def test_a_read_does_not_wait_for_another_threads_write(tmp_path):
     assert finished
     assert read[0] == job
     store.close()
+
+
+def _preview(step: int, image: bytes = b"jpeg") -> Preview:
+    return Preview(step=step, total_steps=10, media_type="image/jpeg", image=image)
+
+
+def test_a_preview_is_kept_only_while_its_worker_runs_the_job(db):
+    store = JobStore(db)
+    _add(store, "a")
+    store.set_preview("a", "w", _preview(1))  # queued: nobody holds it
+    assert store.preview("a") is None
+    store.claim("w")
+    store.set_preview("a", "other", _preview(2))  # not the holder
+    assert store.preview("a") is None
+    store.set_preview("a", "w", _preview(2, b"two"))
+    store.set_preview("a", "w", _preview(4, b"four"))  # the latest replaces the earlier
+    assert store.preview("a") == _preview(4, b"four")
+    assert store.finish("a", "w", JobStatus.SUCCEEDED)
+    assert store.preview("a") is None  # the result is the picture now
+
+
+def test_a_requeued_or_failed_job_loses_its_preview(db):
+    store = JobStore(db)
+    _add(store, "a")
+    _add(store, "b")
+    store.claim("w", max_jobs=1)
+    store.claim("v", max_jobs=1)
+    store.set_preview("a", "w", _preview(3))
+    store.set_preview("b", "v", _preview(5))
+    requeued, ended = store.release(retries=1, worker="w")
+    assert [job.id for job in requeued] == ["a"]
+    assert ended == []
+    assert store.preview("a") is None  # the retry starts over
+    assert store.preview("b") == _preview(5)  # another worker's job keeps its own
+    requeued, ended = store.release(retries=0, worker="v", fail_as=("timeout", "too long"))
+    assert [job.id for job in ended] == ["b"]
+    assert store.preview("b") is None
+
+
+def test_an_older_database_gets_the_previews_table_as_it_opens(db):
+    import sqlite3
+
+    JobStore(db).close()
+    with sqlite3.connect(db) as connection:
+        connection.execute("DROP TABLE previews")  # a database made before previews existed
+    store = JobStore(db)
+    _add(store, "a")
+    store.claim("w")
+    store.set_preview("a", "w", _preview(1))
+    assert store.preview("a") == _preview(1)

@@ -11,6 +11,8 @@ on ``PYTHONPATH``). Magic words in the prompt drive it:
 - ``[oom]``: raises :class:`~imagegen.errors.ResourceExhausted` as the real engine does on out-of-memory;
 - ``[fail]``: raises an unexpected ``RuntimeError``.
 
+With ``previews=N``, every N-th progress event carries a 16x16 grey preview whose level is ``255 * step / steps``.
+
 ``IMAGEGEN_FAKE_LOAD_ERROR=1`` makes ``load`` fail (a default model that cannot be loaded).
 
 ``upscale`` resizes with PIL (Nearest for "Nearest", Lanczos for every other name) in "tiles" of 64 output pixels:
@@ -50,6 +52,7 @@ class FakeProgress:
     step: int
     total: int
     stage: str = "base"
+    preview: Image.Image | None = None
 
 
 def _colour(seed: int) -> tuple[int, int, int]:
@@ -78,6 +81,7 @@ class FakeEngine:
         *,
         progress: Callable[[Any], None] | None = None,
         cancel: threading.Event | None = None,
+        previews: int = 0,
     ) -> GenerationResult:
         steps = request.num_inference_steps or DEFAULT_STEPS
         width = request.width or DEFAULT_SIZE
@@ -91,7 +95,10 @@ class FakeEngine:
             if step == 1:
                 self._magic(request.prompt)
             if progress is not None:
-                progress(FakeProgress(step=step, total=steps))
+                # A preview is a grey whose level is the step's share of the steps: tests can tell them apart.
+                level = round(255 * step / steps)
+                picture = Image.new("RGB", (16, 16), (level,) * 3) if previews and step % previews == 0 else None
+                progress(FakeProgress(step=step, total=steps, preview=picture))
             if cancel is not None and cancel.is_set():
                 raise Cancelled(f"cancelled after step {step} of {steps}")
         model = request.model or self.default_model or "fake"

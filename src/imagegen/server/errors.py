@@ -99,6 +99,12 @@ class JobNotEnded(ImagegenError):
     code = "job_not_ended"
 
 
+class NoPreview(ImagegenError):
+    """A job has no live preview now: it did not ask for previews, has not made one yet, or has ended."""
+
+    code = "no_preview"
+
+
 class MisdirectedHost(ImagegenError):
     """A request to a server without authentication whose ``Host`` header is not a loopback name (DNS rebinding)."""
 
@@ -120,6 +126,7 @@ _STATUS: tuple[tuple[type[ImagegenError], int], ...] = (
     (Unauthorized, 401),
     (Forbidden, 403),
     (JobNotFound, 404),
+    (NoPreview, 404),
     (MisdirectedHost, 421),
     (IdempotencyConflict, 409),
     (JobNotEnded, 409),

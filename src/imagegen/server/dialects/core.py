@@ -91,6 +91,8 @@ class Submission:
     #: ``dialect`` of the job (``/interrupt`` of A1111 only touches A1111's jobs).
     dialect: str = "native"
     idempotency_key: str | None = None
+    #: Live previews every this many steps (0: none); see :meth:`JobQueue.submit`.
+    preview_every: int = 0
 
 
 async def submit(queue: JobQueue, limits: Limits, submission: Submission) -> Job:
@@ -117,7 +119,11 @@ async def submit(queue: JobQueue, limits: Limits, submission: Submission) -> Job
         # 4. The request, 5. queued (off the event loop: saving the init image, hashing, SQLite).
         request = GenerationRequest(**fields)  # type: ignore[arg-type]
         return await run_in_threadpool(
-            queue.submit, request, dialect=submission.dialect, idempotency_key=submission.idempotency_key
+            queue.submit,
+            request,
+            dialect=submission.dialect,
+            idempotency_key=submission.idempotency_key,
+            preview_every=submission.preview_every,
         )
 
 

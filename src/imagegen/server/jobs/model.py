@@ -79,14 +79,41 @@ class Job:
 
 @dataclass(frozen=True, kw_only=True)
 class JobEvent:
-    """One Server-Sent Event: ``queued``, ``started``, ``progress``, ``done``, ``failed`` or ``cancelled``."""
+    """One Server-Sent Event: ``queued``, ``started``, ``progress``, ``preview``, ``done``, ``failed`` or
+    ``cancelled``."""
 
     event: str
     job: Job
+    #: The ``preview`` event's picture.
+    preview: Preview | None = None
 
 
-#: Request fields that may differ between the jobs of one denoising batch: each image has its own prompt and seed.
-PER_IMAGE_FIELDS = frozenset({"prompt", "negative_prompt", "seed", "num_images"})
+@dataclass(frozen=True, kw_only=True)
+class Preview:
+    """The latest live preview of a running job: an approximate picture of its latents at ``step``."""
+
+    step: int
+    total_steps: int
+    media_type: str
+    image: bytes
+
+
+#: A job's option in its record (not a request field: previews never change the image): a live preview every this
+#: many steps, 0 = none.
+PREVIEW_EVERY = "preview_every"
+#: The most steps between two previews a job may ask for.
+MAX_PREVIEW_EVERY = 1000
+
+
+def preview_interval(record: Mapping[str, Any]) -> int:
+    """The job's preview interval in steps (0: no previews)."""
+    value = record.get(PREVIEW_EVERY, 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+#: Record fields that may differ between the jobs of one denoising batch: each image has its own prompt and seed,
+#: each job its previews.
+PER_IMAGE_FIELDS = frozenset({"prompt", "negative_prompt", "seed", "num_images", PREVIEW_EVERY})
 
 
 def batch_key(record: Mapping[str, Any]) -> str:

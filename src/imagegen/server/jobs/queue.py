@@ -33,11 +33,15 @@ from imagegen.server.catalog import ModelCatalog
 from imagegen.server.errors import IdempotencyConflict, JobNotEnded, JobNotFound, QueueFull, ServiceUnavailable
 from imagegen.server.jobs.model import (
     IMAGE_FIELDS,
+    MAX_PREVIEW_EVERY,
+    PREVIEW_EVERY,
     Job,
     JobEvent,
     JobStatus,
+    Preview,
     batch_key,
     input_names,
+    preview_interval,
     request_digest,
     request_record,
     upscale_digest,
@@ -92,8 +96,10 @@ class JobQueue:
         dialect: str = "native",
         idempotency_key: str | None = None,
         body_digest: str | None = None,
+        preview_every: int = 0,
     ) -> Job:
         """Check ``request`` against the limits and the served models, then enqueue it (no model work here).
+        ``preview_every=N`` asks for a live preview every N steps (:meth:`preview`, ``preview`` events).
 
         Raises :class:`InvalidRequest`, :class:`QueueFull` (429), :class:`IdempotencyConflict` (409) and
         :class:`ServiceUnavailable` (503, while draining). The same ``idempotency_key`` with the same request (or
@@ -102,6 +108,7 @@ class JobQueue:
             raise ServiceUnavailable("the server is shutting down and accepts no new jobs; retry shortly")
         if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
             raise InvalidRequest("Idempotency-Key", "must be 1 to 255 printable ASCII characters without spaces")
+        check_preview_every(preview_every)
         # 1. The limits, the served models and the rules that depend on them.
         job_id = uuid.uuid4().hex
         if isinstance(request, UpscaleRequest):
@@ -117,6 +124,8 @@ class JobQueue:
             digest = body_digest or request_digest(request, dialect=dialect)
             record = request_record(request, job_id=job_id)
             images = {name: getattr(request, name) for name in IMAGE_FIELDS if getattr(request, name) is not None}
+        if preview_every:
+            record[PREVIEW_EVERY] = preview_every
         for name, image in images.items():
             image.save(self.settings.inputs_dir / str(record[name]), format="PNG")
         # 3. One transaction: idempotency, the queue bound, the insert.
@@ -198,6 +207,10 @@ class JobQueue:
         running = self.store.running()
         return running[0] if running else None
 
+    def preview(self, job_id: str) -> Preview | None:
+        """The running job's latest live preview, if it asked for previews and one was made."""
+        return self.store.preview(job_id)
+
     def image_path(self, name: str) -> Path | None:
         """A result image by file name (``<job id>-<index>.png`` only; anything else is not found)."""
         return result_image_path(self.settings, name)
@@ -255,12 +268,14 @@ class JobQueue:
             await asyncio.sleep(self.settings.poll_interval)
 
     async def events(self, job_id: str, *, keepalive: float | None = None) -> AsyncIterator[JobEvent]:
-        """``queued``, ``started``, ``progress`` (per observed step), then ``done``/``failed``/``cancelled``.
+        """``queued``, ``started``, ``progress`` (per observed step), ``preview`` (per new live preview, for a job
+        that asked for them), then ``done``/``failed``/``cancelled``.
 
         With ``keepalive``, a ``keepalive`` event comes whenever nothing else has for that many seconds (a long wait
         in the queue), so that proxies do not close an idle stream."""
         status: JobStatus | None = None
         step = 0
+        shown = 0  # the step of the last preview sent
         started = False
         last = time.monotonic()
         while True:
@@ -268,8 +283,9 @@ class JobQueue:
             if job is None:
                 return
             names = []
+            preview = None
             if job.status is JobStatus.QUEUED and status is not JobStatus.QUEUED:
-                step, started = 0, False  # a retried job starts over
+                step, shown, started = 0, 0, False  # a retried job starts over
                 names.append("queued")
             elif job.status is JobStatus.RUNNING or (job.terminal and job.started_at is not None):
                 if not started:
@@ -278,17 +294,32 @@ class JobQueue:
                 if job.status is JobStatus.RUNNING and job.step > step:
                     step = job.step
                     names.append("progress")
+                    # Read only when the job asked for previews and has moved on: status reads stay one query.
+                    if preview_interval(job.request):
+                        latest = self.store.preview(job_id)
+                        if latest is not None and latest.step > shown:
+                            shown, preview = latest.step, latest
+                            names.append("preview")
             if job.terminal:
                 names.append(_END_EVENT[job.status])
             if not names and keepalive is not None and time.monotonic() - last >= keepalive:
                 names.append("keepalive")
             for name in names:
-                yield JobEvent(event=name, job=job)
+                yield JobEvent(event=name, job=job, preview=preview if name == "preview" else None)
                 last = time.monotonic()
             if job.terminal:
                 return
             status = job.status
             await asyncio.sleep(self.settings.poll_interval)
+
+
+def check_preview_every(value: object) -> None:
+    """``preview_every`` is 0 (no previews) or a step interval."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PREVIEW_EVERY:
+        raise InvalidRequest(
+            PREVIEW_EVERY,
+            f"must be 0 (no previews) or a step interval from 1 to {MAX_PREVIEW_EVERY}, got {value!r}",
+        )
 
 
 def result_image_path(settings: ServerSettings, name: str) -> Path | None:

@@ -21,7 +21,7 @@ from types import MappingProxyType
 from typing import Any
 
 from imagegen.errors import ImagegenError
-from imagegen.server.jobs.model import Job, JobStatus
+from imagegen.server.jobs.model import Job, JobStatus, Preview
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -57,6 +57,15 @@ CREATE TABLE IF NOT EXISTS workers (
     state TEXT NOT NULL,          -- starting | ready | error | stopped
     detail TEXT NOT NULL DEFAULT '',
     updated_at REAL NOT NULL
+);
+-- The latest live preview of each running job that asked for previews (deleted when the job ends or is re-queued).
+-- Added without a version bump: CREATE TABLE IF NOT EXISTS gives an older database the table as it opens.
+CREATE TABLE IF NOT EXISTS previews (
+    job_id TEXT PRIMARY KEY,
+    step INTEGER NOT NULL,
+    total_steps INTEGER NOT NULL,
+    media_type TEXT NOT NULL,
+    image BLOB NOT NULL
 );
 """
 
@@ -279,6 +288,24 @@ class JobStore:
                 (step, total, job_id, worker),
             )
 
+    def set_preview(self, job_id: str, worker: str, preview: Preview) -> None:
+        """Replace the job's live preview, if this worker still runs it."""
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO previews (job_id, step, total_steps, media_type, image)"
+                " SELECT id, ?, ?, ?, ? FROM jobs WHERE id = ? AND worker = ? AND status = 'running'",
+                (preview.step, preview.total_steps, preview.media_type, preview.image, job_id, worker),
+            )
+
+    def preview(self, job_id: str) -> Preview | None:
+        """The running job's latest live preview (None before the first, and once the job has ended)."""
+        row = self._one("SELECT * FROM previews WHERE job_id = ?", (job_id,))
+        if row is None:
+            return None
+        return Preview(
+            step=row["step"], total_steps=row["total_steps"], media_type=row["media_type"], image=bytes(row["image"])
+        )
+
     def cancel_requested(self, job_id: str) -> bool:
         row = self._one("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,))
         return bool(row[0]) if row is not None else True
@@ -321,6 +348,8 @@ class JobStore:
                     worker,
                 ),
             )
+            if cursor.rowcount == 1:
+                db.execute("DELETE FROM previews WHERE job_id = ?", (job_id,))
             return cursor.rowcount == 1
 
     def set_worker(self, worker: str, *, pid: int, state: str, detail: str = "") -> None:
@@ -402,6 +431,8 @@ class JobStore:
                         (now, code, message, row["id"]),
                     )
                     ended.append(row["id"])
+            for job_id in (*requeued, *ended):
+                db.execute("DELETE FROM previews WHERE job_id = ?", (job_id,))
         jobs = {job_id: self.get(job_id) for job_id in (*requeued, *ended)}
         return [j for i in requeued if (j := jobs[i])], [j for i in ended if (j := jobs[i])]
 

@@ -22,15 +22,21 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from imagegen.errors import Cancelled, GenerationFailed, ImagegenError
 from imagegen.requests import GenerationRequest, GenerationResult, UpscaleRequest, UpscaleResult
-from imagegen.server.jobs.model import Job, JobStatus, input_names, request_from_record
+from imagegen.server.jobs.model import Job, JobStatus, Preview, input_names, preview_interval, request_from_record
 from imagegen.server.jobs.store import JobStore
 from imagegen.server.settings import ServerSettings
 
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
 logger = logging.getLogger("imagegen.worker")
+
+#: JPEG quality of stored live previews (approximate pictures: a few kilobytes each).
+PREVIEW_QUALITY = 85
 
 
 class ProgressLike(Protocol):
@@ -41,6 +47,9 @@ class ProgressLike(Protocol):
 
     @property
     def total(self) -> int: ...
+
+    @property
+    def preview(self) -> Image | None: ...
 
 
 class EngineLike(Protocol):
@@ -54,6 +63,7 @@ class EngineLike(Protocol):
         *,
         progress: Callable[[ProgressLike], None] | None = None,
         cancel: threading.Event | None = None,
+        previews: int = 0,
     ) -> GenerationResult: ...
 
     def generate_batch(
@@ -62,6 +72,7 @@ class EngineLike(Protocol):
         *,
         progress: Callable[[int, ProgressLike], None] | None = None,
         cancels: Sequence[threading.Event] | None = None,
+        previews: Sequence[int] | None = None,
     ) -> list[GenerationResult | ImagegenError]: ...
 
     def upscale(
@@ -156,7 +167,9 @@ class Worker:
                     request, progress=self._progress(job, cancel), cancel=cancel
                 )
             else:
-                result = self.engine.generate(request, progress=self._progress(job, cancel), cancel=cancel)
+                result = self.engine.generate(
+                    request, progress=self._progress(job, cancel), cancel=cancel, previews=preview_interval(job.request)
+                )
             fields = self._save(job, result)
             status = JobStatus.SUCCEEDED
         except Cancelled:
@@ -197,6 +210,7 @@ class Worker:
                 [request for _, request, _ in runnable],
                 progress=lambda k, event: handlers[k](event),
                 cancels=[cancel for _, _, cancel in runnable],
+                previews=[preview_interval(job.request) for job, _, _ in runnable],
             )
         except Exception as exc:  # the engine failed as a whole: every job of the batch fails with the cause
             logger.error("batch crashed", extra={"worker": self.id, **batch}, exc_info=True)
@@ -244,10 +258,19 @@ class Worker:
         def on_step(event: ProgressLike) -> None:
             nonlocal last
             now = time.monotonic()
-            # Throttled: a write per step would dominate fast steps; the last step is always written.
-            if event.step == 1 or event.step >= event.total or now - last >= self.settings.progress_interval:
+            picture = event.preview
+            # Throttled: a write per step would dominate fast steps; the last step is always written, and so is a
+            # step with a preview (followers read previews when the progress moves).
+            if (
+                picture is not None
+                or event.step == 1
+                or event.step >= event.total
+                or now - last >= self.settings.progress_interval
+            ):
                 self.store.set_progress(job.id, self.id, event.step, event.total)
                 last = now
+            if picture is not None:
+                self.store.set_preview(job.id, self.id, encode_preview(picture, event.step, event.total))
             # Read every step, so a cancel takes effect within one step (the engine checks the event after this).
             if self.store.cancel_requested(job.id):
                 cancel.set()
@@ -274,6 +297,15 @@ class Worker:
             "warnings": list(result.warnings),
             "timings": {k: round(float(v), 4) for k, v in result.timings.items()},
         }
+
+
+def encode_preview(picture: Image, step: int, total: int) -> Preview:
+    """A live preview as stored and served: JPEG."""
+    import io
+
+    buffer = io.BytesIO()
+    picture.convert("RGB").save(buffer, format="JPEG", quality=PREVIEW_QUALITY)
+    return Preview(step=step, total_steps=total, media_type="image/jpeg", image=buffer.getvalue())
 
 
 def _crash(exc: BaseException) -> dict[str, Any]:

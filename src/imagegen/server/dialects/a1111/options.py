@@ -26,6 +26,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from imagegen.errors import InvalidRequest
+from imagegen.server.jobs.model import MAX_PREVIEW_EVERY
 
 __all__ = ["OPTIONS", "A1111Options", "Effect", "OptionSpec", "current_values", "effective_options"]
 
@@ -214,10 +215,10 @@ OPTIONS: Mapping[str, OptionSpec] = MappingProxyType(
         "js_modal_lightbox": _stored(True),
         "js_modal_lightbox_initially_zoomed": _stored(True),
         "show_progressbar": _stored(True),
-        "live_previews_enable": _stored(True),
+        "live_previews_enable": _honoured(True),
         "live_previews_image_format": _stored("png"),
         "show_progress_grid": _stored(True),
-        "show_progress_every_n_steps": _stored(10),
+        "show_progress_every_n_steps": _honoured(10),
         "show_progress_type": _stored("Approx NN"),
         "live_preview_content": _stored("Prompt"),
         "live_preview_refresh_period": _stored(1000.0),
@@ -327,6 +328,11 @@ def _check_honoured(key: str, value: object, *, field: str) -> object:
 
         if value not in EMPHASIS_MODES:
             raise InvalidRequest(field, f"must be one of {', '.join(EMPHASIS_MODES)}, got {_show(value)}")
+        return value
+    if key == "show_progress_every_n_steps":
+        # A1111's slider: -1 = a preview only once the batch is done (the result itself), 0 = none, else every n steps.
+        if isinstance(value, bool) or not isinstance(value, int) or not -1 <= value <= MAX_PREVIEW_EVERY:
+            raise InvalidRequest(field, f"must be an integer between -1 and {MAX_PREVIEW_EVERY}, got {_show(value)}")
         return value
     if key == CHECKPOINT_HASH:
         return value  # read-only: the caller compares it with the current checkpoint's hash

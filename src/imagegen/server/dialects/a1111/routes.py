@@ -13,6 +13,7 @@ client's job; ``/skip`` cancels a batch as a whole (the engine has no per-image 
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from collections.abc import Mapping
@@ -69,6 +70,7 @@ from imagegen.server.dialects.a1111.translate import (
 )
 from imagegen.server.errors import ErrorInfo, register_dialect_errors
 from imagegen.server.jobs.model import UPSCALE, Job
+from imagegen.server.jobs.queue import JobQueue
 from imagegen.server.services import Services
 from imagegen.server.settings import ServerSettings
 
@@ -224,10 +226,16 @@ def progress(queue: Queue, skip_current_image: bool = False) -> A1111ProgressRes
         progress=fraction,
         eta_relative=eta,
         state=state,
-        current_image=None,  # previews are not produced
+        current_image=None if skip_current_image else _current_image(queue, job),
         textinfo=f"job {job.id}: step {job.step}/{job.total_steps}",
         current_task=job.id,
     )
+
+
+def _current_image(queue: JobQueue, job: Job) -> str | None:
+    """The running job's latest live preview, base64 (a JPEG, whatever ``live_previews_image_format`` says)."""
+    preview = queue.preview(job.id)
+    return base64.b64encode(preview.image).decode("ascii") if preview is not None else None
 
 
 @router.post("/interrupt")

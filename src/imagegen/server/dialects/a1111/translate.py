@@ -391,8 +391,16 @@ def translate(
             hr_schedule_type=None if (body.hr_scheduler or "") in _SAME else body.hr_scheduler,
         )
         fields["strength"] = 0.75 if body.denoising_strength is None else body.denoising_strength
+    every = options["show_progress_every_n_steps"]
     submission = Submission(
-        fields=fields, init_image=init_image, mask=mask, names=names, prefixes=prefixes, dialect=DIALECT
+        fields=fields,
+        init_image=init_image,
+        mask=mask,
+        names=names,
+        prefixes=prefixes,
+        dialect=DIALECT,
+        # A1111's live previews (its default: every 10 steps), shown by /sdapi/v1/progress as current_image.
+        preview_every=every if options["live_previews_enable"] and isinstance(every, int) and every > 0 else 0,
     )
     return Translation(submission=submission, body=body, options=options, overrides=overrides)
 

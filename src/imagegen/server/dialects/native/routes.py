@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import time
@@ -49,8 +50,8 @@ from imagegen.server.dialects.native.schemas import (
     UpscalerOut,
     WorkerOut,
 )
-from imagegen.server.errors import JobNotFound
-from imagegen.server.jobs.model import IMAGE_FIELDS, Job, JobStatus
+from imagegen.server.errors import JobNotFound, NoPreview
+from imagegen.server.jobs.model import IMAGE_FIELDS, PREVIEW_EVERY, Job, JobStatus, Preview, preview_interval
 from imagegen.server.jobs.queue import JobQueue, result_image_path
 from imagegen.server.services import Services
 
@@ -154,11 +155,12 @@ async def create_job(
     key with another body is 409. A full queue is 429 with ``Retry-After``."""
     fields = body.model_dump()
     submission = core.Submission(
-        fields={k: v for k, v in fields.items() if k not in IMAGE_FIELDS},
+        fields={k: v for k, v in fields.items() if k not in IMAGE_FIELDS and k != PREVIEW_EVERY},
         init_image=fields["init_image"],
         mask=fields["mask"],
         dialect="native",
         idempotency_key=idempotency_key,
+        preview_every=fields[PREVIEW_EVERY],
     )
     job = await core.submit(services.queue, services.settings.limits, submission)
     response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
@@ -281,7 +283,9 @@ def cancel_job(
 )
 def job_events(job_id: str, request: Request, services: ServicesDep) -> StreamingResponse:
     """``queued``, ``started``, ``progress`` (with ``step``/``total_steps``), then ``done``, ``failed`` or
-    ``cancelled``; the stream ends with the job. Each event's data is the job, as ``GET /v1/jobs/{id}`` returns it."""
+    ``cancelled``; the stream ends with the job. Each event's data is the job, as ``GET /v1/jobs/{id}`` returns it.
+    A job submitted with ``preview_every`` also gets ``preview`` events, whose data is ``{"id", "step",
+    "total_steps", "image"}`` (``image``: a ``data:image/jpeg;base64,...`` URL of the approximate picture)."""
     services.queue.require(job_id)
 
     async def stream() -> AsyncIterator[str]:
@@ -291,12 +295,56 @@ def job_events(job_id: str, request: Request, services: ServicesDep) -> Streamin
                 yield ": keepalive\n\n"  # an SSE comment: clients ignore it, proxies see traffic
                 continue
             number += 1
-            data = json.dumps(job_json(event.job, request, services), ensure_ascii=False)
+            if event.preview is not None:
+                data = json.dumps(preview_json(event.job, event.preview))
+            else:
+                data = json.dumps(job_json(event.job, request, services), ensure_ascii=False)
             yield f"id: {number}\nevent: {event.event}\ndata: {data}\n\n"
 
     return StreamingResponse(
         stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
+
+
+def preview_json(job: Job, preview: Preview) -> dict[str, Any]:
+    """A ``preview`` event's data: the picture inline, as a data URL an ``<img>`` shows as it is."""
+    encoded = base64.b64encode(preview.image).decode("ascii")
+    return {
+        "id": job.id,
+        "step": preview.step,
+        "total_steps": preview.total_steps,
+        "image": f"data:{preview.media_type};base64,{encoded}",
+    }
+
+
+@router.get(
+    "/v1/jobs/{job_id}/preview",
+    tags=["jobs"],
+    summary="A running job's latest live preview",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}, **_errors(404)},
+)
+def job_preview(job_id: str, services: ServicesDep) -> Response:
+    """The latest approximate picture of a running job submitted with ``preview_every`` (JPEG; ``X-Step`` and
+    ``X-Total-Steps`` say when it was taken). 404 ``no_preview`` before the first one and once the job has ended
+    (its images are then in the job)."""
+    job = services.queue.require(job_id)
+    preview = services.queue.preview(job.id)
+    if preview is None:
+        raise NoPreview(f"job {job.id} has no live preview ({_no_preview_reason(job)})")
+    return Response(
+        preview.image,
+        media_type=preview.media_type,
+        headers={"Cache-Control": "no-store", "X-Step": str(preview.step), "X-Total-Steps": str(preview.total_steps)},
+    )
+
+
+def _no_preview_reason(job: Job) -> str:
+    if not preview_interval(job.request):
+        return "it was submitted without preview_every"
+    if job.status is JobStatus.RUNNING:
+        return "none made yet"
+    return f"it is {job.status.value}"
 
 
 @router.get(

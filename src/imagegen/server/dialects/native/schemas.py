@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, create_model
 
 from imagegen.fields import FIELDS
 from imagegen.requests import MAX_UPSCALE, GenerationRequest, UpscaleRequest
-from imagegen.server.jobs.model import JobStatus
+from imagegen.server.jobs.model import MAX_PREVIEW_EVERY, PREVIEW_EVERY, JobStatus
 
 __all__ = [
     "EmbeddingList",
@@ -66,6 +66,15 @@ def _job_create_model() -> type[BaseModel]:
         if isinstance(default, tuple):
             default = list(default)
         properties[spec.field] = (annotation, Field(default, description=spec.help))
+    # A delivery option, not a request field: previews never change the image. Range-checked by the queue (400).
+    properties[PREVIEW_EVERY] = (
+        int,
+        Field(
+            0,
+            description=f"live previews: a picture of the latents every this many steps, as 'preview' events on "
+            f"/v1/jobs/{{id}}/events and at /v1/jobs/{{id}}/preview (0 = none, up to {MAX_PREVIEW_EVERY})",
+        ),
+    )
     model: type[BaseModel] = create_model(
         "JobCreate",
         __config__=ConfigDict(extra="forbid", json_schema_extra={"examples": [dict(example) for example in _EXAMPLES]}),

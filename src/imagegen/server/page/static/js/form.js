@@ -109,6 +109,8 @@ export class JobForm {
       const value = numberOrNull($(name));
       if (value !== null) body[name] = value;
     }
+    // Live previews about ten times per run (the server sends them on the job's event stream).
+    body.preview_every = Math.max(1, Math.round((body.num_inference_steps ?? 20) / 10));
     for (const name of ["sampler", "schedule_type"]) {
       if ($(name).value) body[name] = $(name).value;
     }

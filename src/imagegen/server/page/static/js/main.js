@@ -7,7 +7,8 @@ import { $, JobForm } from "./form.js";
 import { Jobs } from "./jobs.js";
 import { MaskPainter } from "./mask.js";
 
-const api = new Api(() => askForKey());
+// A 401 asks for a key; with a key already kept, that key was refused.
+const api = new Api(() => askForKey(api.key ? "That key was not accepted." : undefined));
 const form = new JobForm($("job-form"));
 const mask = new MaskPainter($("mask-canvas"));
 const jobs = new Jobs(api, {
@@ -32,10 +33,12 @@ let keyPromise = null;
 
 function askForKey(message) {
   $("key-button").hidden = false;
+  if (message || !keyPromise) {
+    $("key-error").hidden = !message;
+    $("key-error").textContent = message ?? "";
+  }
   if (keyPromise) return keyPromise;
   const dialog = $("key-dialog");
-  $("key-error").hidden = !message;
-  $("key-error").textContent = message ?? "";
   $("key-input").value = "";
   keyPromise = new Promise((resolve) => {
     dialog.addEventListener(
@@ -63,7 +66,6 @@ async function boot() {
   } catch (error) {
     if (error.status === 401) {
       $("server-state").textContent = "an API key is needed";
-      if (api.key) askForKey("That key was not accepted.");
       return;
     }
     $("server-state").textContent = `server unreachable: ${error.message}`;
