@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from imagegen import __version__
 from imagegen.server.auth import AuthenticationMiddleware, Authenticator, LoopbackHostMiddleware, authenticate
 from imagegen.server.errors import PayloadTooLarge, install_error_handlers
+from imagegen.server.logs import REQUEST_ID
 from imagegen.server.services import Services
 from imagegen.server.settings import ServerSettings
 
@@ -91,6 +92,8 @@ class AccessLogMiddleware:
         given = next((value for name, value in scope.get("headers", ()) if name == b"x-request-id"), b"")
         request_id = given.decode("latin-1") if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
+        token = REQUEST_ID.set(request_id)
+
         async def record_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
@@ -101,6 +104,7 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, record_status)
         finally:
+            REQUEST_ID.reset(token)
             client = scope.get("client")
             access_logger.info(
                 "request",

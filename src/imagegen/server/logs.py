@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextvars import ContextVar
 from typing import Any
+
+#: The id of the HTTP request being served (set by the access-log middleware; read where a job is queued, so the
+#: job's record and the worker's log lines carry the id of the request that submitted it).
+REQUEST_ID: ContextVar[str | None] = ContextVar("imagegen_request_id", default=None)
 
 #: ``extra=`` keys copied into the JSON line (logging stores them as record attributes).
 _FIELDS = (

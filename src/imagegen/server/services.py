@@ -26,6 +26,7 @@ from imagegen.server.jobs.retention import Retention
 from imagegen.server.jobs.store import JobStore
 from imagegen.server.jobs.supervisor import Readiness, WorkerState, WorkerSupervisor
 from imagegen.server.jobs.urls import URLSigner, load_or_create_key
+from imagegen.server.metrics import reset_metrics_dir
 from imagegen.server.settings import ServerSettings
 from imagegen.server.upscalers import UpscalerCatalog
 
@@ -109,6 +110,7 @@ class Services:
                 drained=supervisor.drained,
             )
             self._retention = Retention(self.settings, store, clock=self._clock)
+            reset_metrics_dir(self.settings.metrics_dir)
             supervisor.start()
             self._retention.start()
         except BaseException:

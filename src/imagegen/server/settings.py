@@ -170,6 +170,11 @@ class ServerSettings:
         return self.data_dir / "inputs"
 
     @property
+    def metrics_dir(self) -> Path:
+        """The workers' Prometheus metrics files (emptied when the server starts)."""
+        return self.data_dir / "metrics"
+
+    @property
     def database(self) -> Path:
         return self.data_dir / "jobs.sqlite3"
 

@@ -101,6 +101,8 @@ class Preview:
 #: A job's option in its record (not a request field: previews never change the image): a live preview every this
 #: many steps, 0 = none.
 PREVIEW_EVERY = "preview_every"
+#: A job's record field: the ``X-Request-ID`` of the HTTP request that submitted it (in the worker's log lines).
+REQUEST_ID_FIELD = "request_id"
 #: The most steps between two previews a job may ask for.
 MAX_PREVIEW_EVERY = 1000
 
@@ -113,7 +115,7 @@ def preview_interval(record: Mapping[str, Any]) -> int:
 
 #: Record fields that may differ between the jobs of one denoising batch: each image has its own prompt and seed,
 #: each job its previews.
-PER_IMAGE_FIELDS = frozenset({"prompt", "negative_prompt", "seed", "num_images", PREVIEW_EVERY})
+PER_IMAGE_FIELDS = frozenset({"prompt", "negative_prompt", "seed", "num_images", PREVIEW_EVERY, REQUEST_ID_FIELD})
 
 
 def batch_key(record: Mapping[str, Any]) -> str:

@@ -35,6 +35,7 @@ from imagegen.server.jobs.model import (
     IMAGE_FIELDS,
     MAX_PREVIEW_EVERY,
     PREVIEW_EVERY,
+    REQUEST_ID_FIELD,
     Job,
     JobEvent,
     JobStatus,
@@ -48,6 +49,7 @@ from imagegen.server.jobs.model import (
     upscale_record,
 )
 from imagegen.server.jobs.store import Insert, JobStore
+from imagegen.server.logs import REQUEST_ID
 from imagegen.server.settings import ServerSettings
 
 if TYPE_CHECKING:
@@ -126,6 +128,8 @@ class JobQueue:
             images = {name: getattr(request, name) for name in IMAGE_FIELDS if getattr(request, name) is not None}
         if preview_every:
             record[PREVIEW_EVERY] = preview_every
+        if (request_id := REQUEST_ID.get()) is not None:
+            record[REQUEST_ID_FIELD] = request_id
         for name, image in images.items():
             image.save(self.settings.inputs_dir / str(record[name]), format="PNG")
         # 3. One transaction: idempotency, the queue bound, the insert.

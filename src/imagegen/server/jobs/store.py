@@ -224,6 +224,11 @@ class JobStore:
             row = self._one("SELECT count(*) FROM jobs WHERE status = ?", (status.value,))
         return int(row[0]) if row is not None else 0
 
+    def count_by_status(self) -> dict[JobStatus, int]:
+        """How many jobs have each status (statuses without jobs are left out)."""
+        rows = self._all("SELECT status, count(*) FROM jobs GROUP BY status")
+        return {JobStatus(row[0]): row[1] for row in rows}
+
     def queue_position(self, job_id: str) -> int | None:
         """0 for the next job to run; ``None`` unless the job is queued."""
         row = self._one(

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from imagegen.server.jobs.store import JobStore
+from imagegen.server.metrics import MULTIPROC_ENV
 from imagegen.server.settings import ServerSettings
 
 logger = logging.getLogger("imagegen.server")
@@ -79,6 +80,8 @@ class WorkerSupervisor:
         self._stopping = threading.Event()
         self._slots: list[_Slot] = []
         self._thread: threading.Thread | None = None
+        #: Worker processes that died (or were killed for a timeout) and were replaced, since start.
+        self.restarts = 0
 
     # Life cycle ------------------------------------------------------------------------------------------------------
 
@@ -158,7 +161,12 @@ class WorkerSupervisor:
         process = subprocess.Popen(
             [sys.executable, "-m", "imagegen.server.jobs.worker", slot.id],
             stdin=subprocess.PIPE,
-            env={**worker_environment(os.environ), "PYTHONUNBUFFERED": "1"},
+            env={
+                **worker_environment(os.environ),
+                "PYTHONUNBUFFERED": "1",
+                # The worker's Prometheus metrics go to files the API process reads (imagegen.server.metrics).
+                MULTIPROC_ENV: str(self.settings.metrics_dir),
+            },
         )
         if process.stdin is not None:
             process.stdin.write(self._worker_settings(slot).worker_json().encode() + b"\n")
@@ -211,6 +219,7 @@ class WorkerSupervisor:
         self.store.set_worker(slot.id, pid=0, state="stopped", detail=f"exit code {code}")
         if self._draining.is_set() and code == 0 and not requeued and not ended:
             return  # drained as asked
+        self.restarts += 1
         crashed = now - slot.started < _CRASH_LOOP_SECONDS and not slot.timed_out
         slot.failures = slot.failures + 1 if crashed else 0
         slot.timed_out = False

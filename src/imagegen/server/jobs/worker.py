@@ -26,12 +26,23 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from imagegen.errors import Cancelled, GenerationFailed, ImagegenError
 from imagegen.requests import GenerationRequest, GenerationResult, UpscaleRequest, UpscaleResult
-from imagegen.server.jobs.model import Job, JobStatus, Preview, input_names, preview_interval, request_from_record
+from imagegen.server.jobs.model import (
+    REQUEST_ID_FIELD,
+    Job,
+    JobStatus,
+    Preview,
+    input_names,
+    preview_interval,
+    request_from_record,
+)
 from imagegen.server.jobs.store import JobStore
+from imagegen.server.metrics import MULTIPROC_ENV
 from imagegen.server.settings import ServerSettings
 
 if TYPE_CHECKING:
     from PIL.Image import Image
+
+    from imagegen.server.metrics import WorkerMetrics
 
 logger = logging.getLogger("imagegen.worker")
 
@@ -114,11 +125,20 @@ def load_factory(spec: str) -> Callable[[ServerSettings], EngineLike]:
 class Worker:
     """Claims and runs jobs until told to drain: one job, or consecutive compatible jobs as one batch."""
 
-    def __init__(self, settings: ServerSettings, worker_id: str, store: JobStore, engine: EngineLike) -> None:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        worker_id: str,
+        store: JobStore,
+        engine: EngineLike,
+        *,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
         self.settings = settings
         self.id = worker_id
         self.store = store
         self.engine = engine
+        self.metrics = metrics
         self.wake = threading.Event()
         self.drain = threading.Event()
 
@@ -167,6 +187,8 @@ class Worker:
                     request, progress=self._progress(job, cancel), cancel=cancel
                 )
             else:
+                if self.metrics is not None:
+                    self.metrics.batch_jobs.observe(1)
                 result = self.engine.generate(
                     request, progress=self._progress(job, cancel), cancel=cancel, previews=preview_interval(job.request)
                 )
@@ -204,7 +226,10 @@ class Worker:
             runnable.append((job, request, threading.Event()))
         if not runnable:
             return
-        handlers = [self._progress(job, cancel) for job, _, cancel in runnable]
+        if self.metrics is not None:
+            self.metrics.batch_jobs.observe(len(runnable))
+        # Every member sees every step: only the first one times it, so a batch's step counts once.
+        handlers = [self._progress(job, cancel, time_steps=k == 0) for k, (job, _, cancel) in enumerate(runnable)]
         try:
             outcomes: list[GenerationResult | ImagegenError] = self.engine.generate_batch(
                 [request for _, request, _ in runnable],
@@ -237,7 +262,12 @@ class Worker:
                 self._finish(job, JobStatus.SUCCEEDED, fields, started)
 
     def _log(self, job: Job) -> dict[str, Any]:
-        return {"job": job.id, "worker": self.id, "attempts": job.attempts}
+        return {
+            "job": job.id,
+            "worker": self.id,
+            "attempts": job.attempts,
+            "request_id": job.request.get(REQUEST_ID_FIELD),
+        }
 
     def _finish(self, job: Job, status: JobStatus, fields: dict[str, Any], started: float) -> None:
         held = self.store.finish(job.id, self.id, status, **fields)
@@ -246,18 +276,27 @@ class Worker:
             for name in input_names(job.request):
                 (self.settings.inputs_dir / name).unlink(missing_ok=True)
         seconds = round(time.monotonic() - started, 3)
+        if held and self.metrics is not None:
+            self.metrics.ended(status, images=len(fields.get("images", ())), seconds=seconds)
         logger.info(
             "job %s",
             status.value if held else "finished after it was taken away",
             extra={**self._log(job), "seconds": seconds},
         )
 
-    def _progress(self, job: Job, cancel: threading.Event) -> Callable[[ProgressLike], None]:
+    def _progress(
+        self, job: Job, cancel: threading.Event, *, time_steps: bool = True
+    ) -> Callable[[ProgressLike], None]:
         last = 0.0
+        previous: tuple[int, float] | None = None  # (step, when) of the last event, for the step-time histogram
 
         def on_step(event: ProgressLike) -> None:
-            nonlocal last
+            nonlocal last, previous
             now = time.monotonic()
+            if time_steps and self.metrics is not None:
+                if previous is not None and event.step == previous[0] + 1:
+                    self.metrics.step_seconds.observe(now - previous[1])
+                previous = (event.step, now)
             picture = event.preview
             # Throttled: a write per step would dominate fast steps; the last step is always written, and so is a
             # step with a preview (followers read previews when the progress moves).
@@ -343,7 +382,12 @@ def main(argv: list[str] | None = None) -> int:
         store.set_worker(worker_id, pid=os.getpid(), state="error", detail=f"cannot create the engine: {exc}")
         logger.error("cannot create the engine: %s", exc, extra={"worker": worker_id})
         return 1
-    worker = Worker(settings, worker_id, store, engine)
+    metrics = None
+    if os.environ.get(MULTIPROC_ENV):
+        from imagegen.server.metrics import WorkerMetrics
+
+        metrics = WorkerMetrics()
+    worker = Worker(settings, worker_id, store, engine, metrics=metrics)
     # Ctrl-C in a terminal reaches the whole process group, and service managers often send SIGTERM to every process
     # of the service: the API process decides when workers stop, so SIGINT is ignored and SIGTERM means "drain".
     signal.signal(signal.SIGINT, signal.SIG_IGN)

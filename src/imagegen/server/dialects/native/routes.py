@@ -512,6 +512,21 @@ def get_model(model_id: str, catalog: Catalog) -> ModelOut:
         raise JobNotFound(f"no served model {model_id[:200]!r}; see GET /v1/models") from None
 
 
+@router.get(
+    "/metrics",
+    tags=["health"],
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}}},
+)
+async def metrics(services: ServicesDep) -> Response:
+    """Queue depth, jobs by status, workers by state and restarts, and from the workers: jobs ended by outcome,
+    images, step and job seconds, batch sizes (Prometheus text format; needs the API key when keys are on)."""
+    from imagegen.server.metrics import CONTENT_TYPE, scrape
+
+    return Response(await run_in_threadpool(scrape, services), media_type=CONTENT_TYPE)
+
+
 @router.get("/healthz", tags=["health"], summary="Liveness: the API process answers")
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
