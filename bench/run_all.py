@@ -10,7 +10,8 @@ Each figure is a ratio against a baseline measured in the same run (never an abs
   default against diffusers' float32 default on a whole SD 1.5 call at 512x512;
 - on a CUDA GPU, the GPU fast path against diffusers' float16 recipe (SDXL size, 1024x1024, 30 steps) and the
   UNet's TFLOP/s against the GPU's bfloat16 peak;
-- the memory a generation takes per image size, on top of the loaded model.
+- the memory a generation takes per image size, on top of the loaded model;
+- a mixed load of 64 clients (submits, polls, SSE, downloads) for 2 minutes: latencies, images/s, jobs lost (0).
 
     make bench            # or: PYTHONPATH=tests HF_HUB_OFFLINE=1 .venv/bin/python bench/run_all.py [--quick]
 """
@@ -120,6 +121,14 @@ def main() -> int:
         rows.append(
             (f"memory to generate {row['size']} (demo)", f"{row['generation_mib']} MiB", "over the loaded model")
         )
+
+    # The README's 10-minute figures: bench/mixed_load.py --clients 64 --seconds 600.
+    text, seconds = _run("mixed_load.py", "--clients", "64", "--seconds", "60" if args.quick else "120")
+    load = _json(text)
+    print(f"# mixed_load.py ({seconds:.0f} s)\n{text}")
+    latency = f"{load['status_read_ms_p99']} / {load['submit_ms_p99']} ms"
+    rows.append(("64 clients: status read p99 / submit p99", latency, ""))
+    rows.append(("64 clients: jobs lost", str(load["jobs_lost"]), "0"))
 
     width = max(len(label) for label, _, _ in rows)
     print("# summary (this machine, this run)")
