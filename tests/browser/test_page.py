@@ -69,6 +69,27 @@ def _generate(page: Any, prompt: str, *, steps: int | None = None) -> None:
     page.keyboard.press("Control+Enter")
 
 
+def _open_in_history(page: Any, prompt: str) -> None:
+    """Generate ``prompt`` (12 steps), wait for it in the history and open its detail dialog."""
+    _generate(page, prompt, steps=12)
+    page.wait_for_function(
+        "(p) => [...document.querySelectorAll('#history figcaption')].some(c => c.textContent.includes(p))", arg=prompt
+    )
+    page.locator("#history figure", has_text=prompt).first.locator("img").click()
+
+
+def _submit_one_job(page: Any, server: ServerProcess) -> dict[str, Any]:
+    """Click the form's button; the one job it queued, once it has ended."""
+    before = {job["id"] for job in _jobs(server)}
+    shown = page.locator("#gallery img").count()
+    page.click("#submit")
+    # The page puts the result in its gallery once the job has ended.
+    page.wait_for_function("(n) => document.querySelectorAll('#gallery img').length > n", arg=shown)
+    new = [job for job in _jobs(server) if job["id"] not in before]
+    assert len(new) == 1
+    return wait_job(server.get, new[0]["id"])
+
+
 def test_ctrl_enter_generates_with_progress_and_a_live_preview(page: Any, server: ServerProcess, screenshots) -> None:
     page.evaluate(_WATCH)
     _generate(page, "a red circle", steps=LONG_STEPS)
@@ -110,15 +131,14 @@ def test_queue_three_jobs_and_cancel_one(page: Any, server: ServerProcess) -> No
 
 
 def test_reuse_settings_from_history(page: Any, server: ServerProcess) -> None:
-    _generate(page, "a green triangle at the top", steps=12)
-    page.wait_for_function(
-        "[...document.querySelectorAll('#history figcaption')].some(c => c.textContent.includes('green triangle'))"
-    )
+    _open_in_history(page, "a green triangle at the top")
     job = next(j for j in _jobs(server, status="succeeded") if j["request"]["prompt"] == "a green triangle at the top")
-    page.fill("#prompt", "something else")
-    page.fill("#num_inference_steps", "")
-    page.locator("#history figure", has_text="green triangle").first.locator("img").click()
-    assert "Seed: " in page.inner_text("#detail-infotext")
+    assert f"Seed: {job['seeds'][0]}," in page.inner_text("#detail-infotext")
+    # The form is changed after the run; reusing the settings brings the job's back.
+    page.evaluate("""() => {
+      document.getElementById("prompt").value = "something else";
+      document.getElementById("num_inference_steps").value = "";
+    }""")
     page.click("#detail [data-action=reuse]")
     assert page.input_value("#prompt") == "a green triangle at the top"
     assert page.input_value("#seed") == str(job["seeds"][0])
@@ -152,11 +172,7 @@ def test_dropping_a_png_fills_the_form(page: Any) -> None:
 
 
 def test_paint_a_mask_and_inpaint(page: Any, server: ServerProcess) -> None:
-    _generate(page, "a purple circle", steps=12)
-    page.wait_for_function(
-        "[...document.querySelectorAll('#history figcaption')].some(c => c.textContent.includes('purple circle'))"
-    )
-    page.locator("#history figure", has_text="purple circle").first.locator("img").click()
+    _open_in_history(page, "a purple circle")
     page.click("#detail [data-action=inpaint]")
     page.wait_for_selector("#mask-canvas", state="visible")
     page.wait_for_selector("#detail", state="hidden")
@@ -169,12 +185,7 @@ def test_paint_a_mask_and_inpaint(page: Any, server: ServerProcess) -> None:
     page.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.5, steps=8)
     page.mouse.up()
     page.fill("#prompt", "a white square")
-    before = {job["id"] for job in _jobs(server)}
-    page.click("#submit")
-    page.wait_for_function("document.querySelectorAll('#gallery img').length >= 1")
-    new = [job for job in _jobs(server) if job["id"] not in before]
-    assert len(new) == 1
-    ended = wait_job(server.get, new[0]["id"])
+    ended = _submit_one_job(page, server)
     assert ended["status"] == "succeeded", ended
     assert ended["request"]["init_image"] is True
     assert ended["request"]["mask"] is True
@@ -240,22 +251,13 @@ def test_a_390px_phone_screen_cuts_nothing_off(browser: Any, server: ServerProce
 
 
 def test_upscale_a_result(page: Any, server: ServerProcess) -> None:
-    _generate(page, "an orange triangle", steps=12)
-    page.wait_for_function(
-        "[...document.querySelectorAll('#history figcaption')].some(c => c.textContent.includes('orange triangle'))"
-    )
-    page.locator("#history figure", has_text="orange triangle").first.locator("img").click()
+    _open_in_history(page, "an orange triangle")
     page.click("#detail [data-action=upscale]")
     page.wait_for_selector("#upscaler", state="visible")
     assert page.inner_text("#submit") == "Upscale"
     page.select_option("#upscaler", "Lanczos")
     page.fill("#upscale-scale", "2")
-    before = {job["id"] for job in _jobs(server)}
-    page.click("#submit")
-    page.wait_for_function("() => document.querySelectorAll('#gallery img').length >= 1")
-    new = [job for job in _jobs(server) if job["id"] not in before]
-    assert len(new) == 1
-    ended = wait_job(server.get, new[0]["id"])
+    ended = _submit_one_job(page, server)
     assert ended["status"] == "succeeded", ended
     assert ended["request"]["operation"] == "upscale"
     with Image.open(io.BytesIO(httpx.get(ended["images"][0]).content)) as image:
