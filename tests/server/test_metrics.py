@@ -86,7 +86,8 @@ def test_a_request_id_follows_its_job_into_the_worker_s_log(server) -> None:
     )
     assert submitted.headers["x-request-id"] == "trace-4711"
     job = wait_job(server.get, submitted.json()["id"])
-    assert job["request"]["request_id"] == "trace-4711"
+    assert job["request_id"] == "trace-4711"
+    assert "request_id" not in job["request"]  # not a request field
     lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
     worker_lines = [line for line in lines if line["logger"] == "imagegen.worker" and line.get("job") == job["id"]]
     assert {line["msg"] for line in worker_lines} >= {"job started", "job succeeded"}

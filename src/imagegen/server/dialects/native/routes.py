@@ -51,7 +51,15 @@ from imagegen.server.dialects.native.schemas import (
     WorkerOut,
 )
 from imagegen.server.errors import JobNotFound, NoPreview
-from imagegen.server.jobs.model import IMAGE_FIELDS, PREVIEW_EVERY, Job, JobStatus, Preview, preview_interval
+from imagegen.server.jobs.model import (
+    IMAGE_FIELDS,
+    PREVIEW_EVERY,
+    REQUEST_ID_FIELD,
+    Job,
+    JobStatus,
+    Preview,
+    preview_interval,
+)
 from imagegen.server.jobs.queue import JobQueue, result_image_path
 from imagegen.server.services import Services
 
@@ -95,7 +103,7 @@ def image_url(request: Request, name: str, services: Services) -> str:
 def job_json(job: Job, request: Request, services: Services) -> dict[str, Any]:
     """The native representation of a job, as :class:`JobOut` describes it (built as plain data: status reads are
     the most frequent request, and a poll must cost the worker's cores as little as possible)."""
-    public_request = {k: (bool(v) if k in IMAGE_FIELDS else v) for k, v in job.request.items()}
+    public_request = {k: (bool(v) if k in IMAGE_FIELDS else v) for k, v in job.request.items() if k != REQUEST_ID_FIELD}
     queue: JobQueue = services.queue
     return {
         "id": job.id,
@@ -119,6 +127,7 @@ def job_json(job: Job, request: Request, services: Services) -> dict[str, Any]:
         "warnings": list(job.warnings),
         "timings": dict(job.timings),
         "request": public_request,
+        "request_id": job.request.get(REQUEST_ID_FIELD),
     }
 
 

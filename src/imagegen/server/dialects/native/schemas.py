@@ -136,6 +136,9 @@ class JobOut(BaseModel):
     warnings: list[str]
     timings: dict[str, float] = Field(description="seconds per phase: load, denoise, refine, decode, total")
     request: dict[str, Any] = Field(description="what was asked, with the model resolved (init_image: present?)")
+    request_id: str | None = Field(
+        None, description="X-Request-ID of the HTTP request that submitted it (also in the worker's log lines)"
+    )
 
 
 class JobList(BaseModel):
