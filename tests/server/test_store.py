@@ -209,3 +209,44 @@ def test_an_older_database_gets_the_previews_table_as_it_opens(db):
     store.claim("w")
     store.set_preview("a", "w", _preview(1))
     assert store.preview("a") == _preview(1)
+
+
+def test_counts_and_lookups_of_unknown_jobs(db):
+    store = JobStore(db)
+    assert (store.count(), store.count_by_status(), store.get("nope")) == (0, {}, None)
+    assert store.cancel_requested("nope") is True  # a job that is gone must stop
+    for job_id in "abc":
+        _add(store, job_id)
+    store.claim("w")
+    store.finish("a", "w", JobStatus.SUCCEEDED, images=["a-0.png"], seeds=[7], infotexts=["t"], warnings=["w"])
+    store.claim("w")
+    assert store.cancel_requested("b") is False
+    store.cancel("b")
+    assert store.cancel_requested("b") is True
+    assert store.count() == 3
+    assert store.count(JobStatus.QUEUED) == 1
+    assert store.count_by_status() == {JobStatus.SUCCEEDED: 1, JobStatus.RUNNING: 1, JobStatus.QUEUED: 1}
+    done = store.get("a")
+    assert (done.images, done.seeds, done.infotexts, done.warnings) == (("a-0.png",), (7,), ("t",), ("w",))
+
+
+def test_a_batch_claim_stops_at_max_jobs_and_max_images(db):
+    store = JobStore(db)
+    for job_id, images in (("a", 2), ("b", 3), ("c", 1), ("d", 1), ("e", 1)):
+        store.insert(
+            job_id=job_id,
+            dialect="native",
+            model="m",
+            request={"prompt": job_id, "num_images": images},
+            batch_key="k",
+            max_queue=100,
+        )
+    assert [j.id for j in store.claim("w")] == ["a"]  # one job unless asked for more
+    # 3 + 1 + 1 = 5 images fit in 5; the next job would make 6.
+    assert [j.id for j in store.claim("w", max_jobs=8, max_images=5)] == ["b", "c", "d"]
+    assert [j.id for j in store.claim("w", max_jobs=8, max_images=5)] == ["e"]
+    for job_id in "fghij":
+        _add(store, job_id, key="k")
+    assert [j.id for j in store.claim("w", max_jobs=3)] == ["f", "g", "h"]
+    assert [j.id for j in store.claim("w", max_jobs=2)] == ["i", "j"]
+    assert all(job.started_at is not None for job in store.running())
