@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -97,3 +99,13 @@ def record_submit_threads(client: TestClient, monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(queue, "submit", submit)
     return on_loop
+
+
+def poll_progress(client: TestClient, until: Callable[[dict[str, Any]], bool], timeout: float = 30) -> dict[str, Any]:
+    """``/sdapi/v1/progress`` read every 50 ms until ``until`` holds (the last answer after ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        progress: dict[str, Any] = client.get("/sdapi/v1/progress").json()
+        if until(progress) or time.monotonic() >= deadline:
+            return progress
+        time.sleep(0.05)

@@ -8,11 +8,18 @@ import io
 import json
 import shutil
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from dialect_app import API_KEY, BASIC, MAX_BODY_BYTES, dialect_client, fill_queue, record_submit_threads
+from dialect_app import (
+    API_KEY,
+    BASIC,
+    MAX_BODY_BYTES,
+    dialect_client,
+    fill_queue,
+    poll_progress,
+    record_submit_threads,
+)
 from PIL import Image
 
 from imagegen.errors import InvalidRequest
@@ -866,14 +873,7 @@ def test_progress_idle_and_interrupt_of_a_running_job(client) -> None:
     thread = threading.Thread(target=blocking_call)
     thread.start()
     try:
-        progress = None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            progress = client.get("/sdapi/v1/progress").json()
-            if progress["state"]["sampling_step"] >= 1:
-                break
-            time.sleep(0.05)
-        assert progress is not None
+        progress = poll_progress(client, lambda p: p["state"]["sampling_step"] >= 1)
         assert progress["state"]["sampling_steps"] == 40
         assert 0 < progress["progress"] < 1
         assert progress["current_task"]
@@ -1063,13 +1063,7 @@ def test_progress_shows_the_live_preview_as_a1111_options_say(client) -> None:
     thread = threading.Thread(target=blocking_call)
     thread.start()
     try:
-        progress: dict = {}
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            progress = client.get("/sdapi/v1/progress").json()
-            if progress["current_image"]:
-                break
-            time.sleep(0.05)
+        progress = poll_progress(client, lambda p: bool(p["current_image"]))
         with Image.open(io.BytesIO(base64.b64decode(progress["current_image"]))) as picture:
             level = picture.convert("L").getpixel((8, 8))
         # The fake engine's preview at step s is grey 255 * s / 40, made at every 4th step only.

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dialect_app import API_KEY, dialect_client
+from dialect_app import API_KEY, dialect_client, poll_progress
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
@@ -173,13 +173,7 @@ def test_interrupt_stops_a_running_extras_job_and_progress_shows_it(client: Test
     thread = threading.Thread(target=blocking_call)
     thread.start()
     try:
-        progress: dict = {}
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            progress = client.get("/sdapi/v1/progress").json()
-            if progress["state"]["sampling_step"] >= 1:
-                break
-            time.sleep(0.05)
+        progress = poll_progress(client, lambda p: p["state"]["sampling_step"] >= 1)
         assert progress["state"]["job"] == "extras"
         assert progress["state"]["sampling_steps"] == 256
         assert 0 < progress["progress"] < 1

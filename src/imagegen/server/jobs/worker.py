@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import io
 import logging
 import os
 import signal
@@ -340,8 +341,6 @@ class Worker:
 
 def encode_preview(picture: Image, step: int, total: int) -> Preview:
     """A live preview as stored and served: JPEG."""
-    import io
-
     buffer = io.BytesIO()
     picture.convert("RGB").save(buffer, format="JPEG", quality=PREVIEW_QUALITY)
     return Preview(step=step, total_steps=total, media_type="image/jpeg", image=buffer.getvalue())

@@ -350,10 +350,12 @@ def job_preview(job_id: str, services: ServicesDep) -> Response:
 
 def _no_preview_reason(job: Job) -> str:
     if not preview_interval(job.request):
-        return "it was submitted without preview_every"
+        return 'it was submitted without preview_every; submit with "preview_every": N for a preview every N steps'
     if job.status is JobStatus.RUNNING:
-        return "none made yet"
-    return f"it is {job.status.value}"
+        return "none made yet; the first comes after preview_every steps (follow /events for each one)"
+    if job.status is JobStatus.QUEUED:
+        return "it is queued; previews come once it runs"
+    return f"it is {job.status.value}; its images are in the job"
 
 
 @router.get(
