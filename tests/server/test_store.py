@@ -250,3 +250,40 @@ def test_a_batch_claim_stops_at_max_jobs_and_max_images(db):
     assert [j.id for j in store.claim("w", max_jobs=3)] == ["f", "g", "h"]
     assert [j.id for j in store.claim("w", max_jobs=2)] == ["i", "j"]
     assert all(job.started_at is not None for job in store.running())
+
+
+def test_a_worker_whose_lease_ran_out_is_stale_until_it_beats_again(db, monkeypatch):
+    import imagegen.server.jobs.store as store_module
+
+    now = [1000.0]
+    monkeypatch.setattr(store_module.time, "time", lambda: now[0])
+    store = JobStore(db)
+    for job_id in "abc":
+        _add(store, job_id)
+    store.set_worker("alive", pid=1, state="ready")
+    store.set_worker("idle", pid=2, state="ready")  # old too, but holds no job: nothing to release
+    store.claim("alive")
+    store.claim("ghost")  # never registered: its jobs are anybody's to release
+    now[0] = 1010.0
+    assert store.stale_workers(before=1005.0) == ["alive", "ghost"]
+    assert store.stale_workers(before=1000.0) == ["ghost"]  # a beat at the cut-off is not stale
+    store.heartbeat("alive")
+    assert store.stale_workers(before=1005.0) == ["ghost"]
+    assert store.worker("alive").updated_at == 1010.0
+    store.release(retries=1, worker="ghost")
+    assert store.stale_workers(before=2000.0) == ["alive"]
+
+
+def test_live_workers_are_those_not_stopped_with_a_recent_sign_of_life(db, monkeypatch):
+    import imagegen.server.jobs.store as store_module
+
+    now = [1000.0]
+    monkeypatch.setattr(store_module.time, "time", lambda: now[0])
+    store = JobStore(db)
+    store.set_worker("b", pid=2, state="ready")
+    store.set_worker("a", pid=1, state="starting")
+    store.set_worker("gone", pid=3, state="stopped")
+    now[0] = 1005.0
+    store.set_worker("late", pid=4, state="error", detail="no model")
+    assert [w.id for w in store.live_workers(since=1000.0)] == ["a", "b", "late"]
+    assert [(w.id, w.state, w.detail) for w in store.live_workers(since=1001.0)] == [("late", "error", "no model")]

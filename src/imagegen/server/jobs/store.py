@@ -366,6 +366,22 @@ class JobStore:
                 (worker, pid, state, detail, time.time()),
             )
 
+    def heartbeat(self, worker: str) -> None:
+        """A live worker's sign of life: its lease on the jobs it runs is renewed (see :meth:`stale_workers`)."""
+        with self._write() as db:
+            db.execute("UPDATE workers SET updated_at = ? WHERE id = ?", (time.time(), worker))
+
+    def stale_workers(self, *, before: float) -> list[str]:
+        """Workers that hold running jobs but gave no sign of life (:meth:`set_worker`, :meth:`heartbeat`) since
+        ``before`` (unix seconds), or never registered: where several servers share the store, their jobs are released
+        by lease expiry (:meth:`release` with ``worker=``), not by a supervisor that saw the process die."""
+        rows = self._all(
+            "SELECT DISTINCT j.worker FROM jobs j LEFT JOIN workers w ON w.id = j.worker"
+            " WHERE j.status = 'running' AND j.worker IS NOT NULL AND (w.updated_at IS NULL OR w.updated_at < ?)",
+            (before,),
+        )
+        return sorted(row[0] for row in rows)
+
     def worker(self, worker: str) -> WorkerState | None:
         row = self._one("SELECT * FROM workers WHERE id = ?", (worker,))
         if row is None:
@@ -373,6 +389,16 @@ class JobStore:
         return WorkerState(
             id=row["id"], pid=row["pid"], state=row["state"], detail=row["detail"], updated_at=row["updated_at"]
         )
+
+    def live_workers(self, *, since: float) -> list[WorkerState]:
+        """Workers not stopped that gave a sign of life since ``since`` (unix seconds), by id."""
+        rows = self._all("SELECT * FROM workers WHERE state != 'stopped' AND updated_at >= ? ORDER BY id", (since,))
+        return [
+            WorkerState(
+                id=row["id"], pid=row["pid"], state=row["state"], detail=row["detail"], updated_at=row["updated_at"]
+            )
+            for row in rows
+        ]
 
     # API side --------------------------------------------------------------------------------------------------------
 
