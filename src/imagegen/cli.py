@@ -55,6 +55,7 @@ FLAGS: Mapping[str, str] = MappingProxyType(
         "url_ttl": "--url-ttl",
         "keep_results_hours": "--keep-results",
         "default_model": "--model",
+        "store": "--store",
     }
 )
 _REQUEST_DEFAULTS: Mapping[str, object] = MappingProxyType(
@@ -217,6 +218,13 @@ def _serve_options(serve: argparse.ArgumentParser) -> None:
         help="a model to serve (repeatable; the first is the default); the models directory and the demo model too",
     )
     serve.add_argument("--data-dir", type=Path, default=None, metavar="DIR", help="job database and result images")
+    serve.add_argument(
+        "--store",
+        default=None,
+        metavar="URL",
+        help="job store shared by several servers: postgresql://USER:PASS@HOST:PORT/DB "
+        "(default $IMAGEGEN_STORE, else the SQLite database in the data dir)",
+    )
     serve.add_argument(
         "--api-key",
         dest="api_keys",
@@ -812,6 +820,7 @@ def _serve_settings(args: argparse.Namespace) -> ServerSettings:
         models=tuple(args.models),
         engine=engine_options(args),
         data_dir=args.data_dir or default_data_dir(),
+        store_url=args.store or os.environ.get("IMAGEGEN_STORE") or None,
         api_keys=tuple(dict.fromkeys(keys)),
         basic_auth=tuple(basic),
         max_queue=args.max_queue,
@@ -917,6 +926,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _banner(settings: ServerSettings, services: Services, server: uvicorn.Server) -> None:
+    from imagegen.server.settings import redact_url
+
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     port = settings.port
     for bound in getattr(server, "servers", ()):
@@ -935,6 +946,7 @@ def _banner(settings: ServerSettings, services: Services, server: uvicorn.Server
         f"  models:  {', '.join(m.ref for m in models) or 'none'} (default: {default})",
         f"  auth:    {auth}",
         f"  data:    {settings.data_dir}",
+        f"  store:   {redact_url(settings.store_url) if settings.store_url else settings.database}",
         f"  workers: {settings.workers}, queue bound {settings.max_queue}, job retries {settings.job_retries}, "
         f"batches of up to {settings.max_batch} jobs / {settings.max_batch_images} images",
         f"  limits:  {_limits_line(settings.limits)}",

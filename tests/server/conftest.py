@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from imagegen.options import EngineOptions
 from imagegen.server.app import create_app
 from imagegen.server.settings import ServerSettings
+from support.postgres import PostgresServer, unavailable
 from support.server_harness import FAKE_FACTORY, TESTS_DIR, ServerProcess, wait_ready, write_fake_model
 
 #: What in-process clients address: a server without API keys answers only loopback Host headers.
@@ -108,3 +109,22 @@ def make_server(tmp_path: Path, fake_models_dir: Path) -> Iterator[Callable[...,
 @pytest.fixture
 def server(make_server: Callable[..., ServerProcess]) -> ServerProcess:
     return make_server().start()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session (started on first use; the tests that need it skip without it)."""
+    reason = unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    server = PostgresServer()
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> str:
+    """A fresh database of its own for this test, as a URL with a password (which nothing may show)."""
+    return postgres.database()

@@ -1,8 +1,10 @@
-"""The SQLite job store on its own: atomic claims across connections, recovery rules, batching-ready claims."""
+"""The job store on its own, on SQLite and on PostgreSQL alike: atomic claims across connections, recovery rules,
+batching-ready claims. (PostgreSQL's own cases: test_store_postgres.py.)"""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -13,6 +15,27 @@ from imagegen.server.jobs.store import Insert, JobStore, StoreVersionMismatch
 @pytest.fixture
 def db(tmp_path):
     return tmp_path / "jobs.sqlite3"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def new_store(request: pytest.FixtureRequest, db) -> Iterator[Callable[[], JobStore]]:
+    """Opens another store on this test's database (each one its own connections, as another process would)."""
+    if request.param == "sqlite":
+        open_one: Callable[[], JobStore] = lambda: JobStore(db)  # noqa: E731
+    else:
+        from imagegen.server.jobs.store_postgres import PostgresDatabase
+
+        url = request.getfixturevalue("postgres_url")
+        open_one = lambda: JobStore(PostgresDatabase(url))  # noqa: E731
+    opened: list[JobStore] = []
+
+    def make() -> JobStore:
+        opened.append(store := open_one())
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
 
 
 def _add(store, job_id, *, key="", max_queue=100, **kwargs):
@@ -28,14 +51,14 @@ def _add(store, job_id, *, key="", max_queue=100, **kwargs):
     return outcome, job
 
 
-def test_each_job_is_claimed_by_exactly_one_worker(db):
-    setup = JobStore(db)
+def test_each_job_is_claimed_by_exactly_one_worker(new_store):
+    setup = new_store()
     for i in range(40):
         _add(setup, f"job{i:02d}")
     claimed: dict[str, list[str]] = {}
 
     def work(name):
-        store = JobStore(db)  # one connection per worker, as in separate processes
+        store = new_store()  # one connection per worker, as in separate processes
         mine = claimed.setdefault(name, [])
         while jobs := store.claim(name):
             mine.extend(job.id for job in jobs)
@@ -51,8 +74,8 @@ def test_each_job_is_claimed_by_exactly_one_worker(db):
     assert setup.count(JobStatus.RUNNING) == 40
 
 
-def test_claim_is_fifo_and_batches_only_consecutive_compatible_jobs(db):
-    store = JobStore(db)
+def test_claim_is_fifo_and_batches_only_consecutive_compatible_jobs(new_store):
+    store = new_store()
     for job_id, key in (("a", "k1"), ("b", "k1"), ("c", "k2"), ("d", "k1")):
         _add(store, job_id, key=key)
     assert [j.id for j in store.claim("w", max_jobs=4)] == ["a", "b"]
@@ -61,8 +84,8 @@ def test_claim_is_fifo_and_batches_only_consecutive_compatible_jobs(db):
     assert store.claim("w") == []
 
 
-def test_queue_bound_and_idempotency_in_one_transaction(db):
-    store = JobStore(db)
+def test_queue_bound_and_idempotency_in_one_transaction(new_store):
+    store = new_store()
     assert _add(store, "a", max_queue=1, idempotency_key="k", body_digest="d1")[0] is Insert.CREATED
     assert _add(store, "b", max_queue=1)[0] is Insert.FULL
     outcome, job = _add(store, "c", max_queue=1, idempotency_key="k", body_digest="d1")
@@ -70,8 +93,8 @@ def test_queue_bound_and_idempotency_in_one_transaction(db):
     assert _add(store, "d", max_queue=1, idempotency_key="k", body_digest="d2")[0] is Insert.CONFLICT
 
 
-def test_release_requeues_then_fails_and_a_stale_worker_cannot_finish(db):
-    store = JobStore(db)
+def test_release_requeues_then_fails_and_a_stale_worker_cannot_finish(new_store):
+    store = new_store()
     _add(store, "a")
     store.claim("w1")
     requeued, ended = store.release(retries=1, worker="w1")
@@ -87,8 +110,8 @@ def test_release_requeues_then_fails_and_a_stale_worker_cannot_finish(db):
     assert (failed.status, failed.error_code) == (JobStatus.FAILED, "worker_lost")
 
 
-def test_orderly_stop_does_not_count_an_attempt_and_cancel_wins(db):
-    store = JobStore(db)
+def test_orderly_stop_does_not_count_an_attempt_and_cancel_wins(new_store):
+    store = new_store()
     _add(store, "a")
     _add(store, "b")
     store.claim("w")
@@ -105,8 +128,8 @@ def test_orderly_stop_does_not_count_an_attempt_and_cancel_wins(db):
     assert store.queue_position("b") is None
 
 
-def test_progress_and_queue_position(db):
-    store = JobStore(db)
+def test_progress_and_queue_position(new_store):
+    store = new_store()
     for job_id in "abc":
         _add(store, job_id)
     assert [store.queue_position(j) for j in "abc"] == [0, 1, 2]
@@ -129,11 +152,11 @@ def test_a_database_of_another_schema_version_is_refused(db):
         JobStore(db)
 
 
-def test_a_read_does_not_wait_for_another_threads_write(tmp_path):
+def test_a_read_does_not_wait_for_another_threads_write(new_store):
     """A status read on the event loop must not queue behind a write transaction held by another thread."""
     import threading
 
-    store = JobStore(tmp_path / "jobs.sqlite3")
+    store = new_store()
     outcome, job = store.insert(
         job_id="a" * 32, dialect="native", model="m", request={"prompt": "x"}, batch_key="", max_queue=8
     )
@@ -165,8 +188,8 @@ def _preview(step: int, image: bytes = b"jpeg") -> Preview:
     return Preview(step=step, total_steps=10, media_type="image/jpeg", image=image)
 
 
-def test_a_preview_is_kept_only_while_its_worker_runs_the_job(db):
-    store = JobStore(db)
+def test_a_preview_is_kept_only_while_its_worker_runs_the_job(new_store):
+    store = new_store()
     _add(store, "a")
     store.set_preview("a", "w", _preview(1))  # queued: nobody holds it
     assert store.preview("a") is None
@@ -180,8 +203,8 @@ def test_a_preview_is_kept_only_while_its_worker_runs_the_job(db):
     assert store.preview("a") is None  # the result is the picture now
 
 
-def test_a_requeued_or_failed_job_loses_its_preview(db):
-    store = JobStore(db)
+def test_a_requeued_or_failed_job_loses_its_preview(new_store):
+    store = new_store()
     _add(store, "a")
     _add(store, "b")
     store.claim("w", max_jobs=1)
@@ -211,8 +234,8 @@ def test_an_older_database_gets_the_previews_table_as_it_opens(db):
     assert store.preview("a") == _preview(1)
 
 
-def test_counts_and_lookups_of_unknown_jobs(db):
-    store = JobStore(db)
+def test_counts_and_lookups_of_unknown_jobs(new_store):
+    store = new_store()
     assert (store.count(), store.count_by_status(), store.get("nope")) == (0, {}, None)
     assert store.cancel_requested("nope") is True  # a job that is gone must stop
     for job_id in "abc":
@@ -230,8 +253,8 @@ def test_counts_and_lookups_of_unknown_jobs(db):
     assert (done.images, done.seeds, done.infotexts, done.warnings) == (("a-0.png",), (7,), ("t",), ("w",))
 
 
-def test_a_batch_claim_stops_at_max_jobs_and_max_images(db):
-    store = JobStore(db)
+def test_a_batch_claim_stops_at_max_jobs_and_max_images(new_store):
+    store = new_store()
     for job_id, images in (("a", 2), ("b", 3), ("c", 1), ("d", 1), ("e", 1)):
         store.insert(
             job_id=job_id,
@@ -252,12 +275,12 @@ def test_a_batch_claim_stops_at_max_jobs_and_max_images(db):
     assert all(job.started_at is not None for job in store.running())
 
 
-def test_a_worker_whose_lease_ran_out_is_stale_until_it_beats_again(db, monkeypatch):
+def test_a_worker_whose_lease_ran_out_is_stale_until_it_beats_again(new_store, monkeypatch):
     import imagegen.server.jobs.store as store_module
 
     now = [1000.0]
     monkeypatch.setattr(store_module.time, "time", lambda: now[0])
-    store = JobStore(db)
+    store = new_store()
     for job_id in "abc":
         _add(store, job_id)
     store.set_worker("alive", pid=1, state="ready")
@@ -274,12 +297,12 @@ def test_a_worker_whose_lease_ran_out_is_stale_until_it_beats_again(db, monkeypa
     assert store.stale_workers(before=2000.0) == ["alive"]
 
 
-def test_live_workers_are_those_not_stopped_with_a_recent_sign_of_life(db, monkeypatch):
+def test_live_workers_are_those_not_stopped_with_a_recent_sign_of_life(new_store, monkeypatch):
     import imagegen.server.jobs.store as store_module
 
     now = [1000.0]
     monkeypatch.setattr(store_module.time, "time", lambda: now[0])
-    store = JobStore(db)
+    store = new_store()
     store.set_worker("b", pid=2, state="ready")
     store.set_worker("a", pid=1, state="starting")
     store.set_worker("gone", pid=3, state="stopped")

@@ -23,7 +23,7 @@ from imagegen.server.catalog import ModelCatalog
 from imagegen.server.errors import ServiceUnavailable
 from imagegen.server.jobs.queue import JobQueue
 from imagegen.server.jobs.retention import Retention
-from imagegen.server.jobs.store import JobStore
+from imagegen.server.jobs.store import JobStore, open_store
 from imagegen.server.jobs.supervisor import Readiness, WorkerState, WorkerSupervisor
 from imagegen.server.jobs.urls import URLSigner, load_or_create_key
 from imagegen.server.metrics import reset_metrics_dir
@@ -89,7 +89,7 @@ class Services:
         try:
             key = load_or_create_key(self.settings.url_key_path)
             self._urls = URLSigner(key, ttl=self.settings.url_ttl, clock=self._clock)
-            store = self._store = JobStore(self.settings.database)
+            store = self._store = open_store(self.settings)
             requeued, ended = store.release(retries=self.settings.job_retries)
             if requeued or ended:
                 logger.warning(

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from imagegen.errors import InvalidRequest
 from imagegen.options import EngineOptions
@@ -21,6 +22,8 @@ _NOT_FOR_WORKERS = ("api_keys", "basic_auth", "host", "port")
 #: Longest ``url_ttl``: a signed URL works without credentials, so it must not live for ever, and its ``expires`` must
 #: stay within the digits :class:`imagegen.server.jobs.urls.URLSigner` accepts back.
 MAX_URL_TTL = 7 * 24 * 3600
+#: The URL schemes of ``store_url`` (PostgreSQL; libpq takes both).
+STORE_URL_SCHEMES = ("postgresql://", "postgres://")
 
 
 def is_loopback(host: str) -> bool:
@@ -31,6 +34,23 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (``user:PASSWORD@``, ``?password=``) replaced by ``***``, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            user_info, _, host = netloc.rpartition("@")
+            user, colon, _ = user_info.partition(":")
+            netloc = f"{user}:***@{host}" if colon else netloc
+        query = "&".join(
+            "password=***" if item.partition("=")[0].lower() == "password" else item for item in parts.query.split("&")
+        )
+        return urlunsplit(parts._replace(netloc=netloc, query=query if parts.query else ""))
+    except ValueError:
+        return url.partition("://")[0] + "://***"
 
 
 def default_data_dir() -> Path:
@@ -54,6 +74,9 @@ class ServerSettings:
     #: How the workers' engines run (device, dtype, memory savers) and where named models live.
     engine: EngineOptions = field(default_factory=EngineOptions)
     data_dir: Path = field(default_factory=default_data_dir)
+    #: The job store: None for ``<data_dir>/jobs.sqlite3``, or a PostgreSQL URL (``postgresql://user:pass@host:port/db``)
+    #: for a queue shared by several servers. Out of ``repr`` (it may hold a password); workers receive it.
+    store_url: str | None = field(default=None, repr=False)
     #: Bearer keys (any of them is accepted; also as the password of HTTP Basic auth on /sdapi).
     api_keys: tuple[str, ...] = ()
     #: A1111 ``--api-auth`` style (user, password) pairs for HTTP Basic auth on /sdapi.
@@ -126,6 +149,14 @@ class ServerSettings:
             )
         if not _number(self.batch_wait) or not 0 <= self.batch_wait <= 1:
             raise InvalidRequest("batch_wait", f"must be between 0 and 1 second, got {self.batch_wait!r}")
+        if self.store_url is not None and not (
+            isinstance(self.store_url, str) and self.store_url.startswith(STORE_URL_SCHEMES)
+        ):
+            raise InvalidRequest(
+                "store",
+                "must be a PostgreSQL URL, postgresql://USER:PASSWORD@HOST:PORT/DATABASE (or postgres://...), or left "
+                f"out for the SQLite database in the data directory; got {redact_url(str(self.store_url))!r}",
+            )
         if ":" not in self.engine_factory:
             raise InvalidRequest("engine_factory", f"must be 'module:callable', got {self.engine_factory!r}")
         if any(not key for key in self.api_keys):
@@ -176,7 +207,13 @@ class ServerSettings:
 
     @property
     def database(self) -> Path:
+        """The SQLite job store (used unless ``store_url`` names another)."""
         return self.data_dir / "jobs.sqlite3"
+
+    @property
+    def store_is_shared(self) -> bool:
+        """True when the job store may be shared with other servers (PostgreSQL): no server owns it alone."""
+        return self.store_url is not None
 
     @property
     def url_key_path(self) -> Path:

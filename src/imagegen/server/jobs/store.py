@@ -1,9 +1,14 @@
-"""The durable job store: one SQLite database (WAL mode) in the data directory, shared by the API and the workers.
+"""The durable job store: the jobs' tables in a database shared by the API and the workers.
+
+One SQLite file (WAL mode) in the data directory by default; a PostgreSQL database (``--store postgresql://...``,
+:mod:`imagegen.server.jobs.store_postgres`) where several servers share one queue. Both run the same SQL, written
+once here; a :class:`Database` only supplies connections, transactions and the few words of the schema that differ.
 
 Every state change is one short transaction, so a process killed at any moment leaves each job in a state it was
-really in. A job is claimed by exactly one worker (``BEGIN IMMEDIATE`` serialises writers across processes), and a
-worker only writes to a job it still holds (``WHERE worker = ? AND status = 'running'``): a worker presumed dead
-whose job was re-queued cannot overwrite the new attempt.
+really in. A job is claimed by exactly one worker (write transactions are serialised: ``BEGIN IMMEDIATE`` across
+SQLite's processes, an advisory lock across PostgreSQL's clients), and a worker only writes to a job it still holds
+(``WHERE worker = ? AND status = 'running'``): a worker presumed dead whose job was re-queued cannot overwrite the
+new attempt.
 """
 
 from __future__ import annotations
@@ -13,19 +18,25 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from string import Template
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from imagegen.errors import ImagegenError
 from imagegen.server.jobs.model import Job, JobStatus, Preview
 
-_SCHEMA = """
+if TYPE_CHECKING:
+    from imagegen.server.settings import ServerSettings
+
+# The words that differ between the dialects are $-placeholders: $seq (an auto-incrementing key), $real (a float),
+# $blob (bytes). Everything else is plain SQL both understand.
+_SCHEMA = Template("""
 CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,   -- submission order: the queue is FIFO on it
+    seq $seq,   -- submission order: the queue is FIFO on it
     id TEXT NOT NULL UNIQUE,
     status TEXT NOT NULL,
     dialect TEXT NOT NULL,
@@ -34,9 +45,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     batch_key TEXT NOT NULL DEFAULT '',
     idempotency_key TEXT UNIQUE,
     body_digest TEXT,
-    created_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
+    created_at $real NOT NULL,
+    started_at $real,
+    finished_at $real,
     step INTEGER NOT NULL DEFAULT 0,
     total_steps INTEGER NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -56,7 +67,7 @@ CREATE TABLE IF NOT EXISTS workers (
     pid INTEGER NOT NULL,
     state TEXT NOT NULL,          -- starting | ready | error | stopped
     detail TEXT NOT NULL DEFAULT '',
-    updated_at REAL NOT NULL
+    updated_at $real NOT NULL
 );
 -- The latest live preview of each running job that asked for previews (deleted when the job ends or is re-queued).
 -- Added without a version bump: CREATE TABLE IF NOT EXISTS gives an older database the table as it opens.
@@ -65,9 +76,14 @@ CREATE TABLE IF NOT EXISTS previews (
     step INTEGER NOT NULL,
     total_steps INTEGER NOT NULL,
     media_type TEXT NOT NULL,
-    image BLOB NOT NULL
+    image $blob NOT NULL
 );
-"""
+""")
+
+
+def schema(*, seq: str, real: str, blob: str) -> str:
+    """The tables in one dialect: ``seq`` an auto-incrementing integer primary key, ``real`` a float, ``blob`` bytes."""
+    return _SCHEMA.substitute(seq=seq, real=real, blob=blob)
 
 
 #: Bumped when the tables change; a database of another version is refused rather than misread.
@@ -76,6 +92,12 @@ SCHEMA_VERSION = 1
 
 class StoreVersionMismatch(ImagegenError):
     code = "store_version_mismatch"
+
+
+class StoreUnavailable(ImagegenError):
+    """The store's database cannot be reached (the message names it, without its password)."""
+
+    code = "store_unavailable"
 
 
 class Insert(str, Enum):
@@ -96,11 +118,62 @@ class WorkerState:
     updated_at: float
 
 
-class JobStore:
-    """Jobs in ``<data_dir>/jobs.sqlite3``. Thread-safe; open one per process."""
+class Row(Protocol):
+    """A result row, read by column name (``sqlite3.Row``, psycopg's ``dict_row``)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> Sequence[Any]: ...
+
+
+class Transaction(Protocol):
+    """What a write transaction offers the SQL: ``?`` placeholders in both dialects."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Cursor: ...
+
+
+class Database(Protocol):
+    """Where a :class:`JobStore` keeps its tables: connections, transactions and the dialect, nothing about jobs.
+
+    Opening one creates the tables and checks the schema version (:class:`StoreVersionMismatch`)."""
+
+    #: The database as a message may name it (a path, or a URL without its password).
+    name: str
+
+    def write(self, *, exclusive: bool = True) -> AbstractContextManager[Transaction]:
+        """One write transaction, serialised with every other (``exclusive=False``: only with exclusive ones, for
+        single-row writes such as progress and heartbeats that cannot conflict with each other)."""
+        ...
+
+    def read(self, sql: str, parameters: Sequence[Any] = ()) -> Sequence[Row]:
+        """One read statement, never waiting for a write transaction."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_store(settings: ServerSettings) -> JobStore:
+    """The store ``settings`` name: PostgreSQL for a ``store_url``, else the SQLite database in the data directory."""
+    if settings.store_url is None:
+        return JobStore(settings.database)
+    from imagegen.server.jobs.store_postgres import PostgresDatabase  # psycopg only where it is used
+
+    return JobStore(PostgresDatabase(settings.store_url))
+
+
+class SQLiteDatabase:
+    """``jobs.sqlite3`` in WAL mode: one write connection behind a lock, one read connection per thread."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.name = str(path)
         self._path = path
         # Reads go through one connection per thread (_reader), so a read never waits for another thread's write
         # transaction: a status read on the event loop must not stall the loop behind a slow write.
@@ -115,7 +188,7 @@ class JobStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             # NORMAL is durable across process crashes in WAL mode (only an OS crash may lose the last commits).
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+            self._db.executescript(schema(seq="INTEGER PRIMARY KEY AUTOINCREMENT", real="REAL", blob="BLOB"))
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -134,7 +207,8 @@ class JobStore:
                 connection.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def write(self, *, exclusive: bool = True) -> Iterator[Transaction]:
+        # SQLite has one writer at a time anyway: every transaction is exclusive.
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -143,6 +217,10 @@ class JobStore:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    def read(self, sql: str, parameters: Sequence[Any] = ()) -> Sequence[Row]:
+        rows: list[sqlite3.Row] = self._reader().execute(sql, parameters).fetchall()
+        return rows
 
     def _reader(self) -> sqlite3.Connection:
         """This thread's read connection (in WAL mode a read sees the last commit and takes no write lock)."""
@@ -155,12 +233,31 @@ class JobStore:
                 self._reader_connections.append(connection)  # closed with the store
         return connection
 
-    def _one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
-        row: sqlite3.Row | None = self._reader().execute(sql, params).fetchone()
-        return row
 
-    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        return self._reader().execute(sql, params).fetchall()
+class JobStore:
+    """The jobs in a :class:`Database`: a path opens ``jobs.sqlite3`` there (see :func:`open_store` for PostgreSQL).
+    Thread-safe; open one per process."""
+
+    def __init__(self, database: Path | Database) -> None:
+        self._database: Database = SQLiteDatabase(database) if isinstance(database, Path) else database
+
+    @property
+    def name(self) -> str:
+        """The database, as messages may name it (no password)."""
+        return self._database.name
+
+    def close(self) -> None:
+        self._database.close()
+
+    def _write(self, *, exclusive: bool = True) -> AbstractContextManager[Transaction]:
+        return self._database.write(exclusive=exclusive)
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        rows = self._database.read(sql, params)
+        return rows[0] if rows else None
+
+    def _all(self, sql: str, params: Sequence[Any] = ()) -> Sequence[Row]:
+        return self._database.read(sql, params)
 
     # Submitting and reading -----------------------------------------------------------------------------------------
 
@@ -183,7 +280,7 @@ class JobStore:
                 if row is not None:
                     same = row["body_digest"] == body_digest
                     return (Insert.EXISTING, _job(row)) if same else (Insert.CONFLICT, None)
-            queued = db.execute("SELECT count(*) FROM jobs WHERE status = 'queued'").fetchone()[0]
+            queued = db.execute("SELECT count(*) AS n FROM jobs WHERE status = 'queued'").fetchone()["n"]
             if queued >= max_queue:
                 return Insert.FULL, None
             db.execute(
@@ -219,24 +316,24 @@ class JobStore:
 
     def count(self, status: JobStatus | None = None) -> int:
         if status is None:
-            row = self._one("SELECT count(*) FROM jobs")
+            row = self._one("SELECT count(*) AS n FROM jobs")
         else:
-            row = self._one("SELECT count(*) FROM jobs WHERE status = ?", (status.value,))
-        return int(row[0]) if row is not None else 0
+            row = self._one("SELECT count(*) AS n FROM jobs WHERE status = ?", (status.value,))
+        return int(row["n"]) if row is not None else 0
 
     def count_by_status(self) -> dict[JobStatus, int]:
         """How many jobs have each status (statuses without jobs are left out)."""
-        rows = self._all("SELECT status, count(*) FROM jobs GROUP BY status")
-        return {JobStatus(row[0]): row[1] for row in rows}
+        rows = self._all("SELECT status, count(*) AS n FROM jobs GROUP BY status")
+        return {JobStatus(row["status"]): int(row["n"]) for row in rows}
 
     def queue_position(self, job_id: str) -> int | None:
         """0 for the next job to run; ``None`` unless the job is queued."""
         row = self._one(
-            "SELECT (SELECT count(*) FROM jobs q WHERE q.status = 'queued' AND q.seq < j.seq) FROM jobs j"
+            "SELECT (SELECT count(*) FROM jobs q WHERE q.status = 'queued' AND q.seq < j.seq) AS n FROM jobs j"
             " WHERE j.id = ? AND j.status = 'queued'",
             (job_id,),
         )
-        return int(row[0]) if row is not None else None
+        return int(row["n"]) if row is not None else None
 
     def running(self) -> list[Job]:
         return [_job(row) for row in self._all("SELECT * FROM jobs WHERE status = 'running' ORDER BY started_at")]
@@ -244,11 +341,11 @@ class JobStore:
     def recent_durations(self, limit: int = 20) -> list[float]:
         """Run times of the last succeeded jobs, for the Retry-After estimate."""
         rows = self._all(
-            "SELECT finished_at - started_at FROM jobs WHERE status = 'succeeded' AND started_at IS NOT NULL"
+            "SELECT finished_at - started_at AS seconds FROM jobs WHERE status = 'succeeded' AND started_at IS NOT NULL"
             " ORDER BY seq DESC LIMIT ?",
             (limit,),
         )
-        return [float(row[0]) for row in rows if row[0] is not None]
+        return [float(row["seconds"]) for row in rows if row["seconds"] is not None]
 
     # Worker side -----------------------------------------------------------------------------------------------------
 
@@ -287,7 +384,7 @@ class JobStore:
         return [_job(row) for row in rows]
 
     def set_progress(self, job_id: str, worker: str, step: int, total: int) -> None:
-        with self._write() as db:
+        with self._write(exclusive=False) as db:
             db.execute(
                 "UPDATE jobs SET step = ?, total_steps = ? WHERE id = ? AND worker = ? AND status = 'running'",
                 (step, total, job_id, worker),
@@ -295,10 +392,12 @@ class JobStore:
 
     def set_preview(self, job_id: str, worker: str, preview: Preview) -> None:
         """Replace the job's live preview, if this worker still runs it."""
-        with self._write() as db:
+        with self._write(exclusive=False) as db:
             db.execute(
-                "INSERT OR REPLACE INTO previews (job_id, step, total_steps, media_type, image)"
-                " SELECT id, ?, ?, ?, ? FROM jobs WHERE id = ? AND worker = ? AND status = 'running'",
+                "INSERT INTO previews (job_id, step, total_steps, media_type, image)"
+                " SELECT id, ?, ?, ?, ? FROM jobs WHERE id = ? AND worker = ? AND status = 'running'"
+                " ON CONFLICT (job_id) DO UPDATE SET step = excluded.step, total_steps = excluded.total_steps,"
+                " media_type = excluded.media_type, image = excluded.image",
                 (preview.step, preview.total_steps, preview.media_type, preview.image, job_id, worker),
             )
 
@@ -313,7 +412,7 @@ class JobStore:
 
     def cancel_requested(self, job_id: str) -> bool:
         row = self._one("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,))
-        return bool(row[0]) if row is not None else True
+        return bool(row["cancel_requested"]) if row is not None else True
 
     def finish(
         self,
@@ -358,7 +457,7 @@ class JobStore:
             return cursor.rowcount == 1
 
     def set_worker(self, worker: str, *, pid: int, state: str, detail: str = "") -> None:
-        with self._write() as db:
+        with self._write(exclusive=False) as db:
             db.execute(
                 "INSERT INTO workers (id, pid, state, detail, updated_at) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT(id) DO UPDATE SET pid = excluded.pid, state = excluded.state,"
@@ -368,7 +467,7 @@ class JobStore:
 
     def heartbeat(self, worker: str) -> None:
         """A live worker's sign of life: its lease on the jobs it runs is renewed (see :meth:`stale_workers`)."""
-        with self._write() as db:
+        with self._write(exclusive=False) as db:
             db.execute("UPDATE workers SET updated_at = ? WHERE id = ?", (time.time(), worker))
 
     def stale_workers(self, *, before: float) -> list[str]:
@@ -376,11 +475,11 @@ class JobStore:
         ``before`` (unix seconds), or never registered: where several servers share the store, their jobs are released
         by lease expiry (:meth:`release` with ``worker=``), not by a supervisor that saw the process die."""
         rows = self._all(
-            "SELECT DISTINCT j.worker FROM jobs j LEFT JOIN workers w ON w.id = j.worker"
+            "SELECT DISTINCT j.worker AS worker FROM jobs j LEFT JOIN workers w ON w.id = j.worker"
             " WHERE j.status = 'running' AND j.worker IS NOT NULL AND (w.updated_at IS NULL OR w.updated_at < ?)",
             (before,),
         )
-        return sorted(row[0] for row in rows)
+        return sorted(row["worker"] for row in rows)
 
     def worker(self, worker: str) -> WorkerState | None:
         row = self._one("SELECT * FROM workers WHERE id = ?", (worker,))
@@ -392,7 +491,7 @@ class JobStore:
 
     def live_workers(self, *, since: float) -> list[WorkerState]:
         """Workers not stopped that gave a sign of life since ``since`` (unix seconds), by id."""
-        rows = self._all("SELECT * FROM workers WHERE state != 'stopped' AND updated_at >= ? ORDER BY id", (since,))
+        rows = self._all("SELECT * FROM workers WHERE state <> 'stopped' AND updated_at >= ? ORDER BY id", (since,))
         return [
             WorkerState(
                 id=row["id"], pid=row["pid"], state=row["state"], detail=row["detail"], updated_at=row["updated_at"]
@@ -504,11 +603,11 @@ class JobStore:
         for start in range(0, len(wanted), 500):  # below SQLite's limit on bound parameters
             chunk = wanted[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            found.update(row[0] for row in self._all(f"SELECT id FROM jobs WHERE id IN ({marks})", chunk))
+            found.update(row["id"] for row in self._all(f"SELECT id FROM jobs WHERE id IN ({marks})", chunk))
         return found
 
 
-def _job(row: sqlite3.Row) -> Job:
+def _job(row: Row) -> Job:
     return Job(
         id=row["id"],
         status=JobStatus(row["status"]),

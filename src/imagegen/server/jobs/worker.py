@@ -36,7 +36,7 @@ from imagegen.server.jobs.model import (
     preview_interval,
     request_from_record,
 )
-from imagegen.server.jobs.store import JobStore
+from imagegen.server.jobs.store import JobStore, open_store
 from imagegen.server.metrics import MULTIPROC_ENV
 from imagegen.server.settings import ServerSettings
 
@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     worker_id = args[0] if args else f"w{os.getpid()}"
     settings = ServerSettings.from_worker_json(sys.stdin.readline())
     configure_logging()
-    store = JobStore(settings.database)
+    store = open_store(settings)
     store.set_worker(worker_id, pid=os.getpid(), state="starting")
     try:
         engine = load_factory(settings.engine_factory)(settings)
