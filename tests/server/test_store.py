@@ -20,17 +20,17 @@ def db(tmp_path):
 @pytest.fixture(params=["sqlite", "postgresql"])
 def new_store(request: pytest.FixtureRequest, db) -> Iterator[Callable[[], JobStore]]:
     """Opens another store on this test's database (each one its own connections, as another process would)."""
-    if request.param == "sqlite":
-        open_one: Callable[[], JobStore] = lambda: JobStore(db)  # noqa: E731
-    else:
-        from imagegen.server.jobs.store_postgres import PostgresDatabase
-
-        url = request.getfixturevalue("postgres_url")
-        open_one = lambda: JobStore(PostgresDatabase(url))  # noqa: E731
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
     opened: list[JobStore] = []
 
     def make() -> JobStore:
-        opened.append(store := open_one())
+        if url is None:
+            store = JobStore(db)
+        else:
+            from imagegen.server.jobs.store_postgres import PostgresDatabase
+
+            store = JobStore(PostgresDatabase(url))
+        opened.append(store)
         return store
 
     yield make
