@@ -37,6 +37,8 @@ from imagegen.server.settings import redact_url
 
 #: The advisory lock of the job store's write transactions ("imagegen" in ASCII), per database.
 WRITE_LOCK_KEY = 0x696D61676567656E
+#: How long a write connection may sit idle inside a transaction before the database ends its session.
+IDLE_IN_TRANSACTION = "60s"
 _VERSION_TABLE = "CREATE TABLE IF NOT EXISTS store_version (version INTEGER NOT NULL)"
 _T = TypeVar("_T")
 
@@ -92,7 +94,13 @@ class _Link:
                 connect_timeout=max(1, round(self._connect_timeout)),
                 application_name="imagegen",
             )
+            if not self._autocommit:
+                # A process stalled inside a write transaction would hold every server's write lock: the database
+                # ends such a session after a minute (the store's transactions last milliseconds).
+                self._connection.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}'")
+                self._connection.commit()
         except psycopg.Error as exc:
+            self.close()
             raise self.unavailable(exc) from exc
         return self._connection
 
@@ -169,7 +177,7 @@ class PostgresDatabase:
                 yield _PostgresTransaction(connection, self._writer)
             except BaseException:
                 if not connection.closed:
-                    # A broken connection: the server rolled back, and the next call reconnects.
+                    # Undo it (a broken connection was rolled back by the server already; the next call reconnects).
                     with suppress(psycopg.Error):
                         connection.rollback()
                 raise
