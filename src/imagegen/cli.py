@@ -322,6 +322,36 @@ def _serve_options(serve: argparse.ArgumentParser) -> None:
         help="delete finished jobs, their images and Idempotency-Keys this long after they end "
         "(default 168 = 7 days; 0 keeps them forever)",
     )
+    serve.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="run on Ray Serve: engines on replicas that Ray places and scales (a new local cluster, or the one at "
+        "ADDRESS, e.g. auto or ray://head:10001); needs the 'ray' extra",
+    )
+    serve.add_argument(
+        "--replicas",
+        type=_replica_range,
+        default=(1, 1),
+        metavar="MIN[:MAX]",
+        help="with --ray: engine replicas; with MAX above MIN, Ray adds replicas while jobs wait (default 1)",
+    )
+    serve.add_argument(
+        "--gpus-per-replica",
+        type=float,
+        default=None,
+        metavar="N",
+        help="with --ray: GPUs per engine replica (default 1 with --device cuda, else 0)",
+    )
+    serve.add_argument(
+        "--scale-down-delay",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="with --ray: seconds without waiting jobs before an extra replica is removed (default 60)",
+    )
     _engine_options(serve)
     serve.add_argument("--engine-factory", default=None, metavar="MODULE:CALLABLE", help=argparse.SUPPRESS)
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
@@ -836,6 +866,17 @@ def _serve_settings(args: argparse.Namespace) -> ServerSettings:
     )
 
 
+def _replica_range(text: str) -> tuple[int, int]:
+    low, _, high = text.partition(":")
+    try:
+        bounds = int(low), int(high or low)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be MIN or MIN:MAX (whole numbers), got {text!r}") from None
+    if bounds[0] < 1 or bounds[1] < bounds[0]:
+        raise argparse.ArgumentTypeError(f"needs 1 <= MIN <= MAX, got {text!r}")
+    return bounds
+
+
 def _serve_limits(args: argparse.Namespace) -> Limits:
     """The per-request limits from ``--max-*`` (each flag left out keeps :class:`Limits`' default)."""
     changes: dict[str, int] = {}
@@ -872,6 +913,8 @@ def _serve(args: argparse.Namespace) -> int:
         ) from None
     settings = _serve_settings(args)
     configure_logging(args.log_level)
+    if args.ray is not None:
+        return _serve_on_ray(args, settings)
     services = Services(settings)
     app = create_app(settings, services=services)
     # Before binding, so that these fail with one clear line instead of a startup traceback.
@@ -923,6 +966,22 @@ def _serve(args: argparse.Namespace) -> int:
     server = DrainingServer(config)
     server.run()
     return 0 if server.started else 1
+
+
+def _serve_on_ray(args: argparse.Namespace, settings: ServerSettings) -> int:
+    if args.workers != 1:
+        raise UsageError("--workers", "with --ray, engines are Ray replicas: use --replicas MIN[:MAX]")
+    try:
+        from imagegen.server.rayserve.app import Scaling
+        from imagegen.server.rayserve.cluster import serve_on_ray
+    except ImportError as exc:
+        raise UsageError("--ray", f"Ray Serve is not installed: pip install 'imagegen[ray]' ({exc})") from None
+    low, high = args.replicas
+    scaling = Scaling(
+        min_replicas=low, max_replicas=high, gpus=args.gpus_per_replica, downscale_delay_s=args.scale_down_delay
+    )
+    address = None if args.ray == "local" else args.ray
+    return serve_on_ray(settings, scaling, address=address, log_level=args.log_level)
 
 
 def _banner(settings: ServerSettings, services: Services, server: uvicorn.Server) -> None:

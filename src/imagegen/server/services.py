@@ -2,7 +2,9 @@
 
 - :class:`~imagegen.server.catalog.ModelCatalog`: the served models;
 - :class:`~imagegen.server.jobs.queue.JobQueue`: submit, read, cancel, follow jobs;
-- :class:`~imagegen.server.jobs.supervisor.WorkerSupervisor`: the worker processes;
+- a :class:`~imagegen.server.jobs.pool.WorkerPool`: what runs the jobs (worker processes of a
+  :class:`~imagegen.server.jobs.supervisor.WorkerSupervisor` by default, Ray Serve replicas with ``serve --ray``);
+- :class:`~imagegen.server.jobs.leases.LeaseReaper`: where servers share the store, re-queues the jobs of dead workers;
 - :class:`~imagegen.server.jobs.retention.Retention`: deletes expired results;
 - :class:`~imagegen.server.jobs.urls.URLSigner`: signs image URLs;
 - :class:`~imagegen.server.upscalers.UpscalerCatalog`: the upscalers the workers offer.
@@ -21,10 +23,12 @@ from typing import IO, TypeVar
 from imagegen.errors import ImagegenError
 from imagegen.server.catalog import ModelCatalog
 from imagegen.server.errors import ServiceUnavailable
+from imagegen.server.jobs.leases import LeaseReaper
+from imagegen.server.jobs.pool import PoolFactory, Readiness, WorkerPool, WorkerState
 from imagegen.server.jobs.queue import JobQueue
 from imagegen.server.jobs.retention import Retention
 from imagegen.server.jobs.store import JobStore, open_store
-from imagegen.server.jobs.supervisor import Readiness, WorkerState, WorkerSupervisor
+from imagegen.server.jobs.supervisor import WorkerSupervisor
 from imagegen.server.jobs.urls import URLSigner, load_or_create_key
 from imagegen.server.metrics import reset_metrics_dir
 from imagegen.server.settings import ServerSettings
@@ -40,17 +44,32 @@ class DataDirInUse(ImagegenError):
 
 
 class Services:
-    """The running parts of a server. ``clock`` gives unix seconds for URL expiry and retention (tests move it)."""
+    """The running parts of a server. ``clock`` gives unix seconds for URL expiry and retention (tests move it).
 
-    def __init__(self, settings: ServerSettings, *, clock: Callable[[], float] = time.time) -> None:
+    ``pool`` builds what runs the jobs (default: a :class:`WorkerSupervisor` of local worker processes). ``shared``
+    says other servers use the same store (Ray Serve ingress replicas; a PostgreSQL store is always shared): then the
+    data directory is not locked, jobs left running are not all taken back at start, and dead workers are found by
+    lease (:class:`LeaseReaper`) instead."""
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        pool: PoolFactory | None = None,
+        shared: bool = False,
+    ) -> None:
         self.settings = settings
+        self.shared = shared or settings.store_is_shared
+        self._pool_factory: PoolFactory = pool or WorkerSupervisor
         self.catalog = ModelCatalog(settings)
         self.upscalers = UpscalerCatalog(settings.engine)
         self._clock = clock
         self._draining = threading.Event()
         self._store: JobStore | None = None
         self._queue: JobQueue | None = None
-        self._supervisor: WorkerSupervisor | None = None
+        self._supervisor: WorkerPool | None = None
+        self._reaper: LeaseReaper | None = None
         self._retention: Retention | None = None
         self._urls: URLSigner | None = None
         self._lock_file: IO[bytes] | None = None
@@ -62,7 +81,7 @@ class Services:
         return _running(self._queue)
 
     @property
-    def supervisor(self) -> WorkerSupervisor:
+    def supervisor(self) -> WorkerPool:
         return _running(self._supervisor)
 
     @property
@@ -83,23 +102,29 @@ class Services:
         """Open the store, recover jobs a dead server left running, build the model catalog, start the workers."""
         for folder in (self.settings.data_dir, self.settings.images_dir, self.settings.inputs_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        self.claim_data_dir()
+        if not self.shared:
+            self.claim_data_dir()
         for warning in self.settings.warnings():
             logger.warning(warning)
         try:
             key = load_or_create_key(self.settings.url_key_path)
             self._urls = URLSigner(key, ttl=self.settings.url_ttl, clock=self._clock)
             store = self._store = open_store(self.settings)
-            requeued, ended = store.release(retries=self.settings.job_retries)
-            if requeued or ended:
-                logger.warning(
-                    "recovered jobs left running by a previous server",
-                    extra={"requeued": [j.id for j in requeued], "ended": [j.id for j in ended]},
-                )
+            if self.shared:
+                # Other servers' workers may be running jobs now: only those whose lease ran out are taken back.
+                self._reaper = LeaseReaper(self.settings, store, clock=self._clock)
+                self._reaper.sweep()
+            else:
+                requeued, ended = store.release(retries=self.settings.job_retries)
+                if requeued or ended:
+                    logger.warning(
+                        "recovered jobs left running by a previous server",
+                        extra={"requeued": [j.id for j in requeued], "ended": [j.id for j in ended]},
+                    )
             if not self.catalog.models():  # `imagegen serve` builds it before binding, to report a bad --model cleanly
                 self.catalog.refresh()
-            supervisor = self._supervisor = WorkerSupervisor(
-                self.settings, store, default_model=lambda: self.catalog.default_ref, draining=self._draining
+            supervisor = self._supervisor = self._pool_factory(
+                self.settings, store, lambda: self.catalog.default_ref, self._draining
             )
             self._queue = JobQueue(
                 self.settings,
@@ -110,9 +135,12 @@ class Services:
                 drained=supervisor.drained,
             )
             self._retention = Retention(self.settings, store, clock=self._clock)
-            reset_metrics_dir(self.settings.metrics_dir)
+            if not self.shared:  # shared: other servers' live workers write there too
+                reset_metrics_dir(self.settings.metrics_dir)
             supervisor.start()
             self._retention.start()
+            if self._reaper is not None:
+                self._reaper.start()
         except BaseException:
             self.stop()
             raise
@@ -121,10 +149,12 @@ class Services:
         """Stop the workers now. A job they were running goes back to the queue without counting as an attempt."""
         if self._retention is not None:
             self._retention.stop(timeout)
+        if self._reaper is not None:
+            self._reaper.stop(timeout)
         if self._supervisor is not None:
             self._supervisor.stop(timeout)
         store, self._store = self._store, None
-        self._queue = self._supervisor = self._retention = None
+        self._queue = self._supervisor = self._retention = self._reaper = None
         if store is not None:
             store.close()
         if self._lock_file is not None:

@@ -98,6 +98,9 @@ class ServerSettings:
     poll_interval: float = 0.1
     #: Seconds SIGTERM waits for running jobs before the workers are stopped.
     drain_timeout: float = 600.0
+    #: Seconds without a heartbeat after which a worker of a shared store (several servers, Ray replicas) is presumed
+    #: dead and its jobs are re-queued by another server. Workers beat every ``worker_lease / 5`` seconds.
+    worker_lease: float = 10.0
     #: Seconds a job may run before its worker is killed and the job fails as ``timeout`` (None: no limit).
     job_timeout: float | None = 3600.0
     #: Seconds a signed image URL (``?expires=...&sig=...``) stays valid; such a URL needs no API key.
@@ -147,6 +150,8 @@ class ServerSettings:
             raise InvalidRequest(
                 "cleanup_interval", f"must be a positive number of seconds, got {self.cleanup_interval!r}"
             )
+        if not _number(self.worker_lease) or not 1 <= self.worker_lease <= 3600:
+            raise InvalidRequest("worker_lease", f"must be between 1 and 3600 seconds, got {self.worker_lease!r}")
         if not _number(self.batch_wait) or not 0 <= self.batch_wait <= 1:
             raise InvalidRequest("batch_wait", f"must be between 0 and 1 second, got {self.batch_wait!r}")
         if self.store_url is not None and not (

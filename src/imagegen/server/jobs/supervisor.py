@@ -19,31 +19,20 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
 
+from imagegen.server.jobs.pool import Readiness, WorkerState
 from imagegen.server.jobs.store import JobStore
 from imagegen.server.metrics import MULTIPROC_ENV
 from imagegen.server.settings import ServerSettings
 
 logger = logging.getLogger("imagegen.server")
 
-__all__ = ["WorkerState", "WorkerSupervisor", "worker_environment"]
+__all__ = ["WorkerSupervisor", "worker_environment"]
 
 #: Words that mark an ``IMAGEGEN_*`` environment variable as a secret (``IMAGEGEN_API_KEYS``): never passed to workers.
 _SECRET_ENV_WORDS = frozenset({"KEY", "KEYS", "SECRET", "SECRETS", "TOKEN", "TOKENS", "PASSWORD", "PASSWORDS", "AUTH"})
 #: A worker that dies sooner than this after starting counts as crash-looping: restarts back off.
 _CRASH_LOOP_SECONDS = 10.0
-Readiness = Literal["ready", "draining", "not_running", "model_not_loadable", "worker_starting", "no_worker"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class WorkerState:
-    """One worker slot as ``/readyz`` reports it."""
-
-    index: int
-    alive: bool
-    #: starting | ready | error | stopped (from the store), or down when no process runs.
-    state: str
 
 
 @dataclass(kw_only=True)
@@ -69,7 +58,6 @@ class WorkerSupervisor:
         self,
         settings: ServerSettings,
         store: JobStore,
-        *,
         default_model: Callable[[], str | None],
         draining: threading.Event,
     ) -> None:
@@ -209,14 +197,19 @@ class WorkerSupervisor:
         if code is None:
             self._enforce_timeout(slot)
             return
-        with slot.lock:
-            slot.process = None
         fail_as = None
         if slot.timed_out:
             message = f"the job ran longer than {self.settings.job_timeout:g} s (--job-timeout); its worker was stopped"
             fail_as = ("timeout", message)
+        # Release first: if the store cannot be written (a full disk), the dead process stays on record and the next
+        # check tries again, rather than a new worker starting while the dead one's jobs stay "running" for good.
         requeued, ended = self.store.release(retries=self.settings.job_retries, worker=slot.id, fail_as=fail_as)
-        self.store.set_worker(slot.id, pid=0, state="stopped", detail=f"exit code {code}")
+        with slot.lock:
+            slot.process = None
+        try:
+            self.store.set_worker(slot.id, pid=0, state="stopped", detail=f"exit code {code}")
+        except Exception:  # only the record of a worker that is gone; its jobs were released above
+            logger.warning("cannot record a stopped worker", extra={"worker": slot.id}, exc_info=True)
         if self._draining.is_set() and code == 0 and not requeued and not ended:
             return  # drained as asked
         self.restarts += 1

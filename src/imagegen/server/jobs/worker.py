@@ -148,30 +148,38 @@ class Worker:
         self.drain.set()
         self.wake.set()
 
+    @property
+    def batching(self) -> bool:
+        return self.settings.max_batch > 1 and hasattr(self.engine, "generate_batch")
+
     def serve(self) -> None:
         idle_wait = max(self.settings.poll_interval * 5, 0.2)
-        batching = self.settings.max_batch > 1 and hasattr(self.engine, "generate_batch")
         idle = False
         while not self.drain.is_set():
-            if idle and batching and self.settings.batch_wait:
+            if idle and self.batching and self.settings.batch_wait:
                 # Just woken: jobs submitted together arrive a few milliseconds apart; wait for their company.
                 time.sleep(self.settings.batch_wait)
-            jobs = self.store.claim(
-                self.id,
-                max_jobs=self.settings.max_batch if batching else 1,
-                max_images=self.settings.max_batch_images,
-            )
-            if not jobs:
+            if not self.run_next():
                 # Woken at once by the API on submit; the timeout only covers a lost wake-up.
                 self.wake.wait(idle_wait)
                 self.wake.clear()
                 idle = True
                 continue
             idle = False
-            if len(jobs) == 1:
-                self.run(jobs[0])
-            else:
-                self.run_batch(jobs)
+
+    def run_next(self) -> list[str]:
+        """Claim the next job (with the compatible jobs queued right behind it, when batching) and run it to its end.
+        Returns the ids of the jobs run: none when the queue was empty."""
+        jobs = self.store.claim(
+            self.id,
+            max_jobs=self.settings.max_batch if self.batching else 1,
+            max_images=self.settings.max_batch_images,
+        )
+        if len(jobs) == 1:
+            self.run(jobs[0])
+        elif jobs:
+            self.run_batch(jobs)
+        return [job.id for job in jobs]
 
     def run(self, job: Job) -> None:
         """Run one claimed job to its end and record the outcome."""
@@ -339,6 +347,32 @@ class Worker:
         }
 
 
+class Heartbeat:
+    """A worker's sign of life in the store every ``settings.worker_lease / 5`` seconds, from its own thread (a long
+    denoising step must not let the lease run out): where servers share a store, a worker that stops beating has its
+    jobs re-queued by another server (:class:`~imagegen.server.jobs.leases.LeaseReaper`)."""
+
+    def __init__(self, store: JobStore, worker_id: str, settings: ServerSettings) -> None:
+        self._store = store
+        self._id = worker_id
+        self._interval = settings.worker_lease / 5
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._store.heartbeat(self._id)
+            except Exception:  # a locked or unreachable store: the next beat tries again
+                logger.warning("heartbeat failed", extra={"worker": self._id}, exc_info=True)
+
+
 def encode_preview(picture: Image, step: int, total: int) -> Preview:
     """A live preview as stored and served: JPEG."""
     buffer = io.BytesIO()
@@ -374,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     store = open_store(settings)
     store.set_worker(worker_id, pid=os.getpid(), state="starting")
+    Heartbeat(store, worker_id, settings).start()
     try:
         engine = load_factory(settings.engine_factory)(settings)
     except (ImportError, ImagegenError) as exc:
