@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+
+#: SQLite's result code for "database or disk is full".
+_SQLITE_FULL = 13
+#: PostgreSQL's SQLSTATE for "disk full" (class 53: insufficient resources).
+_PG_DISK_FULL = "53100"
+
 
 class ImagegenError(Exception):
     """Base class of every error imagegen raises on purpose."""
@@ -55,3 +62,28 @@ class Cancelled(ImagegenError):
     """The caller cancelled the generation; raised between denoising steps."""
 
     code = "cancelled"
+
+
+class DiskFull(ImagegenError):
+    """A folder imagegen writes to (the server's data directory: job database, images) has no space left."""
+
+    code = "disk_full"
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc``, or the exception it was raised from, says that a disk is full: ``ENOSPC`` or ``EDQUOT`` from
+    the OS, ``SQLITE_FULL`` from SQLite, SQLSTATE 53100 from PostgreSQL, or :class:`DiskFull`."""
+    current: BaseException | None = exc
+    for _ in range(8):  # a bounded walk: a cause chain may loop
+        if current is None:
+            return False
+        if isinstance(current, DiskFull):
+            return True
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if getattr(current, "sqlite_errorcode", None) == _SQLITE_FULL:
+            return True
+        if getattr(current, "sqlstate", None) == _PG_DISK_FULL:
+            return True
+        current = current.__cause__
+    return False

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException
 
 from imagegen.errors import (
     Cancelled,
+    DiskFull,
     GenerationFailed,
     ImagegenError,
     InvalidRequest,
@@ -30,6 +31,7 @@ from imagegen.errors import (
     ModelNotFound,
     ResourceExhausted,
     UnsafeModelFile,
+    is_disk_full,
 )
 
 logger = logging.getLogger("imagegen.server")
@@ -118,6 +120,9 @@ class PayloadTooLarge(HTTPException):
         super().__init__(status_code=413, detail=f"request body must be at most {limit} bytes")
 
 
+#: Seconds a client is asked to wait after a 507 (disk full): an operator has to free space.
+DISK_FULL_RETRY_AFTER = 30
+
 #: Status of each error class; the first matching base class wins, so subclasses come first.
 _STATUS: tuple[tuple[type[ImagegenError], int], ...] = (
     (InvalidRequest, 400),
@@ -136,6 +141,7 @@ _STATUS: tuple[tuple[type[ImagegenError], int], ...] = (
     (GenerationFailed, 500),
     (ResourceExhausted, 503),
     (ServiceUnavailable, 503),
+    (DiskFull, 507),
 )
 _HTTP_CODES = MappingProxyType(
     {400: "invalid_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
@@ -163,6 +169,8 @@ def error_info(exc: Exception) -> ErrorInfo:
         headers: dict[str, str] = {}
         if isinstance(exc, (QueueFull, ServiceUnavailable)):
             headers["Retry-After"] = str(exc.retry_after)
+        if isinstance(exc, DiskFull):
+            headers["Retry-After"] = str(DISK_FULL_RETRY_AFTER)
         if isinstance(exc, Unauthorized):
             headers["WWW-Authenticate"] = f'{exc.scheme} realm="imagegen"'
         if isinstance(exc, InvalidRequest):
@@ -174,6 +182,13 @@ def error_info(exc: Exception) -> ErrorInfo:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         return ErrorInfo(status=exc.status_code, code=code, message=message, headers=exc.headers or {})
+    if is_disk_full(exc):  # a write of any route (the job database, an image): nothing the client can fix
+        return ErrorInfo(
+            status=507,
+            code=DiskFull.code,
+            message="the server has no disk space left; retry once space is freed",
+            headers={"Retry-After": str(DISK_FULL_RETRY_AFTER)},
+        )
     return ErrorInfo(status=500, code="internal_error", message="internal server error (see the server log)")
 
 

@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 
 from imagegen.errors import (
     Cancelled,
+    DiskFull,
     GenerationFailed,
     ImagegenError,
     InvalidRequest,
@@ -70,7 +71,10 @@ __all__ = [
 
 #: The exception a failed job's recorded error code stands for, so it gets the same status as when raised directly.
 _JOB_ERRORS: Mapping[str, type[ImagegenError]] = MappingProxyType(
-    {cls.code: cls for cls in (ModelNotFound, UnsafeModelFile, ModelLoadError, GenerationFailed, ResourceExhausted)}
+    {
+        cls.code: cls
+        for cls in (ModelNotFound, UnsafeModelFile, ModelLoadError, GenerationFailed, ResourceExhausted, DiskFull)
+    }
 )
 
 

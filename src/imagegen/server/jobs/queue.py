@@ -19,7 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from imagegen.errors import InvalidRequest
+from imagegen.errors import DiskFull, InvalidRequest, is_disk_full
 from imagegen.requests import GenerationRequest, UpscaleRequest
 from imagegen.rules import (
     check_hires,
@@ -130,19 +130,30 @@ class JobQueue:
             record[PREVIEW_EVERY] = preview_every
         if (request_id := REQUEST_ID.get()) is not None:
             record[REQUEST_ID_FIELD] = request_id
-        for name, image in images.items():
-            image.save(self.settings.inputs_dir / str(record[name]), format="PNG")
-        # 3. One transaction: idempotency, the queue bound, the insert.
-        outcome, job = self.store.insert(
-            job_id=job_id,
-            dialect=dialect,
-            model=model,
-            request=record,
-            batch_key=batch_key(record),
-            max_queue=self.settings.max_queue,
-            idempotency_key=idempotency_key,
-            body_digest=digest,
-        )
+        try:
+            for name, image in images.items():
+                image.save(self.settings.inputs_dir / str(record[name]), format="PNG")
+            # 3. One transaction: idempotency, the queue bound, the insert.
+            outcome, job = self.store.insert(
+                job_id=job_id,
+                dialect=dialect,
+                model=model,
+                request=record,
+                batch_key=batch_key(record),
+                max_queue=self.settings.max_queue,
+                idempotency_key=idempotency_key,
+                body_digest=digest,
+            )
+        except Exception as exc:
+            # Nothing was stored (a failed insert rolls back): say so, rather than accept a job that is not there.
+            for name in input_names(record):
+                (self.settings.inputs_dir / name).unlink(missing_ok=True)
+            if is_disk_full(exc):
+                raise DiskFull(
+                    f"no space left in the data directory {self.settings.data_dir}: the job was not stored; "
+                    "retry once space is freed"
+                ) from exc
+            raise
         if outcome is not Insert.CREATED:
             for name in input_names(record):
                 (self.settings.inputs_dir / name).unlink(missing_ok=True)

@@ -23,9 +23,10 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from imagegen.errors import Cancelled, GenerationFailed, ImagegenError
+from imagegen.errors import Cancelled, DiskFull, GenerationFailed, ImagegenError, is_disk_full
 from imagegen.requests import GenerationRequest, GenerationResult, UpscaleRequest, UpscaleResult
 from imagegen.server.jobs.model import (
     REQUEST_ID_FIELD,
@@ -159,7 +160,15 @@ class Worker:
             if idle and self.batching and self.settings.batch_wait:
                 # Just woken: jobs submitted together arrive a few milliseconds apart; wait for their company.
                 time.sleep(self.settings.batch_wait)
-            if not self.run_next():
+            try:
+                ran = self.run_next()
+            except Exception as exc:
+                if not is_disk_full(exc):
+                    raise
+                # Not even a claim can be written: wait for space rather than die (a restarted worker fares no better).
+                logger.warning("disk full: cannot claim a job; waiting for space", extra={"worker": self.id})
+                ran = []
+            if not ran:
                 # Woken at once by the API on submit; the timeout only covers a lost wake-up.
                 self.wake.wait(idle_wait)
                 self.wake.clear()
@@ -209,7 +218,7 @@ class Worker:
             fields = {"error_code": exc.code, "error_message": str(exc)}
         except Exception as exc:  # the engine or a model raised something unforeseen: fail this job, keep serving
             logger.error("job crashed", extra=self._log(job), exc_info=True)
-            fields = _crash(exc)
+            fields = _crash(exc, self.settings.data_dir)
         self._finish(job, status, fields, started)
 
     def run_batch(self, jobs: list[Job]) -> None:
@@ -249,7 +258,7 @@ class Worker:
         except Exception as exc:  # the engine failed as a whole: every job of the batch fails with the cause
             logger.error("batch crashed", extra={"worker": self.id, **batch}, exc_info=True)
             outcomes = [GenerationFailed(str(exc)[:1000]) for _ in runnable]
-            crash: dict[str, Any] | None = _crash(exc)
+            crash: dict[str, Any] | None = _crash(exc, self.settings.data_dir)
         else:
             crash = None
         for (job, _, _), outcome in zip(runnable, outcomes, strict=True):
@@ -266,7 +275,7 @@ class Worker:
                     fields = self._save(job, outcome)
                 except Exception as exc:  # a disk error writing one job's images fails that job only
                     logger.error("saving failed", extra=self._log(job), exc_info=True)
-                    self._finish(job, JobStatus.FAILED, _crash(exc), started)
+                    self._finish(job, JobStatus.FAILED, _crash(exc, self.settings.data_dir), started)
                     continue
                 self._finish(job, JobStatus.SUCCEEDED, fields, started)
 
@@ -279,7 +288,19 @@ class Worker:
         }
 
     def _finish(self, job: Job, status: JobStatus, fields: dict[str, Any], started: float) -> None:
-        held = self.store.finish(job.id, self.id, status, **fields)
+        delay = 0.2
+        while True:
+            try:
+                held = self.store.finish(job.id, self.id, status, **fields)
+                break
+            except Exception as exc:
+                if not is_disk_full(exc):
+                    raise
+                # Dying would leave the job to a retry that fails the same way: hold it, record the end once space
+                # is freed (or a stop of the server re-queues it).
+                logger.warning("disk full: cannot record the job's end; retrying", extra=self._log(job))
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
         if held:
             # The inputs are only kept for a retry; once the job has ended they are no longer needed.
             for name in input_names(job.request):
@@ -330,13 +351,19 @@ class Worker:
 
         folder = self.settings.images_dir
         folder.mkdir(parents=True, exist_ok=True)
-        names = []
-        for i, (image, infotext) in enumerate(zip(result.images, result.infotexts, strict=True)):
-            name = f"{job.id}-{i}.png"
-            partial = folder / f".{name}.partial"
-            write_image(image, infotext, partial)
-            os.replace(partial, folder / name)  # atomic: the API never serves half a file
-            names.append(name)
+        names: list[str] = []
+        try:
+            for i, (image, infotext) in enumerate(zip(result.images, result.infotexts, strict=True)):
+                name = f"{job.id}-{i}.png"
+                partial = folder / f".{name}.partial"
+                write_image(image, infotext, partial)
+                os.replace(partial, folder / name)  # atomic: the API never serves half a file
+                names.append(name)
+        except BaseException:
+            # A failed job keeps no images, and on a full disk every byte given back helps record the failure.
+            for name in [*names, f".{job.id}-{len(names)}.png.partial"]:
+                (folder / name).unlink(missing_ok=True)
+            raise
         return {
             "model": result.model,
             "images": names,
@@ -380,9 +407,16 @@ def encode_preview(picture: Image, step: int, total: int) -> Preview:
     return Preview(step=step, total_steps=total, media_type="image/jpeg", image=buffer.getvalue())
 
 
-def _crash(exc: BaseException) -> dict[str, Any]:
-    """The recorded failure of an exception nobody foresaw: its type and message, as ``internal_error``."""
+def _crash(exc: BaseException, data_dir: Path) -> dict[str, Any]:
+    """The recorded failure of an exception nobody foresaw: its type and message, as ``internal_error`` (or as
+    ``disk_full`` when the data directory ran out of space: the operator's to fix, not a bug)."""
     message = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:1000]
+    if is_disk_full(exc):
+        return {
+            "error_code": DiskFull.code,
+            "error_message": f"no space left in the data directory {data_dir}: the job's progress or images could "
+            f"not be written ({message}); submit it again once space is freed",
+        }
     return {"error_code": "internal_error", "error_message": message}
 
 
