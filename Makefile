@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e ".[serve,dev]"
+	$(PIP) install -q -e ".[serve,ray,dev]"
 	# open-clip-torch only carries the CLIP BPE vocabulary the tokenizer tests check against; its
 	# dependencies (torchvision) would replace torch, so it is installed without them.
 	$(PIP) install -q --no-deps "open-clip-torch==3.3.0"

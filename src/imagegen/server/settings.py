@@ -100,7 +100,7 @@ class ServerSettings:
     drain_timeout: float = 600.0
     #: Seconds without a heartbeat after which a worker of a shared store (several servers, Ray replicas) is presumed
     #: dead and its jobs are re-queued by another server. Workers beat every ``worker_lease / 5`` seconds.
-    worker_lease: float = 10.0
+    worker_lease: float = 5.0
     #: Seconds a job may run before its worker is killed and the job fails as ``timeout`` (None: no limit).
     job_timeout: float | None = 3600.0
     #: Seconds a signed image URL (``?expires=...&sig=...``) stays valid; such a URL needs no API key.

@@ -28,7 +28,7 @@ from ray.serve.handle import DeploymentHandle
 from imagegen.errors import ImagegenError, InvalidRequest
 from imagegen.options import EngineOptions
 from imagegen.requests import Limits
-from imagegen.server.jobs.store import JobStore
+from imagegen.server.jobs.store import open_store
 from imagegen.server.jobs.worker import Heartbeat, Worker, load_factory
 from imagegen.server.rayserve.pool import RayWorkerPool
 from imagegen.server.settings import ServerSettings
@@ -127,7 +127,7 @@ class EngineReplica:
     def __init__(self, worker_json: str) -> None:
         settings = self.settings = ServerSettings.from_worker_json(worker_json)
         self.id = f"ray-{serve.get_replica_context().replica_id.unique_id}"
-        self.store = JobStore(settings.database)
+        self.store = open_store(settings)
         self.store.set_worker(self.id, pid=os.getpid(), state="starting")
         self.heartbeat = Heartbeat(self.store, self.id, settings)
         self.heartbeat.start()
