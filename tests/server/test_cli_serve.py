@@ -49,6 +49,10 @@ def test_flags_and_environment_make_the_settings(monkeypatch, tmp_path):
         (["--api-auth", "alice"], "argument --api-auth"),
         (["--max-queue", "0"], "argument --max-queue"),
         (["--port", "70000"], "argument --port"),
+        (["--ray", "--replicas", "0"], "argument --replicas"),
+        (["--ray", "--replicas", "3:2"], "argument --replicas: needs 1 <= MIN <= MAX"),
+        (["--ray", "--replicas", "a:b"], "argument --replicas: must be MIN or MIN:MAX"),
+        (["--ray", "--workers", "2"], "--workers: with --ray, engines are Ray replicas"),
     ],
 )
 def test_bad_serve_arguments_exit_2_naming_the_argument(monkeypatch, capsys, tmp_path, argv, message):
@@ -122,3 +126,22 @@ def test_limit_flags_are_in_the_help(capsys):
     for flag in ("--max-size WxH", "--max-pixels N|WxH", "--max-steps N", "--max-images N", "--max-input-pixels N|WxH"):
         assert flag in help_text
     assert "--max-input-mb MB" in help_text
+
+
+def test_ray_flags_make_the_scaling(monkeypatch, tmp_path):
+    pytest.importorskip("ray.serve", reason="Ray Serve is not installed (the 'ray' extra)")
+    monkeypatch.delenv("IMAGEGEN_API_KEYS", raising=False)
+    seen = {}
+
+    def fake_serve_on_ray(settings, scaling, *, address, log_level):
+        seen.update(settings=settings, scaling=scaling, address=address)
+        return 0
+
+    monkeypatch.setattr("imagegen.server.rayserve.cluster.serve_on_ray", fake_serve_on_ray)
+    argv = ["serve", "--data-dir", str(tmp_path), "--ray", "--replicas", "2:4", "--scale-down-delay", "30"]
+    assert main(argv) == 0
+    scaling = seen["scaling"]
+    assert (scaling.min_replicas, scaling.max_replicas, scaling.downscale_delay_s) == (2, 4, 30.0)
+    assert (scaling.gpus, seen["address"], seen["settings"].data_dir) == (None, None, tmp_path)
+    assert main(["serve", "--data-dir", str(tmp_path), "--ray", "auto", "--gpus-per-replica", "0.5"]) == 0
+    assert (seen["address"], seen["scaling"].gpus, seen["scaling"].min_replicas) == ("auto", 0.5, 1)

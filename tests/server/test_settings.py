@@ -45,6 +45,9 @@ def test_worker_settings_round_trip_without_secrets(tmp_path):
         ({"api_keys": ("",)}, "api_key"),
         ({"basic_auth": (("alice", ""),)}, "api_auth"),
         ({"port": -1}, "port"),
+        ({"worker_lease": 0.5}, "worker_lease"),
+        ({"worker_lease": 3601}, "worker_lease"),
+        ({"worker_lease": float("nan")}, "worker_lease"),
     ],
 )
 def test_bad_settings_name_the_setting(tmp_path, overrides, field):

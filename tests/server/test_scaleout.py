@@ -1,0 +1,333 @@
+"""The parts of scale-out that need no cluster: lease recovery, a shared store's start, the Ray pool's dispatching
+(with a stand-in for Ray's handle), the Ray application's settings and scaling arguments, ``--replicas``."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from imagegen.errors import InvalidRequest
+from imagegen.options import EngineOptions
+from imagegen.requests import Limits
+from imagegen.server.jobs.leases import LeaseReaper
+from imagegen.server.jobs.model import JobStatus
+from imagegen.server.jobs.store import JobStore
+from imagegen.server.services import DataDirInUse, Services
+from imagegen.server.settings import ServerSettings
+
+
+def _queue(store: JobStore, *ids: str) -> None:
+    for job_id in ids:
+        store.insert(
+            job_id=job_id, dialect="native", model="m", request={"prompt": job_id}, batch_key="", max_queue=100
+        )
+
+
+class _Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_reaper_releases_only_workers_whose_lease_ran_out(tmp_path, monkeypatch):
+    import imagegen.server.jobs.store as store_module
+
+    clock = _Clock(1000.0)
+    monkeypatch.setattr(store_module.time, "time", clock)
+    settings = ServerSettings(data_dir=tmp_path, worker_lease=5.0, job_retries=1)
+    store = JobStore(settings.database)
+    _queue(store, "a", "b", "c")
+    for worker in ("dead", "alive"):
+        store.set_worker(worker, pid=1, state="ready")
+    store.claim("dead")
+    store.release(retries=1, worker="dead")  # "a" ran once before: its retry is spent after this attempt
+    assert [j.id for j in store.claim("dead")] == ["a"]
+    assert [j.id for j in store.claim("alive")] == ["b"]
+    assert [j.id for j in store.claim("dead")] == ["c"]
+    clock.now = 1004.0
+    store.heartbeat("alive")
+    clock.now = 1006.0
+    reaper = LeaseReaper(settings, store, clock=clock)
+    assert reaper.sweep() == ["dead"]
+    assert reaper.expired == 1
+    jobs = {job.id: job for job in store.list_jobs(limit=10)}
+    assert jobs["b"].status is JobStatus.RUNNING and jobs["b"].worker == "alive"
+    assert (jobs["a"].status, jobs["a"].error_code) == (JobStatus.FAILED, "worker_lost")
+    assert (jobs["c"].status, jobs["c"].worker) == (JobStatus.QUEUED, None)
+    dead = store.worker("dead")
+    assert (dead.state, dead.detail) == ("stopped", "lease expired")
+    assert reaper.sweep() == []  # released once
+    clock.now = 1009.5  # the live worker's lease runs out too, once it stops beating
+    assert reaper.sweep() == ["alive"]
+
+
+def test_the_reaper_thread_sweeps_every_half_lease(tmp_path):
+    settings = ServerSettings(data_dir=tmp_path, worker_lease=1.0)
+    store = JobStore(settings.database)
+    _queue(store, "a")
+    store.claim("ghost")  # a worker that never registered
+    reaper = LeaseReaper(settings, store)
+    reaper.start()
+    try:
+        deadline = time.monotonic() + 5
+        while store.get("a").status is not JobStatus.QUEUED:
+            assert time.monotonic() < deadline, "the reaper thread never released the job"
+            time.sleep(0.05)
+    finally:
+        reaper.stop()
+
+
+class _IdlePool:
+    """A WorkerPool that runs nothing (the tests look at what the services do around it)."""
+
+    restarts = 0
+
+    def __init__(self, settings, store, default_model, draining) -> None:
+        self.store = store
+        self.started = False
+
+    def start(self) -> None:
+        self.started = True
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.started = False
+
+    def drain(self) -> None: ...
+
+    def wake(self) -> None: ...
+
+    def drained(self) -> bool:
+        return True
+
+    def wait_drained(self, timeout: float) -> bool:
+        return True
+
+    def readiness(self):
+        return "ready"
+
+    def workers(self):
+        return []
+
+
+def test_servers_sharing_a_store_leave_each_others_running_jobs_alone(settings):
+    settings = ServerSettings(**{**settings.__dict__, "worker_lease": 5.0})
+    store = JobStore(settings.database)
+    _queue(store, "live", "stale")
+    store.set_worker("other-node", pid=1, state="ready")
+    store.claim("other-node")
+    store.claim("gone-node")  # no heartbeat at all
+    first = Services(settings, pool=_IdlePool, shared=True)
+    second = Services(settings, pool=_IdlePool, shared=True)
+    first.start()
+    try:
+        second.start()  # no data directory lock between servers of one store
+        assert store.get("live").status is JobStatus.RUNNING  # its worker beats: not taken back
+        assert store.get("stale").status is JobStatus.QUEUED
+        assert first.supervisor.started and second.supervisor.started
+        second.stop()
+    finally:
+        first.stop()
+
+
+def test_a_server_of_its_own_store_takes_back_every_running_job_and_locks_the_data_dir(settings):
+    store = JobStore(settings.database)
+    _queue(store, "live")
+    store.set_worker("w", pid=1, state="ready")
+    store.claim("w")
+    services = Services(settings, pool=_IdlePool)
+    services.start()
+    try:
+        assert store.get("live").status is JobStatus.QUEUED
+        with pytest.raises(DataDirInUse):
+            Services(settings, pool=_IdlePool).start()
+    finally:
+        services.stop()
+
+
+# The Ray application's arguments ------------------------------------------------------------------------------------
+
+ray_app = pytest.importorskip("imagegen.server.rayserve.app", reason="Ray Serve is not installed (the 'ray' extra)")
+
+
+def test_settings_travel_to_the_replicas_and_back(tmp_path):
+    settings = ServerSettings(
+        data_dir=tmp_path,
+        models=("a", "b"),
+        api_keys=("k1",),
+        basic_auth=(("alice", "pw"),),
+        limits=Limits(max_steps=20),
+        engine=EngineOptions(device="cpu", max_loaded=3),
+        job_timeout=None,
+        worker_lease=7.0,
+    )
+    args = ray_app.settings_to_args(settings)
+    assert ray_app.settings_from_args(args, environ={}) == settings
+
+
+def test_partial_settings_keep_defaults_and_keys_may_come_from_the_environment(tmp_path):
+    settings = ray_app.settings_from_args(
+        {"data_dir": str(tmp_path), "engine": {"device": "cpu"}}, environ={"IMAGEGEN_API_KEYS": "k1, k2,"}
+    )
+    assert settings.max_queue == ServerSettings().max_queue
+    assert settings.engine == EngineOptions(device="cpu")
+    assert settings.api_keys == ("k1", "k2")
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"max_queeu": 3}, "settings.max_queeu"),
+        ({"engine": {"devise": "cpu"}}, "settings.engine"),
+        ({"limits": "big"}, "settings.limits"),
+        ({"max_queue": 0}, "max_queue"),
+    ],
+)
+def test_bad_settings_arguments_name_the_field(values, field):
+    with pytest.raises(InvalidRequest) as error:
+        ray_app.settings_from_args(values, environ={})
+    assert error.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("replicas", "field"),
+    [
+        ({"min_replicas": 0}, "replicas.min_replicas"),
+        ({"min_replicas": 2, "max_replicas": 1}, "replicas.max_replicas"),
+        ({"ingress_replicas": True}, "replicas.ingress_replicas"),
+        ({"gpus": -1}, "replicas.gpus"),
+        ({"cpus": "one"}, "replicas.cpus"),
+        ({"downscale_delay_s": -5}, "replicas.downscale_delay_s"),
+    ],
+)
+def test_bad_scaling_names_the_field(replicas, field):
+    with pytest.raises(InvalidRequest) as error:
+        ray_app.Scaling(**replicas)
+    assert error.value.field == field
+
+
+def test_the_application_builder_checks_its_arguments():
+    with pytest.raises(InvalidRequest) as error:
+        ray_app.app_builder({"setings": {}})
+    assert error.value.field == "setings"
+    with pytest.raises(InvalidRequest) as error:
+        ray_app.app_builder({"replicas": {"max": 3}})
+    assert error.value.field == "replicas"
+
+
+def test_engine_replicas_get_a_gpu_when_the_device_is_cuda():
+    assert ray_app.Scaling().gpus_for(EngineOptions(device="cuda")) == 1.0
+    assert ray_app.Scaling().gpus_for(EngineOptions(device="cuda:1")) == 1.0
+    assert ray_app.Scaling().gpus_for(EngineOptions()) == 0.0
+    assert ray_app.Scaling(gpus=0.5).gpus_for(EngineOptions(device="cpu")) == 0.5
+
+
+def test_autoscaling_only_when_max_is_above_min(tmp_path):
+    settings = ServerSettings(data_dir=tmp_path)
+    fixed = ray_app.build_application(settings, ray_app.Scaling(min_replicas=2, max_replicas=2))
+    scaled = ray_app.build_application(settings, ray_app.Scaling(min_replicas=1, max_replicas=3, gpus=1))
+    engine_fixed = _engine_deployment(fixed)
+    engine_scaled = _engine_deployment(scaled)
+    assert engine_fixed.num_replicas == 2
+    assert engine_fixed._deployment_config.autoscaling_config is None
+    auto = engine_scaled._deployment_config.autoscaling_config
+    assert (auto.min_replicas, auto.max_replicas, auto.target_ongoing_requests) == (1, 3, 1)
+    assert engine_scaled.ray_actor_options["num_gpus"] == 1
+    assert engine_scaled.max_ongoing_requests == 1
+    ingress = scaled._bound_deployment
+    assert ingress.name == ray_app.INGRESS_NAME
+    assert ingress.init_args[2] == 6  # two requests in flight per replica
+
+
+def _engine_deployment(application):
+    return application._bound_deployment.init_args[1]._bound_deployment
+
+
+# The Ray pool, with a stand-in for the engine deployment's handle -------------------------------------------------
+
+
+class _FakeReplica:
+    """Answers ``run_queued`` as an engine replica would: claims the next job and finishes it."""
+
+    def __init__(self, store: JobStore, *, fail: int = 0) -> None:
+        self.store = store
+        self.fail = fail
+        self.concurrent = 0
+        self.most_concurrent = 0
+        self.lock = threading.Lock()
+
+    @property
+    def run_queued(self):
+        return self
+
+    def remote(self):
+        return self
+
+    def result(self, *, timeout_s=None):
+        with self.lock:
+            if self.fail:
+                self.fail -= 1
+                raise RuntimeError("ActorDiedError: the replica died")
+            self.concurrent += 1
+            self.most_concurrent = max(self.most_concurrent, self.concurrent)
+        try:
+            time.sleep(0.05)
+            jobs = self.store.claim("replica")
+            for job in jobs:
+                self.store.finish(job.id, "replica", JobStatus.SUCCEEDED)
+            return [job.id for job in jobs]
+        finally:
+            with self.lock:
+                self.concurrent -= 1
+
+
+def test_the_pool_asks_for_a_replica_per_waiting_job_up_to_its_bound(tmp_path):
+    from imagegen.server.rayserve.pool import RayWorkerPool
+
+    settings = ServerSettings(data_dir=tmp_path, poll_interval=0.01)
+    store = JobStore(settings.database)
+    replica = _FakeReplica(store, fail=1)
+    draining = threading.Event()
+    pool = RayWorkerPool(settings, store, lambda: None, draining, engine=replica, max_in_flight=2)
+    assert pool.readiness() == "worker_starting"
+    store.set_worker("replica", pid=1, state="ready")
+    assert pool.readiness() == "ready"
+    assert [w.state for w in pool.workers()] == ["ready"]
+    _queue(store, *(f"j{i}" for i in range(8)))
+    pool.start()
+    try:
+        pool.wake()
+        deadline = time.monotonic() + 10
+        while store.count(JobStatus.SUCCEEDED) < 8:
+            assert time.monotonic() < deadline, "the pool stopped asking for replicas"
+            time.sleep(0.02)
+        assert replica.most_concurrent == 2
+        assert pool.restarts == 1  # the failed request was counted, and its job still ran
+        assert pool.wait_drained(5)
+        draining.set()
+        pool.drain()
+        _queue(store, "after-drain")
+        pool.wake()
+        time.sleep(0.3)
+        assert store.get("after-drain").status is JobStatus.QUEUED  # draining: nothing more is asked for
+        assert pool.readiness() == "draining"
+    finally:
+        pool.stop()
+    assert pool.readiness() == "draining"
+
+
+def test_the_pool_reports_a_replica_that_cannot_load_the_model(tmp_path):
+    from imagegen.server.rayserve.pool import RayWorkerPool
+
+    settings = ServerSettings(data_dir=tmp_path)
+    store = JobStore(settings.database)
+    pool = RayWorkerPool(settings, store, lambda: None, threading.Event(), engine=_FakeReplica(store), max_in_flight=1)
+    store.set_worker("r1", pid=1, state="error", detail="model_not_found")
+    assert pool.readiness() == "model_not_loadable"
+    store.set_worker("r2", pid=2, state="stopped")
+    assert [w.state for w in pool.workers()] == ["error"]
+    pool.stop()
+    assert pool.readiness() == "not_running"
