@@ -55,7 +55,8 @@ def test_the_reaper_releases_only_workers_whose_lease_ran_out(tmp_path, monkeypa
     assert reaper.sweep() == ["dead"]
     assert reaper.expired == 1
     jobs = {job.id: job for job in store.list_jobs(limit=10)}
-    assert jobs["b"].status is JobStatus.RUNNING and jobs["b"].worker == "alive"
+    assert jobs["b"].status is JobStatus.RUNNING
+    assert jobs["b"].worker == "alive"
     assert (jobs["a"].status, jobs["a"].error_code) == (JobStatus.FAILED, "worker_lost")
     assert (jobs["c"].status, jobs["c"].worker) == (JobStatus.QUEUED, None)
     dead = store.worker("dead")
@@ -127,7 +128,8 @@ def test_servers_sharing_a_store_leave_each_others_running_jobs_alone(settings):
         second.start()  # no data directory lock between servers of one store
         assert store.get("live").status is JobStatus.RUNNING  # its worker beats: not taken back
         assert store.get("stale").status is JobStatus.QUEUED
-        assert first.supervisor.started and second.supervisor.started
+        assert first.supervisor.started
+        assert second.supervisor.started
         second.stop()
     finally:
         first.stop()
