@@ -201,6 +201,27 @@ def test_load_or_create_key(tmp_path):
         load_or_create_key(path)
 
 
+def test_servers_starting_at_once_agree_on_one_key(tmp_path, monkeypatch):
+    import imagegen.server.jobs.urls as urls
+
+    path = tmp_path / "url-signing.key"
+    real_read = urls._read_key
+    raced = []
+
+    def first_read(where):
+        if not raced:
+            raced.append(True)
+            other = load_or_create_key(where)  # another server creates the key between our read and our write
+            raced.append(other)
+            raise FileNotFoundError(where)
+        return real_read(where)
+
+    monkeypatch.setattr(urls, "_read_key", first_read)
+    mine = load_or_create_key(path)
+    assert mine == raced[1] == path.read_bytes()
+    assert [p.name for p in tmp_path.iterdir()] == ["url-signing.key"]  # no partial file left behind
+
+
 def test_signer_binds_name_and_expiry():
     clock = FakeClock(1_000_000.0)
     signer = URLSigner(b"k" * 32, ttl=60, clock=clock)

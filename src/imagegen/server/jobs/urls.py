@@ -120,9 +120,12 @@ def load_or_create_key(path: Path) -> bytes:
             handle.write(key)
             handle.flush()
             os.fsync(handle.fileno())
-        # Atomic: a crash leaves either no key or the whole key, never a short one. Only one process writes here:
-        # the server holds the data directory's lock (JobService.claim_data_dir) while it starts.
-        os.replace(partial, path)
+        # Atomic and exclusive: a crash leaves either no key or the whole key, never a short one, and of servers
+        # starting at once on one data directory (Ray ingress replicas, servers sharing a store), the first key wins.
+        try:
+            os.link(partial, path)
+        except FileExistsError:
+            return _read_key(path)
     finally:
         partial.unlink(missing_ok=True)
     logger.info("created a new image URL signing key", extra={"path": str(path)})

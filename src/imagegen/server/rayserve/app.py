@@ -94,8 +94,9 @@ def settings_to_args(settings: ServerSettings) -> dict[str, Any]:
 
 
 def settings_from_args(values: Mapping[str, Any], *, environ: Mapping[str, str] | None = None) -> ServerSettings:
-    """``ServerSettings`` from a mapping of some of its fields (the rest keep their defaults). API keys may also come
-    from ``IMAGEGEN_API_KEYS`` in the replica's environment (a secret, better there than in a config file)."""
+    """``ServerSettings`` from a mapping of some of its fields (the rest keep their defaults). Secrets may come from
+    the replica's environment instead of a config file: ``IMAGEGEN_API_KEYS`` (added to ``api_keys``) and
+    ``IMAGEGEN_STORE`` (the ``store_url`` when the mapping has none), as with ``imagegen serve``."""
     known = {f.name: f for f in fields(ServerSettings)}
     unknown = sorted(set(values) - set(known))
     if unknown:
@@ -112,6 +113,8 @@ def settings_from_args(values: Mapping[str, Any], *, environ: Mapping[str, str] 
     keys = [k.strip() for k in env.get("IMAGEGEN_API_KEYS", "").split(",") if k.strip()]
     if keys:
         data["api_keys"] = tuple(dict.fromkeys([*data.get("api_keys", ()), *keys]))
+    if "store_url" not in data and env.get("IMAGEGEN_STORE"):
+        data["store_url"] = env["IMAGEGEN_STORE"]
     if "basic_auth" in data:
         data["basic_auth"] = tuple(tuple(pair) for pair in data["basic_auth"])
     return ServerSettings(**data)
