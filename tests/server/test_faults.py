@@ -8,12 +8,16 @@ job the server later does not know.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import signal
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -50,6 +54,24 @@ def _wait_gone(pid: int) -> None:
     while not _gone(pid):
         assert time.monotonic() < deadline, f"process {pid} is still running"
         time.sleep(0.05)
+
+
+def _wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def _follow_events(url: str, job_id: str, names: list[str]) -> None:
+    """Append the event names of a job's SSE stream to ``names`` until the server ends the stream."""
+    with (
+        contextlib.suppress(httpx.TransportError),
+        httpx.stream("GET", f"{url}/v1/jobs/{job_id}/events", timeout=WAIT) as stream,
+    ):
+        for line in stream.iter_lines():
+            if line.startswith("event: ") and line != "event: keepalive":
+                names.append(line.removeprefix("event: "))
 
 
 def test_worker_killed_mid_job_again_and_again_under_load(make_server, tmp_path: Path) -> None:
@@ -119,10 +141,21 @@ def test_sigterm_under_load_finishes_the_running_job_and_loses_none(make_server,
     load = LoadThread(server.url, CLIENTS, BODY).start()
     try:
         (running,) = wait_mid_run(database, min_step=3, timeout=WAIT)
+        # Two more jobs, so that the last one surely waits in the queue when the signal comes; a client follows it.
+        waiting = [server.post("/v1/jobs", json={"prompt": f"waiting {i}"}).json()["id"] for i in range(2)]
+        events: list[str] = []
+        follower = threading.Thread(target=_follow_events, args=(server.url, waiting[-1], events))
+        follower.start()
+        _wait_until(lambda: events == ["queued"])
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(WAIT) == 0
         stopped_at = time.time()
         assert running_jobs(database) == []  # the drain finished it: nothing is left "running"
+        # The stream of the job left queued ended with the server (no last event: it runs after the restart), and no
+        # open connection held the exit up until uvicorn's graceful-shutdown timeout.
+        follower.join(WAIT)
+        assert events == ["queued"]
+        assert "graceful shutdown exceeded" not in server.log()
         server.start()
     finally:
         stats = load.stop(WAIT)
@@ -135,6 +168,7 @@ def test_sigterm_under_load_finishes_the_running_job_and_loses_none(make_server,
     # Finished during the drain, in its first attempt, not run again after the restart.
     assert (job["status"], job["attempts"]) == ("succeeded", 1), job
     assert job["finished_at"] < stopped_at
+    assert [wait_job(server.get, job_id)["status"] for job_id in waiting] == ["succeeded"] * 2
     assert stats.missing == []
 
 

@@ -159,10 +159,12 @@ async def run_clients(
     stop: Callable[[], bool],
     seed: int = 0,
     max_wait: float = 2.0,
+    stats: LoadStats | None = None,
 ) -> LoadStats:
     """Run ``clients`` clients until ``stop()``; each follows its last job to its end. ``max_wait`` caps the
-    ``Retry-After`` honoured (a draining server says 30 s; a restart usually comes sooner)."""
-    stats = LoadStats()
+    ``Retry-After`` honoured (a draining server says 30 s; a restart usually comes sooner). ``stats`` (filled as the
+    clients go) may be read from another thread meanwhile."""
+    stats = stats if stats is not None else LoadStats()
     await asyncio.gather(*(_client(i, url, body, seed, stats, stop, max_wait) for i in range(clients)))
     return stats
 
@@ -177,8 +179,10 @@ class LoadThread:
 
         def run() -> None:
             try:
-                self.stats = asyncio.run(
-                    run_clients(url, clients, body, stop=self._stop.is_set, seed=seed, max_wait=max_wait)
+                asyncio.run(
+                    run_clients(
+                        url, clients, body, stop=self._stop.is_set, seed=seed, max_wait=max_wait, stats=self.stats
+                    )
                 )
             except BaseException as exc:  # re-raised by stop(): a client bug must fail the run, not vanish
                 self._error = exc

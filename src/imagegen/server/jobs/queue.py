@@ -287,7 +287,8 @@ class JobQueue:
         that asked for them), then ``done``/``failed``/``cancelled``.
 
         With ``keepalive``, a ``keepalive`` event comes whenever nothing else has for that many seconds (a long wait
-        in the queue), so that proxies do not close an idle stream."""
+        in the queue), so that proxies do not close an idle stream. A queued job's stream ends without a last event
+        once a draining server has stopped its workers: follow it again after the restart."""
         status: JobStatus | None = None
         step = 0
         shown = 0  # the step of the last preview sent
@@ -323,6 +324,10 @@ class JobQueue:
                 yield JobEvent(event=name, job=job, preview=preview if name == "preview" else None)
                 last = time.monotonic()
             if job.terminal:
+                return
+            if job.status is JobStatus.QUEUED and self._draining.is_set() and self._drained():
+                # The server stops before this job starts: end the stream (it runs after the restart), or the open
+                # connection would hold up the exit until the server's graceful-shutdown timeout.
                 return
             status = job.status
             await asyncio.sleep(self.settings.poll_interval)
