@@ -6,6 +6,8 @@ What both backends share (every JobStore method's semantics) is tested on both i
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -180,3 +182,30 @@ def test_serve_with_a_postgres_store_runs_a_job_into_postgres(make_server, postg
     assert f"store:   {redact_url(postgres_url)}" in log
     assert PASSWORD not in log
     assert not (Path(server.args[server.args.index("--data-dir") + 1]) / "jobs.sqlite3").exists()
+
+
+def test_two_servers_share_one_queue_and_a_dead_nodes_job_is_run_by_the_other(make_server, postgres, postgres_url):
+    """Two API nodes (each with its worker) on one PostgreSQL store and one data volume: a job submitted to one is
+    seen from the other; when the node running it dies (API and worker killed), the other node's lease reaper
+    re-queues the job and its worker runs it to the end."""
+    first: ServerProcess = make_server("--store", postgres_url)
+    data = first.args[first.args.index("--data-dir") + 1]
+    second: ServerProcess = make_server("--store", postgres_url, data_dir=Path(data))
+    first.start()
+    second.start()  # the same data directory: servers of a shared store take no lock on it
+    job = first.post("/v1/jobs", json={"prompt": "slow [sleep=0.2]", "num_inference_steps": 40}).json()
+    running = wait_job(second.get, job["id"], until=lambda j: j["step"] >= 2)
+    assert running["status"] == "running"
+    database = postgres_url.rsplit("/", 1)[1]
+    ((pid,),) = postgres.admin(
+        f"SELECT w.pid FROM jobs j JOIN workers w ON w.id = j.worker WHERE j.id = '{job['id']}'", database=database
+    )
+    parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    owner, survivor = (first, second) if parent == first.process.pid else (second, first)
+    assert parent == owner.process.pid
+    owner.kill()  # the node dies: its API process, then its worker, without any clean-up
+    os.kill(pid, signal.SIGKILL)
+    done = wait_job(survivor.get, job["id"], timeout=60)
+    assert (done["status"], done["attempts"]) == ("succeeded", 2), done
+    assert survivor.get(done["images"][0].replace(survivor.url, "")).status_code == 200
+    assert "worker lease expired" in survivor.log()

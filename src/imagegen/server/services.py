@@ -100,10 +100,10 @@ class Services:
 
     def start(self) -> None:
         """Open the store, recover jobs a dead server left running, build the model catalog, start the workers."""
-        for folder in (self.settings.data_dir, self.settings.images_dir, self.settings.inputs_dir):
+        settings = self.settings
+        for folder in (settings.data_dir, settings.images_dir, settings.inputs_dir, settings.metrics_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        if not self.shared:
-            self.claim_data_dir()
+        self.claim_data_dir()
         for warning in self.settings.warnings():
             logger.warning(warning)
         try:
@@ -189,8 +189,9 @@ class Services:
     def claim_data_dir(self) -> None:
         """Lock the data directory for this process: a second server would "recover" the first one's running jobs.
 
-        Raises :class:`DataDirInUse`. The lock dies with the process, ``kill -9`` included."""
-        if self._lock_file is not None:
+        Raises :class:`DataDirInUse`. The lock dies with the process, ``kill -9`` included. Servers of a shared store
+        take no lock: they share the data directory by design, and recover jobs by lease."""
+        if self._lock_file is not None or self.shared:
             return
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         try:
