@@ -11,7 +11,9 @@ Each figure is a ratio against a baseline measured in the same run (never an abs
 - on a CUDA GPU, the GPU fast path against diffusers' float16 recipe (SDXL size, 1024x1024, 30 steps) and the
   UNet's TFLOP/s against the GPU's bfloat16 peak;
 - the memory a generation takes per image size, on top of the loaded model;
-- a mixed load of 64 clients (submits, polls, SSE, downloads) for 2 minutes: latencies, images/s, jobs lost (0).
+- a mixed load of 64 clients (submits, polls, SSE, downloads) for 2 minutes: latencies, images/s, jobs lost (0);
+- faults under that load: 20 worker kill -9s, 2 API kill -9s, a SIGTERM drain and a full disk (as root), with the
+  time to recover from each and jobs lost (0).
 
     make bench            # or: PYTHONPATH=tests HF_HUB_OFFLINE=1 .venv/bin/python bench/run_all.py [--quick]
 """
@@ -129,6 +131,16 @@ def main() -> int:
     latency = f"{load['status_read_ms_p99']} / {load['submit_ms_p99']} ms"
     rows.append(("64 clients: status read p99 / submit p99", latency, ""))
     rows.append(("64 clients: jobs lost", str(load["jobs_lost"]), "0"))
+
+    text, seconds = _run("faults.py", *(["--quick"] if args.quick else []))
+    faults = _json(text)
+    print(f"# faults.py ({seconds:.0f} s)\n{text}")
+    kinds = [fault["kind"] for fault in faults["faults"]]
+    injected = "/".join(str(kinds.count(kind)) for kind in ("worker_kill", "api_kill", "sigterm_drain", "disk_full"))
+    rows.append(("faults: worker kill / API kill / SIGTERM / disk full", injected, ""))
+    worker = [fault["recovery_s"] for fault in faults["faults"] if fault["kind"] == "worker_kill"]
+    rows.append(("faults: worker kill to generating again, max", f"{max(worker, default=0):.1f} s", ""))
+    rows.append(("faults: jobs lost", str(faults["jobs"]["lost"]), "0"))
 
     width = max(len(label) for label, _, _ in rows)
     print("# summary (this machine, this run)")
