@@ -206,3 +206,26 @@ def test_bad_init_images_are_400(client, data):
     assert response.status_code == 400
     assert response.json()["error"]["field"] == "init_image"
     assert _no_jobs(client)
+
+
+def test_the_schema_examples_work_as_they_are(client):
+    """Every request example of the OpenAPI schema is accepted as it is (no "data:image/png;base64,..." stand-ins),
+    and the image fields say they hold images (format: image; image/* uploads)."""
+    schema = client.get("/openapi.json").json()
+    components = schema["components"]["schemas"]
+    paths = {"JobCreate": "/v1/jobs", "UpscaleCreate": "/v1/upscales"}
+    for name, path in paths.items():
+        examples = components[name]["examples"]
+        assert examples
+        for example in examples:
+            response = client.post(path, json=example)
+            assert response.status_code == 202, (name, example, response.text)
+    a1111 = components["A1111Img2ImgRequest"]["properties"]
+    example = {"init_images": a1111["init_images"]["examples"][0], "mask": a1111["mask"]["examples"][0], "steps": 2}
+    assert client.post("/sdapi/v1/img2img", json=example).status_code == 200
+    assert a1111["init_images"]["anyOf"][0]["items"]["format"] == "image"
+    assert components["JobCreate"]["properties"]["init_image"]["anyOf"][0]["format"] == "image"
+    assert components["UpscaleCreate"]["properties"]["image"]["format"] == "image"
+    edits = schema["paths"]["/v1/images/edits"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert edits["encoding"]["image"]["contentType"] == "image/png, image/jpeg, image/webp"
+    assert edits["encoding"]["mask"]["contentType"] == "image/png"

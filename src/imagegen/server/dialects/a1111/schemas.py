@@ -17,6 +17,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from imagegen.server.dialects.examples import (
+    EXAMPLE_IMAGE_BASE64,
+    EXAMPLE_MASK_BASE64,
+    image_schema,
+)
+
 
 class A1111GenerationRequest(BaseModel):
     """Fields shared by txt2img and img2img."""
@@ -101,10 +107,20 @@ class A1111Txt2ImgRequest(A1111GenerationRequest):
 class A1111Img2ImgRequest(A1111GenerationRequest):
     """``POST /sdapi/v1/img2img``."""
 
-    init_images: list[str] | None = None
+    init_images: list[str] | None = Field(
+        None,
+        description="the input image(s): base64 or data: URIs",
+        examples=[[EXAMPLE_IMAGE_BASE64]],
+        json_schema_extra=image_schema,
+    )
     resize_mode: int = 0
     image_cfg_scale: float | None = None
-    mask: str | None = None
+    mask: str | None = Field(
+        None,
+        description="inpainting mask: white repaints, black keeps (base64)",
+        examples=[EXAMPLE_MASK_BASE64],
+        json_schema_extra=image_schema,
+    )
     mask_blur_x: int = 4
     mask_blur_y: int = 4
     mask_blur: int | None = None
@@ -148,7 +164,12 @@ class A1111ProgressResponse(BaseModel):
 
 
 class A1111PngInfoRequest(BaseModel):
-    image: str = ""
+    image: str = Field(
+        "",
+        description="a PNG, JPEG or WebP image: base64 or a data: URI",
+        examples=[EXAMPLE_IMAGE_BASE64],
+        json_schema_extra=image_schema,
+    )
 
 
 class A1111PngInfoResponse(BaseModel):
@@ -217,12 +238,21 @@ class A1111ExtrasRequest(BaseModel):
 class A1111ExtrasSingleImageRequest(A1111ExtrasRequest):
     """``POST /sdapi/v1/extra-single-image``."""
 
-    image: str = Field("", description="the image: base64 or a data: URI (PNG, JPEG, WebP)")
+    image: str = Field(
+        "",
+        description="the image: base64 or a data: URI (PNG, JPEG, WebP)",
+        examples=[EXAMPLE_IMAGE_BASE64],
+        json_schema_extra=image_schema,
+    )
 
 
 class A1111FileData(BaseModel):
-    data: str = Field(description="the image: base64 or a data: URI (PNG, JPEG, WebP)")
-    name: str = Field(description="file name (accepted for compatibility; unused)")
+    data: str = Field(
+        description="the image: base64 or a data: URI (PNG, JPEG, WebP)",
+        examples=[EXAMPLE_IMAGE_BASE64],
+        json_schema_extra=image_schema,
+    )
+    name: str = Field(description="file name (accepted for compatibility; unused)", examples=["disc.png"])
 
 
 class A1111ExtrasBatchImagesRequest(A1111ExtrasRequest):

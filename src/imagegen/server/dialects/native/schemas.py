@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, create_model
 
 from imagegen.fields import FIELDS
 from imagegen.requests import MAX_UPSCALE, GenerationRequest, UpscaleRequest
-from imagegen.server.jobs.model import MAX_PREVIEW_EVERY, PREVIEW_EVERY, JobStatus
+from imagegen.server.dialects.examples import EXAMPLE_IMAGE, image_schema
+from imagegen.server.jobs.model import IMAGE_FIELDS, MAX_PREVIEW_EVERY, PREVIEW_EVERY, JobStatus
 
 __all__ = [
     "EmbeddingList",
@@ -38,7 +39,7 @@ __all__ = [
 
 _EXAMPLES: tuple[Mapping[str, JsonValue], ...] = (
     MappingProxyType({"prompt": "a lighthouse at dawn, oil painting", "seed": 1234, "num_inference_steps": 30}),
-    MappingProxyType({"prompt": "the same, at night", "init_image": "data:image/png;base64,...", "strength": 0.6}),
+    MappingProxyType({"prompt": "the same, at night", "init_image": EXAMPLE_IMAGE, "strength": 0.6}),
 )
 
 
@@ -65,7 +66,8 @@ def _job_create_model() -> type[BaseModel]:
         annotation = _ANNOTATIONS.get(spec.field) or (spec.kind if default is not None else spec.kind | None)
         if isinstance(default, tuple):
             default = list(default)
-        properties[spec.field] = (annotation, Field(default, description=spec.help))
+        image = image_schema if spec.field in IMAGE_FIELDS else None  # format: image
+        properties[spec.field] = (annotation, Field(default, description=spec.help, json_schema_extra=image))
     # A delivery option, not a request field: previews never change the image. Range-checked by the queue (400).
     properties[PREVIEW_EVERY] = (
         int,
@@ -226,16 +228,17 @@ class UpscaleCreate(BaseModel):
         extra="forbid",
         json_schema_extra={
             "examples": [
-                {"image": "data:image/png;base64,...", "upscaler": "R-ESRGAN 4x+", "scale": 4},
-                {"image": "data:image/png;base64,...", "upscaler": "Lanczos", "width": 1920, "height": 1080},
+                {"image": EXAMPLE_IMAGE, "upscaler": "Lanczos", "scale": 4},
+                {"image": EXAMPLE_IMAGE, "upscaler": "Lanczos", "width": 256, "height": 128},
             ]
         },
     )
-    image: str = Field(description="the image: base64 or a data: URI (PNG, JPEG, WebP)")
+    image: str = Field(description="the image: base64 or a data: URI (PNG, JPEG, WebP)", json_schema_extra=image_schema)
     upscaler: str = Field(_UPSCALE_DEFAULTS["upscaler"], description="the upscaler's name (GET /v1/upscalers)")
     scale: float = Field(
         _UPSCALE_DEFAULTS["scale"],
         description=f"upscale factor, above 0, at most {MAX_UPSCALE:g}; unused with width",
+        json_schema_extra={"exclusiveMinimum": 0, "maximum": MAX_UPSCALE},
     )
     width: int | None = Field(None, description="target width (with height), instead of scale")
     height: int | None = Field(None, description="target height (with width), instead of scale")
@@ -246,7 +249,9 @@ class UpscaleCreate(BaseModel):
     )
     upscaler_2: str = Field(_UPSCALE_DEFAULTS["upscaler_2"], description="a second upscaler blended over the first")
     upscaler_2_visibility: float = Field(
-        _UPSCALE_DEFAULTS["upscaler_2_visibility"], description="upscaler_2's share of the result, 0 (off) to 1"
+        _UPSCALE_DEFAULTS["upscaler_2_visibility"],
+        description="upscaler_2's share of the result, 0 (off) to 1",
+        json_schema_extra={"minimum": 0, "maximum": 1},
     )
 
 
@@ -277,7 +282,11 @@ class SamplerList(BaseModel):
 
 class PngInfoIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    image: str = Field(description="a PNG, JPEG or WebP image: base64 or a data: URI")
+    image: str = Field(
+        description="a PNG, JPEG or WebP image: base64 or a data: URI",
+        examples=[EXAMPLE_IMAGE],
+        json_schema_extra=image_schema,
+    )
 
 
 class PngInfoOut(BaseModel):

@@ -53,6 +53,7 @@ from imagegen.requests import Limits
 from imagegen.server.catalog import ModelCatalog
 from imagegen.server.deps import ServicesDep
 from imagegen.server.dialects import core
+from imagegen.server.dialects.examples import IMAGE_MEDIA_TYPES
 from imagegen.server.dialects.openai.schemas import (
     BACKGROUNDS,
     EDIT_TEXT_FIELDS,
@@ -373,7 +374,11 @@ def _multipart_doc(fields: Sequence[str], required: Sequence[str]) -> dict[str, 
             "description": "PNG of the image's size; its fully transparent pixels are the area to edit",
         }
     schema = {"type": "object", "properties": properties, "required": ["image", *required]}
-    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+    encoding = {"image": {"contentType": IMAGE_MEDIA_TYPES}}
+    if "mask" in properties:
+        encoding["mask"] = {"contentType": "image/png"}
+    media = {"schema": schema, "encoding": encoding}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": media}}}
 
 
 # --------------------------------------------------------------------------------------------------------------------
