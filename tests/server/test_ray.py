@@ -105,9 +105,12 @@ def test_a_replica_killed_mid_job_is_replaced_and_the_job_retried(ray_server):
         ).fetchone()
     killed = time.monotonic()
     os.kill(pid, signal.SIGKILL)
+    requeued = wait_job(ray_server.get, job["id"], until=lambda j: j["status"] != "running" or j["attempts"] == 2)
+    released = time.monotonic() - killed
     again = wait_job(ray_server.get, job["id"], until=lambda j: j["attempts"] == 2, timeout=120)
     recovery = time.monotonic() - killed
-    print(f"replica killed mid-job: the job ran again after {recovery:.1f} s")
+    print(f"replica killed mid-job: job re-queued after {released:.1f} s, running again after {recovery:.1f} s")
+    assert requeued["status"] in ("queued", "running")
     done = wait_job(ray_server.get, job["id"], timeout=240)
     assert (done["status"], done["attempts"]) == ("succeeded", 2), done
     assert again["status"] in ("running", "succeeded")
