@@ -266,7 +266,7 @@ def _summary(report: dict[str, Any]) -> str:
             f"succeeded: {disk['recovery_s']:.1f} s",
         ),
         ("jobs accepted", str(jobs["accepted"]), ""),
-        ("jobs succeeded", str(jobs["succeeded"]), ""),
+        ("jobs succeeded", str(jobs["succeeded"]), f"{jobs['succeeded_after_retry']} of them after a retry"),
         (
             "jobs failed (recorded code)",
             str(sum(jobs["failed_by_code"].values())),
@@ -362,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         "jobs": {
             "accepted": outcome.accepted,
             "succeeded": outcome.succeeded,
+            "succeeded_after_retry": outcome.succeeded_after_retry,
             "failed_by_code": dict(outcome.failed),
             "lost": outcome.lost,
             "missing": outcome.missing,

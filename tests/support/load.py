@@ -210,6 +210,8 @@ class Outcome:
 
     accepted: int
     succeeded: int
+    #: Succeeded jobs that ran more than once (their worker or server was killed under them).
+    succeeded_after_retry: int
     #: Failed or cancelled jobs with a recorded error code and message, by code.
     failed: Counter[str]
     #: Ended failed or cancelled without a recorded code and message.
@@ -227,7 +229,7 @@ class Outcome:
 def final_states(url: str, job_ids: Iterable[str], *, headers: dict[str, str] | None = None) -> Outcome:
     """Read every job once through the API and sort them (None = not found)."""
     ids = list(dict.fromkeys(job_ids))
-    succeeded = 0
+    succeeded = retried = 0
     failed: Counter[str] = Counter()
     unexplained, unfinished, missing = [], [], []
     with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
@@ -241,6 +243,7 @@ def final_states(url: str, job_ids: Iterable[str], *, headers: dict[str, str] | 
             error = job.get("error") or {}
             if job["status"] == "succeeded":
                 succeeded += 1
+                retried += job["attempts"] > 1
             elif job["status"] not in TERMINAL:
                 unfinished.append(job_id)
             elif error.get("code") and error.get("message"):
@@ -250,6 +253,7 @@ def final_states(url: str, job_ids: Iterable[str], *, headers: dict[str, str] | 
     return Outcome(
         accepted=len(ids),
         succeeded=succeeded,
+        succeeded_after_retry=retried,
         failed=failed,
         unexplained=unexplained,
         unfinished=unfinished,

@@ -17,6 +17,7 @@ import importlib
 import io
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -50,6 +51,9 @@ logger = logging.getLogger("imagegen.worker")
 
 #: JPEG quality of stored live previews (approximate pictures: a few kilobytes each).
 PREVIEW_QUALITY = 85
+#: Free bytes the data directory needs before a worker claims a job: below this its images could not be saved, so
+#: queued jobs wait for space rather than fail one after another.
+MIN_FREE_BYTES = 1 << 20
 
 
 class ProgressLike(Protocol):
@@ -143,6 +147,7 @@ class Worker:
         self.metrics = metrics
         self.wake = threading.Event()
         self.drain = threading.Event()
+        self._full = False
 
     def stop(self) -> None:
         """Finish the running job, then return from :meth:`serve` (``drain`` on the control pipe, or SIGTERM)."""
@@ -161,7 +166,7 @@ class Worker:
                 # Just woken: jobs submitted together arrive a few milliseconds apart; wait for their company.
                 time.sleep(self.settings.batch_wait)
             try:
-                ran = self.run_next()
+                ran = [] if self._out_of_space() else self.run_next()
             except Exception as exc:
                 if not is_disk_full(exc):
                     raise
@@ -175,6 +180,18 @@ class Worker:
                 idle = True
                 continue
             idle = False
+
+    def _out_of_space(self) -> bool:
+        """Whether the data directory is (nearly) full; says so in the log when that changes."""
+        try:
+            full = shutil.disk_usage(self.settings.data_dir).free < MIN_FREE_BYTES
+        except OSError:
+            full = False
+        if full != self._full:
+            message = "disk full: no job is claimed until space is freed in %s" if full else "disk space is back in %s"
+            logger.warning(message, self.settings.data_dir, extra={"worker": self.id})
+            self._full = full
+        return full
 
     def run_next(self) -> list[str]:
         """Claim the next job (with the compatible jobs queued right behind it, when batching) and run it to its end.
