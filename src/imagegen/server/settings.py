@@ -226,7 +226,8 @@ class ServerSettings:
         return self.data_dir / "url-signing.key"
 
     def worker_json(self) -> str:
-        """The settings a worker needs, as JSON, without secrets (a worker never checks credentials)."""
+        """The settings a worker needs, as JSON, without the API credentials (a worker never checks them). The one
+        secret it keeps is ``store_url``'s password: a worker must open the job store itself."""
         # host/port are left out too: a worker serves no HTTP, and its defaults (loopback) pass the auth check.
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_FOR_WORKERS}
         data["limits"] = asdict(self.limits)
