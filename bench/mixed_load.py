@@ -16,6 +16,7 @@ import asyncio
 import json
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,24 @@ def _memory(server: ServerProcess) -> dict[str, Any]:
     return {"api_mib": rss_mib(pid), "workers_mib": [rss_mib(child) for child in child_pids(pid)]}
 
 
+def _sample_memory(server: ServerProcess, every: float, samples: list[dict[str, Any]], done: threading.Event) -> None:
+    """RSS every ``every`` seconds while the load runs: flat memory shows as a plateau, a leak as a slope."""
+    started = time.monotonic()
+    while not done.wait(every):
+        samples.append({"t": round(time.monotonic() - started), **_memory(server)})
+
+
+def _growth(samples: list[dict[str, Any]]) -> dict[str, float]:
+    """MiB gained over the second half of the run (warm-up excluded): about 0 when memory is flat."""
+    if len(samples) < 4:
+        return {}
+    middle, last = samples[len(samples) // 2], samples[-1]
+    return {
+        "api_mib": round(last["api_mib"] - middle["api_mib"], 1),
+        "workers_mib": round(sum(last["workers_mib"]) - sum(middle["workers_mib"]), 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=64)
@@ -37,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--fake", action="store_true", help="the fake engine instead of the demo model")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sample-every", type=float, default=60.0, help="seconds between RSS samples (default 60)")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="imagegen-load-"))
     extra = ["--max-queue", "256"]
@@ -49,9 +69,17 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         body = {"prompt": "a red circle and a blue square", "num_inference_steps": args.steps}
         deadline = started + args.seconds
-        stats = asyncio.run(
-            run_clients(server.url, args.clients, body, stop=lambda: time.monotonic() >= deadline, seed=args.seed)
-        )
+        samples: list[dict[str, Any]] = []
+        done = threading.Event()
+        sampler = threading.Thread(target=_sample_memory, args=(server, args.sample_every, samples, done), daemon=True)
+        sampler.start()
+        try:
+            stats = asyncio.run(
+                run_clients(server.url, args.clients, body, stop=lambda: time.monotonic() >= deadline, seed=args.seed)
+            )
+        finally:
+            done.set()
+            sampler.join()
         # Every client followed its last job to its end: what is not ended now was lost.
         elapsed = time.monotonic() - started
         after = _memory(server)
@@ -76,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             "status_reads": len(stats.read),
             "memory_start": before,
             "memory_end": after,
+            "memory_samples": samples,
+            "memory_growth_second_half": _growth(samples),
         }
         print(json.dumps(report, indent=2))
         return 0 if outcome.lost == 0 else 1
