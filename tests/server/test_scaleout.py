@@ -33,7 +33,7 @@ class _Clock:
         return self.now
 
 
-def test_the_reaper_releases_only_workers_whose_lease_ran_out(tmp_path, monkeypatch):
+def test_the_reaper_releases_only_workers_whose_lease_ran_out(tmp_path, monkeypatch, caplog):
     import imagegen.server.jobs.store as store_module
 
     clock = _Clock(1000.0)
@@ -60,10 +60,13 @@ def test_the_reaper_releases_only_workers_whose_lease_ran_out(tmp_path, monkeypa
     assert (jobs["a"].status, jobs["a"].error_code) == (JobStatus.FAILED, "worker_lost")
     assert (jobs["c"].status, jobs["c"].worker) == (JobStatus.QUEUED, None)
     dead = store.worker("dead")
-    assert (dead.state, dead.detail) == ("stopped", "lease expired")
+    assert (dead.state, dead.detail, dead.pid) == ("stopped", "lease expired", 0)
+    (record,) = [r for r in caplog.records if r.getMessage() == "worker lease expired; its jobs were released"]
+    assert (record.worker, record.requeued, record.ended) == ("dead", ["c"], ["a"])
     assert reaper.sweep() == []  # released once
     clock.now = 1009.5  # the live worker's lease runs out too, once it stops beating
     assert reaper.sweep() == ["alive"]
+    assert reaper.expired == 2
 
 
 def test_the_reaper_thread_sweeps_every_half_lease(tmp_path):
@@ -71,8 +74,11 @@ def test_the_reaper_thread_sweeps_every_half_lease(tmp_path):
     store = JobStore(settings.database)
     _queue(store, "a")
     store.claim("ghost")  # a worker that never registered
+    LeaseReaper(settings, store).stop()  # stopping one never started is harmless
     reaper = LeaseReaper(settings, store)
     reaper.start()
+    (thread,) = [t for t in threading.enumerate() if t.name == "imagegen-lease-reaper"]
+    assert thread.daemon  # never keeps a stopping server alive
     try:
         deadline = time.monotonic() + 5
         while store.get("a").status is not JobStatus.QUEUED:
@@ -80,6 +86,7 @@ def test_the_reaper_thread_sweeps_every_half_lease(tmp_path):
             time.sleep(0.05)
     finally:
         reaper.stop()
+    assert not thread.is_alive()
 
 
 class _IdlePool:
