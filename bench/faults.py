@@ -376,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         "follow_modes": dict(stats.modes),
         "integrity_check": integrity,
         "problems": run.problems,
+        "server_log": str(server.log_path),
     }
     print(_summary(report))
     print(json.dumps(report, indent=2))
