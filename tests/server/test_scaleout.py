@@ -340,3 +340,74 @@ def test_the_pool_reports_a_replica_that_cannot_load_the_model(tmp_path):
     assert [w.state for w in pool.workers()] == ["error"]
     pool.stop()
     assert pool.readiness() == "not_running"
+
+
+class _BlockedReplica:
+    """Takes requests and holds them until released: what is in flight can be counted."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+
+    @property
+    def run_queued(self):
+        return self
+
+    def remote(self):
+        with self.lock:
+            self.calls += 1
+        return self
+
+    def result(self, *, timeout_s=None):
+        self.release.wait(10)
+        return []
+
+
+def test_the_pool_keeps_one_request_per_job_waiting_or_running(tmp_path):
+    from imagegen.server.rayserve.pool import RayWorkerPool
+
+    settings = ServerSettings(data_dir=tmp_path, poll_interval=0.01)
+    store = JobStore(settings.database)
+    _queue(store, *(f"j{i}" for i in range(6)))
+    for _ in range(2):  # two ended jobs: not work
+        store.finish(store.claim("elsewhere")[0].id, "elsewhere", JobStatus.SUCCEEDED)
+    store.claim("elsewhere")  # one running: its replica holds a request
+    replica = _BlockedReplica()
+    pool = RayWorkerPool(settings, store, lambda: None, threading.Event(), engine=replica, max_in_flight=8)
+    pool.start()
+    try:
+        time.sleep(1.0)  # several dispatch rounds: the count must hold, not grow
+        assert replica.calls == 4  # 3 queued + 1 running
+        assert not pool.drained()
+        assert pool.wait_drained(0.2) is False
+    finally:
+        replica.release.set()
+        pool.stop()
+    assert pool.wait_drained(5) is True
+
+
+def test_the_pool_counts_every_lost_request_and_lists_live_workers(tmp_path):
+    from imagegen.server.jobs.pool import WorkerState
+    from imagegen.server.rayserve.pool import RayWorkerPool
+
+    settings = ServerSettings(data_dir=tmp_path, poll_interval=0.01)
+    store = JobStore(settings.database)
+    store.set_worker("a", pid=1, state="ready")
+    store.set_worker("b", pid=2, state="starting")
+    replica = _FakeReplica(store, fail=3)
+    pool = RayWorkerPool(settings, store, lambda: None, threading.Event(), engine=replica, max_in_flight=1)
+    assert pool.workers() == [
+        WorkerState(index=0, alive=True, state="ready"),
+        WorkerState(index=1, alive=True, state="starting"),
+    ]
+    _queue(store, "j")
+    pool.start()
+    try:
+        deadline = time.monotonic() + 10
+        while store.get("j").status is not JobStatus.SUCCEEDED:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        pool.stop()
+    assert pool.restarts == 3
