@@ -372,18 +372,26 @@ def test_the_pool_keeps_one_request_per_job_waiting_or_running(tmp_path):
     _queue(store, *(f"j{i}" for i in range(6)))
     for _ in range(2):  # two ended jobs: not work
         store.finish(store.claim("elsewhere")[0].id, "elsewhere", JobStatus.SUCCEEDED)
-    store.claim("elsewhere")  # one running: its replica holds a request
+    store.claim("elsewhere")
+    store.claim("elsewhere")  # two running jobs of one busy worker (as a batch): one request
     replica = _BlockedReplica()
     pool = RayWorkerPool(settings, store, lambda: None, threading.Event(), engine=replica, max_in_flight=8)
+    shared = RayWorkerPool(
+        settings, store, lambda: None, threading.Event(), engine=_BlockedReplica(), max_in_flight=8, share=2
+    )
     pool.start()
+    shared.start()
     try:
         time.sleep(1.0)  # several dispatch rounds: the count must hold, not grow
-        assert replica.calls == 4  # 3 queued + 1 running
+        assert replica.calls == 3  # 2 queued + 1 busy worker
+        assert shared._engine.calls == 2  # one of two ingress replicas: half of it, rounded up
         assert not pool.drained()
         assert pool.wait_drained(0.2) is False
     finally:
         replica.release.set()
+        shared._engine.release.set()
         pool.stop()
+        shared.stop()
     assert pool.wait_drained(5) is True
 
 
@@ -411,3 +419,20 @@ def test_the_pool_counts_every_lost_request_and_lists_live_workers(tmp_path):
     finally:
         pool.stop()
     assert pool.restarts == 3
+
+
+def test_a_worker_stops_running_a_job_taken_away_from_it(tmp_path):
+    from types import SimpleNamespace
+
+    from imagegen.server.jobs.worker import Worker
+
+    settings = ServerSettings(data_dir=tmp_path, progress_interval=0.0)
+    store = JobStore(settings.database)
+    _queue(store, "a")
+    (job,) = store.claim("w")
+    on_step = Worker(settings, "w", store, engine=object())._progress(job, cancel := threading.Event())
+    on_step(SimpleNamespace(step=1, total=4, preview=None))
+    assert not cancel.is_set()
+    store.release(retries=1, worker="w")  # another server found our lease expired
+    on_step(SimpleNamespace(step=2, total=4, preview=None))
+    assert cancel.is_set()  # the engine stops at this step; finish() then records nothing

@@ -134,10 +134,10 @@ def test_progress_and_queue_position(new_store):
         _add(store, job_id)
     assert [store.queue_position(j) for j in "abc"] == [0, 1, 2]
     store.claim("w")
-    store.set_progress("a", "w", 3, 4)
+    assert store.set_progress("a", "w", 3, 4) is True
     job = store.get("a")
     assert (job.step, job.total_steps, job.progress) == (3, 4, 0.75)
-    store.set_progress("a", "intruder", 4, 4)
+    assert store.set_progress("a", "intruder", 4, 4) is False  # not its job: it stops running it
     assert store.get("a").step == 3
     assert [store.queue_position(j) for j in "bc"] == [0, 1]
 
@@ -310,3 +310,32 @@ def test_live_workers_are_those_not_stopped_with_a_recent_sign_of_life(new_store
     store.set_worker("late", pid=4, state="error", detail="no model")
     assert [w.id for w in store.live_workers(since=1000.0)] == ["a", "b", "late"]
     assert [(w.id, w.state, w.detail) for w in store.live_workers(since=1001.0)] == [("late", "error", "no model")]
+
+
+def test_a_lease_release_is_void_when_the_worker_beat_in_between(new_store, monkeypatch):
+    import imagegen.server.jobs.store as store_module
+
+    now = [1000.0]
+    monkeypatch.setattr(store_module.time, "time", lambda: now[0])
+    store = new_store()
+    _add(store, "a")
+    store.set_worker("slow", pid=7, state="ready")
+    store.claim("slow")
+    now[0] = 1010.0
+    assert store.stale_workers(before=1005.0) == ["slow"]
+    store.heartbeat("slow")  # lands between the reaper's look and its release
+    assert store.release(retries=1, worker="slow", silent_since=1005.0) == ([], [])
+    assert store.get("a").status is JobStatus.RUNNING
+    now[0] = 1020.0
+    requeued, ended = store.release(retries=1, worker="slow", silent_since=1015.0)
+    assert ([j.id for j in requeued], ended) == (["a"], [])
+    slow = store.worker("slow")
+    assert (slow.state, slow.detail, slow.pid) == ("stopped", "lease expired", 0)
+    assert store.live_workers(since=0) == []
+    store.heartbeat("slow")  # it was only slow: live again (its job is gone: set_progress says so)
+    slow = store.worker("slow")
+    assert (slow.state, slow.detail, slow.updated_at) == ("ready", "", 1020.0)
+    assert store.set_progress("a", "slow", 5, 10) is False
+    store.set_worker("other", pid=8, state="error", detail="model_not_found")
+    store.heartbeat("other")  # a beat changes no other state
+    assert (store.worker("other").state, store.worker("other").detail) == ("error", "model_not_found")

@@ -46,9 +46,12 @@ class LeaseReaper:
     def sweep(self) -> list[str]:
         """One pass: the ids of the workers whose jobs were released."""
         released = []
-        for worker in self.store.stale_workers(before=self._clock() - self.settings.worker_lease):
-            requeued, ended = self.store.release(retries=self.settings.job_retries, worker=worker)
-            self.store.set_worker(worker, pid=0, state="stopped", detail="lease expired")
+        cutoff = self._clock() - self.settings.worker_lease
+        for worker in self.store.stale_workers(before=cutoff):
+            # Checked again in the release's transaction: a heartbeat since the look above keeps the jobs.
+            requeued, ended = self.store.release(retries=self.settings.job_retries, worker=worker, silent_since=cutoff)
+            if not requeued and not ended:
+                continue
             self.expired += 1
             released.append(worker)
             logger.error(

@@ -86,6 +86,9 @@ def schema(*, seq: str, real: str, blob: str) -> str:
     return _SCHEMA.substitute(seq=seq, real=real, blob=blob)
 
 
+#: A worker's ``detail`` once its lease ran out and its jobs were released (:meth:`JobStore.release`).
+LEASE_EXPIRED = "lease expired"
+
 #: Bumped when the tables change; a database of another version is refused rather than misread.
 SCHEMA_VERSION = 1
 
@@ -383,12 +386,15 @@ class JobStore:
             rows = db.execute(f"SELECT * FROM jobs WHERE id IN ({marks}) ORDER BY seq", ids).fetchall()
         return [_job(row) for row in rows]
 
-    def set_progress(self, job_id: str, worker: str, step: int, total: int) -> None:
+    def set_progress(self, job_id: str, worker: str, step: int, total: int) -> bool:
+        """Record a step of a job this worker holds; False if it no longer holds it (re-queued after its lease ran
+        out): the worker then stops running it."""
         with self._write(exclusive=False) as db:
-            db.execute(
+            cursor = db.execute(
                 "UPDATE jobs SET step = ?, total_steps = ? WHERE id = ? AND worker = ? AND status = 'running'",
                 (step, total, job_id, worker),
             )
+            return cursor.rowcount == 1
 
     def set_preview(self, job_id: str, worker: str, preview: Preview) -> None:
         """Replace the job's live preview, if this worker still runs it."""
@@ -468,7 +474,12 @@ class JobStore:
     def heartbeat(self, worker: str) -> None:
         """A live worker's sign of life: its lease on the jobs it runs is renewed (see :meth:`stale_workers`)."""
         with self._write(exclusive=False) as db:
-            db.execute("UPDATE workers SET updated_at = ? WHERE id = ?", (time.time(), worker))
+            # A worker presumed dead while only slow (its jobs were re-queued) is live again: readiness counts it.
+            db.execute(
+                "UPDATE workers SET updated_at = ?, state = CASE WHEN detail = ? THEN 'ready' ELSE state END,"
+                " detail = CASE WHEN detail = ? THEN '' ELSE detail END WHERE id = ?",
+                (time.time(), LEASE_EXPIRED, LEASE_EXPIRED, worker),
+            )
 
     def stale_workers(self, *, before: float) -> list[str]:
         """Workers that hold running jobs but gave no sign of life (:meth:`set_worker`, :meth:`heartbeat`) since
@@ -520,13 +531,16 @@ class JobStore:
         worker: str | None = None,
         penalize: bool = True,
         fail_as: tuple[str, str] | None = None,
+        silent_since: float | None = None,
     ) -> tuple[list[Job], list[Job]]:
         """Jobs left ``running`` by a worker that is gone (``worker=None``: by any worker, after a restart).
 
         Each is re-queued at its old place in the queue if it has run at most ``retries`` + 1 times, else failed as
         ``worker_lost``; a job whose cancel was requested ends ``cancelled``. ``penalize=False`` (an orderly stop
         interrupted it) does not count the attempt; ``fail_as=(code, message)`` fails the jobs without retry (a job
-        that timed out). Returns (re-queued, ended) jobs.
+        that timed out). ``silent_since`` (lease expiry) releases nothing if ``worker`` gave a sign of life since then:
+        checked in the same transaction, so a heartbeat landing between a check and the release is not overruled.
+        Returns (re-queued, ended) jobs.
         """
         where, params = (
             ("status = 'running'", ()) if worker is None else ("status = 'running' AND worker = ?", (worker,))
@@ -535,6 +549,13 @@ class JobStore:
         ended: list[str] = []
         now = time.time()
         with self._write() as db:
+            if silent_since is not None and worker is not None:
+                beat = db.execute("SELECT updated_at FROM workers WHERE id = ?", (worker,)).fetchone()
+                if beat is not None and beat["updated_at"] >= silent_since:
+                    return [], []
+                db.execute(
+                    "UPDATE workers SET state = 'stopped', detail = ?, pid = 0 WHERE id = ?", (LEASE_EXPIRED, worker)
+                )
             for row in db.execute(f"SELECT id, attempts, cancel_requested FROM jobs WHERE {where}", params).fetchall():
                 attempts = row["attempts"] if penalize else max(0, row["attempts"] - 1)
                 if row["cancel_requested"]:

@@ -165,21 +165,25 @@ class Worker:
             if idle and self.batching and self.settings.batch_wait:
                 # Just woken: jobs submitted together arrive a few milliseconds apart; wait for their company.
                 time.sleep(self.settings.batch_wait)
-            try:
-                ran = [] if self._out_of_space() else self.run_next()
-            except Exception as exc:
-                if not is_disk_full(exc):
-                    raise
-                # Not even a claim can be written: wait for space rather than die (a restarted worker fares no better).
-                logger.warning("disk full: cannot claim a job; waiting for space", extra={"worker": self.id})
-                ran = []
-            if not ran:
+            if not self.step():
                 # Woken at once by the API on submit; the timeout only covers a lost wake-up.
                 self.wake.wait(idle_wait)
                 self.wake.clear()
                 idle = True
                 continue
             idle = False
+
+    def step(self) -> list[str]:
+        """One turn of the job loop (a worker process's, or a Ray engine replica's per request): claim and run the
+        next job or batch, unless the disk is full. Returns the ids run: none when there was nothing to run."""
+        try:
+            return [] if self._out_of_space() else self.run_next()
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            # Not even a claim can be written: wait for space rather than die (a restarted worker fares no better).
+            logger.warning("disk full: cannot claim a job; waiting for space", extra={"worker": self.id})
+            return []
 
     def _out_of_space(self) -> bool:
         """Whether the data directory is (nearly) full; says so in the log when that changes."""
@@ -353,7 +357,10 @@ class Worker:
                 or event.step >= event.total
                 or now - last >= self.settings.progress_interval
             ):
-                self.store.set_progress(job.id, self.id, event.step, event.total)
+                if not self.store.set_progress(job.id, self.id, event.step, event.total):
+                    # Taken away (our lease ran out while we were slow; the job runs elsewhere): stop, record nothing.
+                    logger.warning("job taken away from this worker; stopping it", extra=self._log(job))
+                    cancel.set()
                 last = now
             if picture is not None:
                 self.store.set_preview(job.id, self.id, encode_preview(picture, event.step, event.total))

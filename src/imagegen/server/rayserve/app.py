@@ -157,7 +157,7 @@ class EngineReplica:
         """Claim and run the next job (or batch); the ids run, none when the queue was empty."""
         if self.worker.batching and self.settings.batch_wait:
             await asyncio.sleep(self.settings.batch_wait)  # jobs submitted together arrive milliseconds apart
-        return await asyncio.to_thread(self.worker.run_next)
+        return await asyncio.to_thread(self.worker.step)
 
     def _watch_timeout(self) -> None:
         """A job past ``job_timeout`` fails as ``timeout`` and the replica exits (Ray starts a fresh one): a hung
@@ -196,7 +196,8 @@ class Ingress:
         from imagegen.server.app import create_app
         from imagegen.server.services import Services
 
-        pool = functools.partial(RayWorkerPool, engine=self.engine, max_in_flight=self.max_in_flight)
+        share = serve.get_replica_context().world_size  # the ingress replicas, each with a pool over one store
+        pool = functools.partial(RayWorkerPool, engine=self.engine, max_in_flight=self.max_in_flight, share=share)
         services = Services(self.settings, pool=pool, shared=True)
         return create_app(self.settings, services=services)
 

@@ -52,19 +52,22 @@ class RayWorkerPool:
         *,
         engine: EngineHandle,
         max_in_flight: int,
+        share: int = 1,
     ) -> None:
         self.settings = settings
         self.store = store
         self._engine = engine
         self._draining = draining
         self._max_in_flight = max_in_flight
+        #: Ingress replicas, each running a pool over the same store: each asks for its share of the work.
+        self._share = max(1, share)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._in_flight: set[Future[list[str]]] = set()
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._thread: threading.Thread | None = None
-        #: Requests lost with their replica (Ray restarts the replica; the job is re-queued by lease).
+        #: Requests that failed: mostly lost with their replica (Ray restarts it; the job is re-queued by lease).
         self.restarts = 0
 
     def start(self) -> None:
@@ -124,7 +127,9 @@ class RayWorkerPool:
             if self._draining.is_set() or self._stopping.is_set():
                 continue
             try:
-                wanted = self.store.count(JobStatus.QUEUED) + self.store.count(JobStatus.RUNNING)
+                # A request per waiting job, and one per busy worker (a batch of N jobs holds one request, not N).
+                busy = len({job.worker for job in self.store.running()})
+                wanted = -(-(self.store.count(JobStatus.QUEUED) + busy) // self._share)
             except Exception:  # a locked or unreachable store: ask again on the next round
                 logger.exception("cannot count queued jobs")
                 continue
@@ -136,14 +141,19 @@ class RayWorkerPool:
                     future = self._executor.submit(self._request)
                     # A request that ran something frees a place at once; one that found nothing to claim (another
                     # replica was faster) waits for the next round rather than asking again in a tight loop.
-                    future.add_done_callback(lambda done: self._wake.set() if done.result() else None)
+                    future.add_done_callback(self._done)
                     self._in_flight.add(future)
+
+    def _done(self, future: Future[list[str]]) -> None:
+        if not future.cancelled() and future.result():
+            self._wake.set()
 
     def _request(self) -> list[str]:
         try:
             ran: list[str] = self._engine.run_queued.remote().result()
         except Exception as exc:  # the replica died (RayActorError) or Serve refused: the job waits in the store
-            self.restarts += 1
+            with self._lock:
+                self.restarts += 1
             logger.warning("engine request failed: %s: %s", type(exc).__name__, exc)
             time.sleep(self.settings.poll_interval)
             return []
