@@ -42,11 +42,12 @@ def test_the_serve_config_is_valid_and_builds_the_application(name, monkeypatch)
     application = builder(app.args)
     ingress = application._bound_deployment
     assert ingress.name == INGRESS_NAME
-    settings = ingress.init_args[0]
-    assert settings["api_keys"] == ["sk-from-a-secret"]
-    assert settings["store_url"].startswith("postgresql://")
+    # The ingress gets the file's settings: secrets from the environment are read in each replica, not baked in.
+    assert ingress.init_args[0] == app.args["settings"]
+    assert "sk-from-a-secret" not in str(ingress.init_args)
     engine = ingress.init_args[1]._bound_deployment
     assert engine.ray_actor_options["num_gpus"] == 1  # one replica per GPU
+    assert '"store_url": "postgresql://' in ingress.init_args[1]._bound_deployment.init_args[0]  # engines open it
 
 
 def test_the_rayservice_serves_what_the_serve_config_serves():

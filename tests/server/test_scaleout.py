@@ -137,6 +137,8 @@ def test_servers_sharing_a_store_leave_each_others_running_jobs_alone(settings):
         assert store.get("stale").status is JobStatus.QUEUED
         assert first.supervisor.started
         assert second.supervisor.started
+        with pytest.raises(DataDirInUse, match="sharing a job store"):  # a server of its own would steal their jobs
+            Services(settings, pool=_IdlePool).start()
         second.stop()
     finally:
         first.stop()
@@ -153,6 +155,8 @@ def test_a_server_of_its_own_store_takes_back_every_running_job_and_locks_the_da
         assert store.get("live").status is JobStatus.QUEUED
         with pytest.raises(DataDirInUse):
             Services(settings, pool=_IdlePool).start()
+        with pytest.raises(DataDirInUse, match="alone"):
+            Services(settings, pool=_IdlePool, shared=True).start()
     finally:
         services.stop()
 

@@ -72,6 +72,20 @@ def test_error_info_statuses_and_headers():
     assert "/secret/path" not in unexpected.message
 
 
+def test_an_unreachable_or_full_store_is_a_503_or_507_that_names_no_database(caplog):
+    import errno
+
+    from imagegen.server.jobs.store import StoreUnavailable
+
+    down = error_info(StoreUnavailable("cannot reach postgresql://imagegen:***@db.internal:5432/jobs"))
+    assert (down.status, down.code, down.headers["Retry-After"]) == (503, "store_unavailable", "5")
+    assert "db.internal" not in down.message
+    assert "db.internal" in caplog.text  # the operator sees where
+    full = StoreUnavailable("the database could not write")
+    full.__cause__ = OSError(errno.ENOSPC, "No space left on device")
+    assert (error_info(full).status, error_info(full).code) == (507, "disk_full")
+
+
 def test_worker_environment_drops_imagegen_secrets():
     from imagegen.server.jobs.supervisor import worker_environment
 

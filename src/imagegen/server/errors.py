@@ -33,6 +33,7 @@ from imagegen.errors import (
     UnsafeModelFile,
     is_disk_full,
 )
+from imagegen.server.jobs.store import StoreUnavailable
 
 logger = logging.getLogger("imagegen.server")
 
@@ -143,6 +144,8 @@ _STATUS: tuple[tuple[type[ImagegenError], int], ...] = (
     (ServiceUnavailable, 503),
     (DiskFull, 507),
 )
+#: Seconds a client is told to wait when the job store cannot be reached (a database restart, a fail-over).
+STORE_RETRY_AFTER = 5
 _HTTP_CODES = MappingProxyType(
     {400: "invalid_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 )
@@ -164,6 +167,16 @@ ErrorRenderer = Callable[[Request, ErrorInfo], Response]
 
 def error_info(exc: Exception) -> ErrorInfo:
     """Status, code, message, field and headers of any exception (unexpected ones say nothing about internals)."""
+    if is_disk_full(exc) and not isinstance(exc, DiskFull):  # a full disk under the store's own error (PostgreSQL)
+        return _disk_full_info()
+    if isinstance(exc, StoreUnavailable):  # the detail (the database's address) is for the server log
+        logger.error("job store unavailable: %s", exc)
+        return ErrorInfo(
+            status=503,
+            code=exc.code,
+            message="the job store cannot be reached; retry shortly",
+            headers={"Retry-After": str(STORE_RETRY_AFTER)},
+        )
     if isinstance(exc, ImagegenError):
         status = next((s for cls, s in _STATUS if isinstance(exc, cls)), 500)
         headers: dict[str, str] = {}
@@ -183,13 +196,17 @@ def error_info(exc: Exception) -> ErrorInfo:
         message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         return ErrorInfo(status=exc.status_code, code=code, message=message, headers=exc.headers or {})
     if is_disk_full(exc):  # a write of any route (the job database, an image): nothing the client can fix
-        return ErrorInfo(
-            status=507,
-            code=DiskFull.code,
-            message="the server has no disk space left; retry once space is freed",
-            headers={"Retry-After": str(DISK_FULL_RETRY_AFTER)},
-        )
+        return _disk_full_info()
     return ErrorInfo(status=500, code="internal_error", message="internal server error (see the server log)")
+
+
+def _disk_full_info() -> ErrorInfo:
+    return ErrorInfo(
+        status=507,
+        code=DiskFull.code,
+        message="the server has no disk space left; retry once space is freed",
+        headers={"Retry-After": str(DISK_FULL_RETRY_AFTER)},
+    )
 
 
 #: Pydantic error types meaning "the body as a whole is not an object" (absent, an array, a string, form data, ...).

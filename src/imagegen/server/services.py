@@ -190,8 +190,9 @@ class Services:
         """Lock the data directory for this process: a second server would "recover" the first one's running jobs.
 
         Raises :class:`DataDirInUse`. The lock dies with the process, ``kill -9`` included. Servers of a shared store
-        take no lock: they share the data directory by design, and recover jobs by lease."""
-        if self._lock_file is not None or self.shared:
+        share the data directory by design (and recover jobs by lease): they take the lock shared, so they exclude
+        only a server that owns the directory alone, and it them."""
+        if self._lock_file is not None:
             return
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -200,10 +201,11 @@ class Services:
             return
         handle = (self.settings.data_dir / "server.lock").open("wb")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError:
             handle.close()
-            raise DataDirInUse(f"another imagegen server is using {self.settings.data_dir}") from None
+            other = "alone" if self.shared else "with others sharing a job store"
+            raise DataDirInUse(f"another imagegen server is using {self.settings.data_dir} ({other})") from None
         self._lock_file = handle
 
 

@@ -4,13 +4,15 @@ only the validation of a placeholder."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 __all__ = ["EXAMPLE_IMAGE", "EXAMPLE_IMAGE_BASE64", "EXAMPLE_MASK_BASE64", "IMAGE_MEDIA_TYPES", "image_schema"]
 
 #: An image in a JSON string: ``format: image`` (an OpenAPI format of our own: base64 or a data: URI of a PNG, JPEG
 #: or WebP), so that clients and fuzzers can tell it from free text.
-IMAGE_FORMAT: dict[str, str] = {"format": "image", "contentMediaType": "image/*"}
+IMAGE_FORMAT: Mapping[str, str] = MappingProxyType({"format": "image", "contentMediaType": "image/*"})
 
 
 def image_schema(schema: dict[str, Any]) -> None:

@@ -30,6 +30,7 @@ from imagegen.options import EngineOptions
 from imagegen.requests import Limits
 from imagegen.server.jobs.store import open_store
 from imagegen.server.jobs.worker import Heartbeat, Worker, load_factory
+from imagegen.server.metrics import MULTIPROC_ENV
 from imagegen.server.rayserve.pool import RayWorkerPool
 from imagegen.server.settings import ServerSettings
 
@@ -137,11 +138,16 @@ class EngineReplica:
         for folder in (settings.images_dir, settings.inputs_dir, settings.metrics_dir):
             folder.mkdir(parents=True, exist_ok=True)  # the ingress may not have started yet
         metrics = None
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        if os.environ.get(MULTIPROC_ENV):
             from imagegen.server.metrics import WorkerMetrics
 
             metrics = WorkerMetrics()
-        engine = load_factory(settings.engine_factory)(settings)
+        try:
+            engine = load_factory(settings.engine_factory)(settings)
+        except (ImportError, ImagegenError) as exc:  # will not fix itself: say why, and let Ray's retries show it
+            self.store.set_worker(self.id, pid=os.getpid(), state="error", detail=f"cannot create the engine: {exc}")
+            self.heartbeat.stop()
+            raise
         self.worker = Worker(settings, self.id, self.store, engine, metrics=metrics)
         try:
             engine.load(settings.default_model)
@@ -166,7 +172,11 @@ class EngineReplica:
         while limit is not None:
             time.sleep(1.0)
             now = time.time()
-            late = [j for j in self.store.running() if j.worker == self.id and now - (j.started_at or now) > limit]
+            try:
+                late = [j for j in self.store.running() if j.worker == self.id and now - (j.started_at or now) > limit]
+            except Exception:  # an unreachable store: look again in a second
+                logger.warning("cannot check job timeouts", extra={"worker": self.id}, exc_info=True)
+                continue
             if late:
                 message = f"the job ran longer than {limit:g} s (job_timeout); its engine replica was restarted"
                 self.store.release(retries=0, worker=self.id, fail_as=("timeout", message))
@@ -180,6 +190,7 @@ class EngineReplica:
             heartbeat.stop()
             self.store.release(retries=self.settings.job_retries, worker=self.id, penalize=False)
             self.store.set_worker(self.id, pid=0, state="stopped")
+            self.store.close()
 
 
 @serve.ingress()
@@ -202,8 +213,13 @@ class Ingress:
         return create_app(self.settings, services=services)
 
 
-def build_application(settings: ServerSettings, scaling: Scaling) -> Application:
-    """The application: ``serve.run(build_application(...))``."""
+def build_application(
+    settings: ServerSettings, scaling: Scaling, *, settings_args: Mapping[str, Any] | None = None
+) -> Application:
+    """The application: ``serve.run(build_application(...))``. ``settings_args`` (a config file's ``settings``) is
+    what the ingress replicas get instead of every field of ``settings``: secrets given through the environment
+    (``IMAGEGEN_API_KEYS``, ``IMAGEGEN_STORE``) are then read in each replica, not copied into Ray's deployment
+    arguments. The engine replicas' settings carry the store URL, password included (they must open the store)."""
     autoscaling: dict[str, Any] | None = None
     if scaling.max_replicas > scaling.min_replicas:
         autoscaling = {
@@ -220,7 +236,7 @@ def build_application(settings: ServerSettings, scaling: Scaling) -> Application
         ray_actor_options={
             "num_cpus": scaling.cpus,
             "num_gpus": scaling.gpus_for(settings.engine),
-            "runtime_env": {"env_vars": {"PROMETHEUS_MULTIPROC_DIR": str(settings.metrics_dir)}},
+            "runtime_env": {"env_vars": {MULTIPROC_ENV: str(settings.metrics_dir)}},
         },
         max_ongoing_requests=1,
         num_replicas=None if autoscaling else scaling.min_replicas,
@@ -237,7 +253,9 @@ def build_application(settings: ServerSettings, scaling: Scaling) -> Application
     )(Ingress)
     max_in_flight = scaling.max_replicas * 2  # a queued request per replica, so a replica never idles between jobs
     application: Application = ingress.bind(
-        settings_to_args(settings), engine.bind(settings.worker_json()), max_in_flight
+        dict(settings_args) if settings_args is not None else settings_to_args(settings),
+        engine.bind(settings.worker_json()),
+        max_in_flight,
     )
     return application
 
@@ -252,4 +270,5 @@ def app_builder(args: dict[str, Any]) -> Application:
     names = {f.name for f in fields(Scaling)}
     if not isinstance(replicas, Mapping) or set(replicas) - names:
         raise InvalidRequest("replicas", f"must be a mapping of {', '.join(sorted(names))}")
-    return build_application(settings_from_args(args.get("settings") or {}), Scaling(**replicas))
+    raw = args.get("settings") or {}
+    return build_application(settings_from_args(raw), Scaling(**replicas), settings_args=raw)

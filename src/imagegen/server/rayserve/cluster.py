@@ -30,7 +30,8 @@ def serve_on_ray(settings: ServerSettings, scaling: Scaling, *, address: str | N
         stop.set()
 
     ray.init(
-        address=address,
+        # "local": always a new cluster of our own, even where RAY_ADDRESS or a running cluster would be joined.
+        address=address or "local",
         include_dashboard=False,
         logging_level=getattr(logging, log_level.upper(), logging.INFO),
         log_to_driver=True,
@@ -57,7 +58,8 @@ def serve_on_ray(settings: ServerSettings, scaling: Scaling, *, address: str | N
             pass
         print("imagegen serve --ray: stopping: running jobs finish, waiting jobs stay queued", file=sys.stderr)
         serve.delete(APP_NAME)
-        serve.shutdown()  # type: ignore[no-untyped-call]
+        if address is None:  # our own cluster: Serve goes with it; on a shared one, other applications stay
+            serve.shutdown()  # type: ignore[no-untyped-call]
     finally:
         ray.shutdown()
     return 0
