@@ -440,3 +440,31 @@ def test_a_worker_stops_running_a_job_taken_away_from_it(tmp_path):
     store.release(retries=1, worker="w")  # another server found our lease expired
     on_step(SimpleNamespace(step=2, total=4, preview=None))
     assert cancel.is_set()  # the engine stops at this step; finish() then records nothing
+
+
+def test_a_retry_writes_images_of_its_own_and_a_taken_away_attempt_leaves_none(tmp_path):
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from imagegen.server.jobs.queue import IMAGE_NAME
+    from imagegen.server.jobs.worker import Worker
+
+    settings = ServerSettings(data_dir=tmp_path)
+    store = JobStore(settings.database)
+    _queue(store, "a" * 32)
+    store.claim("old")
+    store.release(retries=1, worker="old")  # the first attempt was presumed dead...
+    (job,) = store.claim("new")
+    worker = Worker(settings, "new", store, engine=object())
+    result = SimpleNamespace(
+        images=[Image.new("RGB", (8, 8))], infotexts=["x"], seeds=[1], warnings=[], timings={}, model="m"
+    )
+    fields = worker._save(job, result)
+    assert fields["images"] == ["a" * 32 + "-0.a2.png"]  # ...and its images, named -0.png, are not these
+    assert IMAGE_NAME.fullmatch(fields["images"][0])
+    assert (settings.images_dir / fields["images"][0]).exists()
+    store.release(retries=5, worker="new")  # now this attempt is taken away before it records its end
+    worker._finish(job, JobStatus.SUCCEEDED, fields, time.monotonic())
+    assert not (settings.images_dir / fields["images"][0]).exists()
+    assert store.get("a" * 32).status is JobStatus.QUEUED

@@ -8,6 +8,7 @@ jobs from the same store; only who starts the workers and how they are told abou
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -15,7 +16,7 @@ from typing import Literal, Protocol
 from imagegen.server.jobs.store import JobStore
 from imagegen.server.settings import ServerSettings
 
-__all__ = ["PoolFactory", "Readiness", "WorkerPool", "WorkerState"]
+__all__ = ["PoolFactory", "Readiness", "WorkerPool", "WorkerState", "wait_until"]
 
 Readiness = Literal["ready", "draining", "not_running", "model_not_loadable", "worker_starting", "no_worker"]
 
@@ -56,3 +57,13 @@ class WorkerPool(Protocol):
 
 #: Builds a pool: (settings, store, the model workers load at start, the server's draining flag) -> pool.
 PoolFactory = Callable[[ServerSettings, JobStore, Callable[[], "str | None"], threading.Event], WorkerPool]
+
+
+def wait_until(done: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``done`` every 0.1 s for up to ``timeout`` seconds: whether it came true (a pool's ``wait_drained``)."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 __all__ = ["IMAGE_NAME", "INPUT_NAME", "JobQueue", "job_files", "result_image_path"]
 
 #: A result image's file name: ``<job id>-<index>.png``.
-IMAGE_NAME = re.compile(r"[0-9a-f]{32}-[0-9]{1,4}\.png")
+IMAGE_NAME = re.compile(r"[0-9a-f]{32}-[0-9]{1,4}(\.a[0-9]{1,3})?\.png")  # .aN: written by attempt N (a retry)
 #: A job's input image files: ``<job id>.png`` (init image) and ``<job id>-mask.png``.
 INPUT_NAME = re.compile(r"[0-9a-f]{32}(?:-mask)?\.png")
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from imagegen.server.jobs.pool import Readiness, WorkerState
+from imagegen.server.jobs.pool import Readiness, WorkerState, wait_until
 from imagegen.server.jobs.store import JobStore
 from imagegen.server.metrics import MULTIPROC_ENV
 from imagegen.server.settings import ServerSettings
@@ -100,12 +100,7 @@ class WorkerSupervisor:
         return all(slot.process is None or slot.process.poll() is not None for slot in self._slots)
 
     def wait_drained(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while not self.drained():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.1)
-        return True
+        return wait_until(self.drained, timeout)
 
     # Health ----------------------------------------------------------------------------------------------------------
 

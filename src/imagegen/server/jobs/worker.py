@@ -326,6 +326,10 @@ class Worker:
             # The inputs are only kept for a retry; once the job has ended they are no longer needed.
             for name in input_names(job.request):
                 (self.settings.inputs_dir / name).unlink(missing_ok=True)
+        else:
+            # Taken away while we ran it: the images this attempt wrote (its own names) belong to no job.
+            for name in fields.get("images", ()):
+                (self.settings.images_dir / name).unlink(missing_ok=True)
         seconds = round(time.monotonic() - started, 3)
         if held and self.metrics is not None:
             self.metrics.ended(status, images=len(fields.get("images", ())), seconds=seconds)
@@ -376,16 +380,19 @@ class Worker:
         folder = self.settings.images_dir
         folder.mkdir(parents=True, exist_ok=True)
         names: list[str] = []
+        # A retry writes names of its own: an earlier attempt still running somewhere (presumed dead, only slow)
+        # must not overwrite, or clean up, the images of the attempt that is recorded.
+        attempt = "" if job.attempts <= 1 else f".a{job.attempts}"
         try:
             for i, (image, infotext) in enumerate(zip(result.images, result.infotexts, strict=True)):
-                name = f"{job.id}-{i}.png"
+                name = f"{job.id}-{i}{attempt}.png"
                 partial = folder / f".{name}.partial"
                 write_image(image, infotext, partial)
                 os.replace(partial, folder / name)  # atomic: the API never serves half a file
                 names.append(name)
         except BaseException:
             # A failed job keeps no images, and on a full disk every byte given back helps record the failure.
-            for name in [*names, f".{job.id}-{len(names)}.png.partial"]:
+            for name in [*names, f".{job.id}-{len(names)}{attempt}.png.partial"]:
                 (folder / name).unlink(missing_ok=True)
             raise
         return {

@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 from imagegen.server.jobs.model import JobStatus
-from imagegen.server.jobs.pool import Readiness, WorkerState
+from imagegen.server.jobs.pool import Readiness, WorkerState, wait_until
 from imagegen.server.jobs.store import JobStore
 from imagegen.server.settings import ServerSettings
 
@@ -95,12 +95,7 @@ class RayWorkerPool:
             return all(future.done() for future in self._in_flight)
 
     def wait_drained(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while not self.drained():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.1)
-        return True
+        return wait_until(self.drained, timeout)
 
     def readiness(self) -> Readiness:
         if self._draining.is_set():
