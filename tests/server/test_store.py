@@ -339,3 +339,16 @@ def test_a_lease_release_is_void_when_the_worker_beat_in_between(new_store, monk
     store.set_worker("other", pid=8, state="error", detail="model_not_found")
     store.heartbeat("other")  # a beat changes no other state
     assert (store.worker("other").state, store.worker("other").detail) == ("error", "model_not_found")
+
+
+def test_sqlite_readers_keep_a_small_page_cache(db):
+    """One read connection per thread (40 in the API's pool): each caching SQLite's default 2 MiB of a growing
+    database made the API's memory grow with the database under load."""
+    from imagegen.server.jobs.store import READER_CACHE_KIB, SQLiteDatabase
+
+    database = SQLiteDatabase(db)
+    try:
+        assert database._reader().execute("PRAGMA cache_size").fetchone()[0] == -READER_CACHE_KIB
+        assert READER_CACHE_KIB <= 512
+    finally:
+        database.close()
