@@ -3,6 +3,7 @@ batching-ready claims. (PostgreSQL's own cases: test_store_postgres.py.)"""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 
@@ -350,5 +351,27 @@ def test_sqlite_readers_keep_a_small_page_cache(db):
     try:
         assert database._reader().execute("PRAGMA cache_size").fetchone()[0] == -READER_CACHE_KIB
         assert READER_CACHE_KIB <= 512
+    finally:
+        database.close()
+
+
+def test_the_read_connections_of_ended_threads_are_closed(db):
+    """Thread pools end idle threads and start new ones: their read connections must not pile up (each holds a
+    page cache; they made the API's memory grow for as long as it ran)."""
+    from imagegen.server.jobs.store import SQLiteDatabase
+
+    database = SQLiteDatabase(db)
+    try:
+        for _ in range(5):
+            thread = threading.Thread(target=database.read, args=("SELECT 1",))
+            thread.start()
+            thread.join()
+        # Each new thread's reader closed the ended threads' ones: only the last ended thread's is left.
+        assert len(database._reader_connections) == 1
+        ended = [connection for _, connection in database._reader_connections]
+        database.read("SELECT 1")  # a new thread's reader: the ended threads' are closed now
+        assert [t for t, _ in database._reader_connections] == [threading.current_thread()]
+        with pytest.raises(sqlite3.ProgrammingError):
+            ended[0].execute("SELECT 1")
     finally:
         database.close()
