@@ -147,7 +147,21 @@ class Worker:
         self.metrics = metrics
         self.wake = threading.Event()
         self.drain = threading.Event()
+        #: Set by :func:`create_worker`; stopped when the worker goes away for good.
+        self.heartbeat: Heartbeat | None = None
         self._full = False
+
+    def load_default_model(self) -> None:
+        """Load the default model now (readiness means "a job can run", and the first job should not pay for it);
+        the worker's row says ``ready``, or ``error`` with the reason (the worker stays up: other models may load)."""
+        try:
+            self.engine.load(self.settings.default_model)
+        except ImagegenError as exc:
+            self.store.set_worker(self.id, pid=os.getpid(), state="error", detail=f"{exc.code}: {exc}")
+            logger.error("default model not loadable: %s", exc, extra={"worker": self.id})
+        else:
+            self.store.set_worker(self.id, pid=os.getpid(), state="ready")
+            logger.info("worker ready", extra={"worker": self.id, "pid": os.getpid()})
 
     def stop(self) -> None:
         """Finish the running job, then return from :meth:`serve` (``drain`` on the control pipe, or SIGTERM)."""
@@ -431,6 +445,32 @@ class Heartbeat:
                 logger.warning("heartbeat failed", extra={"worker": self._id}, exc_info=True)
 
 
+def create_worker(settings: ServerSettings, worker_id: str, store: JobStore) -> Worker:
+    """A worker's start-up, the same in a worker process and a Ray engine replica: register as ``starting``, start
+    the heartbeat, create the engine (and the Prometheus metrics where the environment asks for them).
+
+    Raises ``ImportError`` or :class:`ImagegenError` when the engine cannot be created, after recording why in the
+    worker's row (a bad device or factory will not fix itself)."""
+    store.set_worker(worker_id, pid=os.getpid(), state="starting")
+    heartbeat = Heartbeat(store, worker_id, settings)
+    heartbeat.start()
+    try:
+        engine = load_factory(settings.engine_factory)(settings)
+    except (ImportError, ImagegenError) as exc:
+        store.set_worker(worker_id, pid=os.getpid(), state="error", detail=f"cannot create the engine: {exc}")
+        logger.error("cannot create the engine: %s", exc, extra={"worker": worker_id})
+        heartbeat.stop()
+        raise
+    metrics = None
+    if os.environ.get(MULTIPROC_ENV):
+        from imagegen.server.metrics import WorkerMetrics
+
+        metrics = WorkerMetrics()
+    worker = Worker(settings, worker_id, store, engine, metrics=metrics)
+    worker.heartbeat = heartbeat
+    return worker
+
+
 def encode_preview(picture: Image, step: int, total: int) -> Preview:
     """A live preview as stored and served: JPEG."""
     buffer = io.BytesIO()
@@ -472,35 +512,16 @@ def main(argv: list[str] | None = None) -> int:
     settings = ServerSettings.from_worker_json(sys.stdin.readline())
     configure_logging()
     store = open_store(settings)
-    store.set_worker(worker_id, pid=os.getpid(), state="starting")
-    Heartbeat(store, worker_id, settings).start()
     try:
-        engine = load_factory(settings.engine_factory)(settings)
-    except (ImportError, ImagegenError) as exc:
-        # A bad device or factory will not fix itself: say why; the supervisor restarts us with a growing back-off.
-        store.set_worker(worker_id, pid=os.getpid(), state="error", detail=f"cannot create the engine: {exc}")
-        logger.error("cannot create the engine: %s", exc, extra={"worker": worker_id})
-        return 1
-    metrics = None
-    if os.environ.get(MULTIPROC_ENV):
-        from imagegen.server.metrics import WorkerMetrics
-
-        metrics = WorkerMetrics()
-    worker = Worker(settings, worker_id, store, engine, metrics=metrics)
+        worker = create_worker(settings, worker_id, store)
+    except (ImportError, ImagegenError):
+        return 1  # recorded and logged; the supervisor restarts us with a growing back-off
     # Ctrl-C in a terminal reaches the whole process group, and service managers often send SIGTERM to every process
     # of the service: the API process decides when workers stop, so SIGINT is ignored and SIGTERM means "drain".
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda signum, frame: worker.stop())
     threading.Thread(target=_control, args=(worker,), name="control", daemon=True).start()
-    # Load the default model now: readiness means "a job can run", and the first job should not pay for loading.
-    try:
-        engine.load(settings.default_model)
-    except ImagegenError as exc:
-        store.set_worker(worker_id, pid=os.getpid(), state="error", detail=f"{exc.code}: {exc}")
-        logger.error("default model not loadable: %s", exc, extra={"worker": worker_id})
-    else:
-        store.set_worker(worker_id, pid=os.getpid(), state="ready")
-        logger.info("worker ready", extra={"worker": worker_id, "pid": os.getpid()})
+    worker.load_default_model()
     worker.serve()
     store.set_worker(worker_id, pid=os.getpid(), state="stopped")
     logger.info("worker drained", extra={"worker": worker_id})

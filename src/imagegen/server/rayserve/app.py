@@ -25,11 +25,11 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
-from imagegen.errors import ImagegenError, InvalidRequest
+from imagegen.errors import InvalidRequest
 from imagegen.options import EngineOptions
 from imagegen.requests import Limits
 from imagegen.server.jobs.store import open_store
-from imagegen.server.jobs.worker import Heartbeat, Worker, load_factory
+from imagegen.server.jobs.worker import create_worker
 from imagegen.server.metrics import MULTIPROC_ENV
 from imagegen.server.rayserve.pool import RayWorkerPool
 from imagegen.server.settings import ServerSettings
@@ -132,31 +132,11 @@ class EngineReplica:
         settings = self.settings = ServerSettings.from_worker_json(worker_json)
         self.id = f"ray-{serve.get_replica_context().replica_id.unique_id}"
         self.store = open_store(settings)
-        self.store.set_worker(self.id, pid=os.getpid(), state="starting")
-        self.heartbeat = Heartbeat(self.store, self.id, settings)
-        self.heartbeat.start()
         for folder in (settings.images_dir, settings.inputs_dir, settings.metrics_dir):
             folder.mkdir(parents=True, exist_ok=True)  # the ingress may not have started yet
-        metrics = None
-        if os.environ.get(MULTIPROC_ENV):
-            from imagegen.server.metrics import WorkerMetrics
-
-            metrics = WorkerMetrics()
-        try:
-            engine = load_factory(settings.engine_factory)(settings)
-        except (ImportError, ImagegenError) as exc:  # will not fix itself: say why, and let Ray's retries show it
-            self.store.set_worker(self.id, pid=os.getpid(), state="error", detail=f"cannot create the engine: {exc}")
-            self.heartbeat.stop()
-            raise
-        self.worker = Worker(settings, self.id, self.store, engine, metrics=metrics)
-        try:
-            engine.load(settings.default_model)
-        except ImagegenError as exc:  # as a worker process does: stay up, say why (readiness: model_not_loadable)
-            self.store.set_worker(self.id, pid=os.getpid(), state="error", detail=f"{exc.code}: {exc}")
-            logger.error("default model not loadable: %s", exc, extra={"worker": self.id})
-        else:
-            self.store.set_worker(self.id, pid=os.getpid(), state="ready")
-            logger.info("engine replica ready", extra={"worker": self.id, "pid": os.getpid()})
+        # As a worker process starts (a factory that cannot start raises: Ray's retries then show it).
+        self.worker = create_worker(settings, self.id, self.store)
+        self.worker.load_default_model()
         threading.Thread(target=self._watch_timeout, name="imagegen-job-timeout", daemon=True).start()
 
     async def run_queued(self) -> list[str]:
@@ -185,9 +165,9 @@ class EngineReplica:
 
     def __del__(self) -> None:
         """Scale-down or redeploy: Ray waits for the running request first, so nothing is held any more."""
-        heartbeat = getattr(self, "heartbeat", None)
-        if heartbeat is not None:
-            heartbeat.stop()
+        worker = getattr(self, "worker", None)
+        if worker is not None and worker.heartbeat is not None:
+            worker.heartbeat.stop()
             self.store.release(retries=self.settings.job_retries, worker=self.id, penalize=False)
             self.store.set_worker(self.id, pid=0, state="stopped")
             self.store.close()
